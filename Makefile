@@ -1,0 +1,43 @@
+# gexplain: `make run` (set up + quickstart job), `make test` (set up + tests).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= pipelines/configs/quickstart.toml
+
+.PHONY: run test setup setup-dev lint bench docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
+
+run: setup
+	$(BIN)/gexplain run $(CONFIG)
+
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check storage cluster pipelines tests benchmarks
+	$(BIN)/ruff format --check storage cluster pipelines tests benchmarks
+
+bench: setup-dev
+	$(BIN)/python benchmarks/run_all.py
+
+docs: setup
+	$(BIN)/python -m storage.schema > docs/store.md
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""gexplain cluster: where work runs (Ray and Dask runtimes, actor pools, resources)."""

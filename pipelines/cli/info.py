@@ -1,0 +1,85 @@
+"""``gexplain info STORE``: what a store holds."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from storage.schema import layer_names, spec_for
+from storage.store import layer_chunks, list_results, open_store
+
+
+def describe_store(url: str) -> dict:
+    """Return a JSON-serialisable description of a store.
+
+    Parameters
+    ----------
+    url
+        Store path or URL.
+
+    Returns
+    -------
+    dict
+        ``dims``, ``layers`` (name, dtype, units), ``chunks``, ``labels`` (sample columns with up to
+        20 level counts), ``gene_annotations``, ``truth``, ``results``, ``attrs`` (provenance).
+    """
+    ds = open_store(url)
+    labels = {}
+    for name in ds.data_vars:
+        var = ds[name]
+        if var.dims == ("sample",) and str(name).startswith("sample_"):
+            counts = pd.Series(var.values).astype(str).value_counts()
+            labels[str(name)] = {"levels": int(counts.size), "top": counts.head(20).to_dict()}
+    layers = []
+    for name in layer_names(ds):
+        spec = spec_for(name)
+        layers.append({"name": name, "dtype": str(ds[name].dtype), "units": spec.units if spec else ""})
+    return {
+        "store": url,
+        "dims": {k: int(v) for k, v in ds.sizes.items()},
+        "layers": layers,
+        "chunks": layer_chunks(ds),
+        "labels": labels,
+        "gene_annotations": [str(n) for n in ds.data_vars if str(n).startswith("gene_")],
+        "truth": [str(n) for n in ds.data_vars if str(n).startswith("truth_")],
+        "results": list_results(url),
+        "attrs": dict(ds.attrs),
+    }
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``info`` command to ``app``."""
+
+    @app.command("info")
+    def info(
+        store: str = typer.Argument(..., help="Store path or URL."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    ) -> None:
+        """Show a store's dims, layers, labels, chunking, provenance and results."""
+        d = describe_store(store)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2, default=str))
+            return
+        con = Console()
+        con.print(
+            f"[bold]{store}[/bold]  samples={d['dims'].get('sample')}  genes={d['dims'].get('gene')}  "
+            f"chunks={d['chunks']}"
+        )
+        t = Table("layer", "dtype", "units")
+        for layer in d["layers"]:
+            t.add_row(layer["name"], layer["dtype"], layer["units"])
+        con.print(t)
+        t = Table("sample column", "levels", "most frequent")
+        for name, lab in d["labels"].items():
+            top = ", ".join(f"{k} ({v})" for k, v in list(lab["top"].items())[:5])
+            t.add_row(name, str(lab["levels"]), top)
+        con.print(t)
+        if d["truth"]:
+            con.print("ground truth: " + ", ".join(d["truth"]))
+        con.print("results: " + (", ".join(d["results"]) or "none"))
+        prov = {k: v for k, v in d["attrs"].items() if k not in ("gexplain_variables",)}
+        con.print("provenance: " + json.dumps(prov, default=str)[:2000])

@@ -1,0 +1,182 @@
+"""Run configuration: a TOML file describing the store, the cluster and the stages.
+
+Example::
+
+    [run]
+    name = "quickstart"
+    out = "runs/quickstart"        # run folder, relative to the current directory
+    store = "cohort.zarr"          # relative to the run folder, or absolute, or s3://...
+    seed = 0
+
+    [cluster]
+    address = ""                   # "" embedded local, "auto", "ray://host:10001"
+    dask_address = ""              # "" local threads, "tcp://scheduler:8786"
+
+    [[stage]]
+    kind = "simulate"
+    [stage.params]
+    simulator = "cohort"
+
+Unknown keys anywhere are errors that name the key and the keys allowed there.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines.stages import StageParams, get_stage
+from storage.errors import InputError
+from storage.paths import is_local
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSection(_Strict):
+    """The ``[run]`` table."""
+
+    name: str = Field(description="Run name, used in result names.")
+    out: str = Field(description="Run folder (manifest, tables, plots).")
+    store: str = Field(description="Expression store: relative to the run folder, absolute, or a URL.")
+    seed: int = Field(0, description="Seed of every random draw of the run.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not value or any(c in value for c in "/\\ "):
+            raise ValueError("must be non-empty, without '/', '\\' or spaces")
+        return value
+
+
+class ClusterSection(_Strict):
+    """The ``[cluster]`` table."""
+
+    address: str = Field("", description="Ray address: '' embedded local, 'auto', 'ray://host:port'.")
+    dask_address: str = Field("", description="Dask scheduler address; '' uses local threads.")
+    num_cpus: int = Field(0, ge=0, description="CPUs of the embedded runtime (0 = all cores).")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of the embedded Ray (unset = autodetect).")
+
+
+class StageEntry(_Strict):
+    """One ``[[stage]]`` table."""
+
+    kind: str
+    name: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RawConfig(_Strict):
+    run: RunSection
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    stage: list[StageEntry] = Field(default_factory=list)
+
+
+class StageSpec(BaseModel):
+    """A validated stage: its name, kind and parameters."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    kind: str
+    params: StageParams
+
+
+class RunConfig(BaseModel):
+    """A validated run configuration with resolved paths."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    raw: dict[str, Any]
+    run: RunSection
+    cluster: ClusterSection
+    stages: list[StageSpec]
+    run_dir: Path
+    store_url: str
+
+
+def _format_error(path: Path, where: str, exc: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        full = f"{where}.{loc}" if where else loc
+        if err["type"] == "extra_forbidden":
+            parent: type[BaseModel] | None = model
+            for part in err["loc"][:-1]:
+                field = parent.model_fields.get(str(part)) if parent else None
+                ann = getattr(field, "annotation", None) if field else None
+                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            allowed = ", ".join(parent.model_fields) if parent else "see docs/cli.md"
+            lines.append(f"unknown key '{full}' (allowed here: {allowed})")
+        elif err["type"] == "missing":
+            lines.append(f"missing key '{full}'")
+        else:
+            lines.append(f"'{full}': {err['msg']} (got {err.get('input')!r})")
+    return f"{path}: invalid run config:\n  - " + "\n  - ".join(lines)
+
+
+def parse_config(path: str | Path, *, base_dir: Path | None = None) -> RunConfig:
+    """Read, validate and resolve a run config.
+
+    Parameters
+    ----------
+    path
+        The TOML file.
+    base_dir
+        Directory that a relative ``run.out`` is resolved against (default: the current directory).
+
+    Raises
+    ------
+    InputError
+        On unreadable TOML, unknown keys, bad values or unknown stage kinds; the message names the
+        file and the key.
+    """
+    cfg_path = Path(path)
+    if not cfg_path.is_file():
+        raise InputError(
+            f"config file {cfg_path} not found; see pipelines/configs/quickstart.toml for an example"
+        )
+    try:
+        data = tomllib.loads(cfg_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{cfg_path}: not valid TOML: {exc}") from exc
+    try:
+        raw = RawConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_format_error(cfg_path, "", exc, RawConfig)) from exc
+    stages: list[StageSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw.stage):
+        where = f"stage[{i}]"
+        stage = get_stage(entry.kind)
+        try:
+            params = stage.params.model_validate(entry.params)
+        except ValidationError as exc:
+            raise InputError(_format_error(cfg_path, f"{where}.params", exc, stage.params)) from exc
+        name = entry.name or entry.kind
+        if name in seen:
+            raise InputError(
+                f"{cfg_path}: {where}: stage name '{name}' is used twice; give each stage a unique name"
+            )
+        seen.add(name)
+        stages.append(StageSpec(name=name, kind=entry.kind, params=params))
+    run_dir = Path(raw.run.out)
+    if not run_dir.is_absolute():
+        run_dir = (base_dir or Path.cwd()) / run_dir
+    store = raw.run.store
+    if is_local(store) and not Path(store).is_absolute():
+        store = str(run_dir / store)
+    return RunConfig(
+        path=cfg_path,
+        raw=data,
+        run=raw.run,
+        cluster=raw.cluster,
+        stages=stages,
+        run_dir=run_dir,
+        store_url=store,
+    )

@@ -1,0 +1,184 @@
+"""The stage runner: executes a run config's stages in order and keeps a run manifest.
+
+Skip and rerun rule
+-------------------
+Each stage has a fingerprint: a hash of its kind, name, validated parameters, the run's seed and
+store, and the fingerprint of the stage before it. A stage is skipped when the manifest records it
+as done with the same fingerprint and the store still exists. Changing a stage's parameters
+therefore changes its fingerprint and that of every later stage, so that stage and all after it
+rerun; stages before it are skipped. ``force=True`` reruns everything.
+
+The manifest (``<run folder>/manifest.json``, written atomically after every stage) holds the
+config, library versions, the runtime, and per stage: status, fingerprint, wall time, peak memory
+of the process tree, and the stage's outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from cluster.runtime import Runtime, start_runtime
+from pipelines.config import RunConfig
+from pipelines.memory import PeakMemory
+from pipelines.progress import Progress
+from pipelines.stages import StageContext, get_stage
+from storage.paths import atomic_write_bytes, exists
+
+MANIFEST = "manifest.json"
+_VERSIONED = (
+    "gexplain", "numpy", "pandas", "scipy", "xarray", "zarr", "dask", "ray", "torch", "captum", "shap",
+    "pydeseq2", "scikit-learn",
+)  # fmt: skip
+
+
+def library_versions() -> dict[str, str]:
+    """Return the versions of Python and the libraries whose behaviour shapes results."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def fingerprint(previous: str, kind: str, name: str, params: dict[str, Any], seed: int, store: str) -> str:
+    """Return the stage fingerprint (hex sha256) that decides skip or rerun."""
+    payload = json.dumps(
+        {"prev": previous, "kind": kind, "name": name, "params": params, "seed": seed, "store": store},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """Return the run manifest, or an empty one."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_bytes(str(run_dir / MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def run_config(
+    config: RunConfig,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """Execute the configured stages in order, skipping those already done.
+
+    Parameters
+    ----------
+    config
+        A validated config (:func:`pipelines.config.parse_config`).
+    force
+        Rerun every stage.
+    progress
+        Progress reporting (default: bars on a terminal, log lines otherwise).
+    runtime
+        An existing runtime to use (it is not shut down); by default one is started from
+        ``config.cluster`` and shut down at the end.
+
+    Returns
+    -------
+    dict
+        The manifest as written, with ``"ran"`` and ``"skipped"`` stage-name lists.
+    """
+    progress = progress or Progress()
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_manifest(config.run_dir)
+    done = {s["name"]: s for s in previous.get("stages", []) if s.get("status") == "done"}
+    store_present = exists(config.store_url)
+    own_runtime = runtime is None
+    if runtime is None:
+        runtime = start_runtime(
+            config.cluster.address,
+            dask_address=config.cluster.dask_address,
+            num_cpus=config.cluster.num_cpus or None,
+            num_gpus=config.cluster.num_gpus,
+        )
+    manifest: dict[str, Any] = {
+        "config_path": str(config.path),
+        "config": config.raw,
+        "store": config.store_url,
+        "versions": library_versions(),
+        "runtime": runtime.describe(),
+        "started": _now(),
+        "stages": [],
+    }
+    ran: list[str] = []
+    skipped: list[str] = []
+    fp = ""
+    try:
+        for spec in config.stages:
+            params = spec.params.model_dump(mode="json")
+            fp = fingerprint(fp, spec.kind, spec.name, params, config.run.seed, config.store_url)
+            record = done.get(spec.name)
+            if not force and not ran and store_present and record and record.get("fingerprint") == fp:
+                skipped.append(spec.name)
+                manifest["stages"].append(record)
+                progress.print(f"[dim]skip[/dim] {spec.name}: done earlier with the same parameters")
+                continue
+            stage = get_stage(spec.kind)
+            ctx = StageContext(
+                run_dir=config.run_dir,
+                store_url=config.store_url,
+                seed=config.run.seed,
+                runtime=runtime,
+                progress=progress,
+                stage_name=spec.name,
+            )
+            progress.print(f"[bold]run[/bold] {spec.name} ({spec.kind})")
+            entry: dict[str, Any] = {
+                "name": spec.name,
+                "kind": spec.kind,
+                "fingerprint": fp,
+                "params": params,
+                "started": _now(),
+                "status": "running",
+            }
+            manifest["stages"].append(entry)
+            _write_manifest(config.run_dir, manifest)
+            t0 = time.perf_counter()
+            with PeakMemory() as mem, runtime.dask_scheduler():
+                outputs = stage.run(ctx, spec.params)
+            entry.update(
+                status="done",
+                wall_s=round(time.perf_counter() - t0, 3),
+                peak_rss_mb=round(mem.peak_bytes / 2**20, 1),
+                outputs=outputs,
+                finished=_now(),
+            )
+            ran.append(spec.name)
+            _write_manifest(config.run_dir, manifest)
+    except BaseException:
+        if manifest["stages"] and manifest["stages"][-1].get("status") == "running":
+            manifest["stages"][-1]["status"] = "failed"
+        _write_manifest(config.run_dir, manifest)
+        raise
+    finally:
+        if own_runtime:
+            runtime.shutdown()
+        progress.close()
+    manifest["finished"] = _now()
+    _write_manifest(config.run_dir, manifest)
+    if not ran:
+        progress.print("nothing to do: every stage is done with the same parameters (use --force to rerun)")
+    return {**manifest, "ran": ran, "skipped": skipped}

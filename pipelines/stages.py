@@ -1,0 +1,94 @@
+"""The stage registry: what a run config's ``kind`` names, and the context a stage runs in.
+
+A stage is a small adapter: it validates its parameters (a pydantic model that forbids unknown
+keys), reads what it needs from the store, calls pure Dataset-in/Dataset-out functions and writes
+their results back. Stage modules are imported lazily, so a run only imports what it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from cluster.runtime import Runtime
+from pipelines.progress import Progress
+from storage.errors import InputError
+
+
+class StageParams(BaseModel):
+    """Base class of every stage's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use.
+
+    Attributes
+    ----------
+    run_dir
+        The run folder (tables, plots, the manifest).
+    store_url
+        The run's expression store (path or fsspec URL).
+    seed
+        The run's seed; stages derive every random draw from it.
+    runtime
+        Ray/Dask handles; call ``runtime.ensure_ray()`` before using Ray.
+    progress
+        Progress reporting.
+    stage_name
+        This stage's name in the config.
+    """
+
+    run_dir: Path
+    store_url: str
+    seed: int
+    runtime: Runtime
+    progress: Progress
+    stage_name: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registry entry: the kind, its parameter model and its run function.
+
+    ``run(ctx, params)`` returns a small JSON-serialisable dict of outputs for the manifest.
+    """
+
+    kind: str
+    params: type[StageParams]
+    run: Callable[[StageContext, Any], dict[str, Any]]
+    description: str = ""
+
+
+REGISTRY: dict[str, str] = {
+    "simulate": "pipelines.simulate.stage",
+    "ingest": "pipelines.ingest_stage",
+    "normalize": "pipelines.normalize.stage",
+    "de": "pipelines.de.stage",
+    "train": "pipelines.models.stage",
+    "explain": "pipelines.explain.stage",
+    "evaluate": "pipelines.evaluate.stage",
+    "report": "pipelines.report.stage",
+}
+
+
+def get_stage(kind: str) -> Stage:
+    """Return the registered stage for ``kind``.
+
+    Raises
+    ------
+    InputError
+        For an unknown kind (lists the known ones).
+    """
+    if kind not in REGISTRY:
+        raise InputError(f"unknown stage kind '{kind}'; known kinds: {', '.join(REGISTRY)}")
+    module = importlib.import_module(REGISTRY[kind])
+    stage: Stage = module.STAGE
+    return stage

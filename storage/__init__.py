@@ -1,0 +1,1 @@
+"""gexplain storage: the only code that touches Zarr, files and object stores."""

@@ -1,0 +1,84 @@
+"""Resolve store locations: local paths and fsspec URLs (``memory://``, ``s3://``, ``gs://``)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def is_local(url: str | os.PathLike[str]) -> bool:
+    """Return True when ``url`` is a plain path or a ``file://`` URL.
+
+    Parameters
+    ----------
+    url
+        A filesystem path or fsspec URL.
+    """
+    text = os.fspath(url)
+    return "://" not in text or text.startswith("file://")
+
+
+def normalize_url(url: str | os.PathLike[str]) -> str:
+    """Return an absolute local path or the URL unchanged.
+
+    Parameters
+    ----------
+    url
+        A filesystem path or fsspec URL.
+    """
+    text = os.fspath(url)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    if is_local(text):
+        return str(Path(text).expanduser().resolve())
+    return text.rstrip("/")
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path components onto a store URL with ``/``."""
+    base = normalize_url(url)
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the fsspec filesystem and the path inside it for ``url``."""
+    return url_to_fs(normalize_url(url))
+
+
+def exists(url: str) -> bool:
+    """Return True when something exists at ``url``."""
+    fs, path = filesystem(url)
+    return bool(fs.exists(path))
+
+
+def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` so that readers see either the old or the whole new content.
+
+    Locally the bytes go to a temporary file in the same directory, are flushed to disk and
+    renamed over the target (``os.replace`` is atomic on POSIX). On object stores a single
+    PUT is already atomic.
+
+    Parameters
+    ----------
+    url
+        Target path or fsspec URL.
+    data
+        The complete new content.
+    """
+    target = normalize_url(url)
+    if is_local(target):
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return
+    fs, path = filesystem(target)
+    fs.pipe_file(path, data)

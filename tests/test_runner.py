@@ -1,0 +1,116 @@
+"""Run config validation, stage runner skip/rerun, manifest, and CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from pipelines import stages as stage_registry
+from pipelines.cli.main import main
+from pipelines.config import parse_config
+from pipelines.progress import SILENT
+from pipelines.runner import read_manifest, run_config
+from storage.errors import InputError
+
+PROBE = textwrap.dedent("""
+    import json, numpy as np
+    from pathlib import Path
+    from pipelines.stages import Stage, StageParams
+    from storage.store import create_store, exists
+
+    class Params(StageParams):
+        value: int = 1
+
+    def run(ctx, params):
+        log = Path(ctx.run_dir) / "calls.jsonl"
+        with log.open("a") as fh:
+            fh.write(json.dumps({"stage": ctx.stage_name, "value": params.value}) + "\\n")
+        if not exists(ctx.store_url):
+            w = create_store(ctx.store_url, sample_ids=np.array(["a"]), gene_ids=np.array(["g"]), layers={})
+            w.commit()
+        return {"value": params.value}
+
+    STAGE = Stage(kind="probe", params=Params, run=run)
+""")
+
+
+@pytest.fixture()
+def probe(tmp_path, monkeypatch):
+    (tmp_path / "probe_stage.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(stage_registry.REGISTRY, "probe", "probe_stage")
+    return tmp_path
+
+
+def _config(path, a=1, b=2, c=3, extra=""):
+    path.write_text(
+        textwrap.dedent(f'''
+        [run]
+        name = "t"
+        out = "{path.parent / "run"}"
+        store = "store.zarr"
+        seed = 3
+        [[stage]]
+        kind = "probe"
+        name = "first"
+        params = {{ value = {a} }}
+        [[stage]]
+        kind = "probe"
+        name = "second"
+        params = {{ value = {b} }}
+        [[stage]]
+        kind = "probe"
+        name = "third"
+        params = {{ value = {c} }}
+        {extra}
+    ''')
+    )
+    return path
+
+
+def _calls(run_dir):
+    return [json.loads(line)["stage"] for line in (run_dir / "calls.jsonl").read_text().splitlines()]
+
+
+def test_skip_and_rerun_from_changed_stage(probe, local_runtime):
+    cfg_path = _config(probe / "c.toml")
+    out = run_config(parse_config(cfg_path), progress=SILENT, runtime=local_runtime)
+    assert out["ran"] == ["first", "second", "third"]
+    run_dir = probe / "run"
+    again = run_config(parse_config(cfg_path), progress=SILENT, runtime=local_runtime)
+    assert again["ran"] == [] and again["skipped"] == ["first", "second", "third"]
+    _config(cfg_path, b=20)
+    third = run_config(parse_config(cfg_path), progress=SILENT, runtime=local_runtime)
+    assert third["skipped"] == ["first"] and third["ran"] == ["second", "third"]
+    assert _calls(run_dir) == ["first", "second", "third", "second", "third"]
+    manifest = read_manifest(run_dir)
+    assert [s["status"] for s in manifest["stages"]] == ["done"] * 3
+    assert manifest["stages"][1]["outputs"] == {"value": 20}
+    assert manifest["versions"]["torch"].startswith("2.13.0")
+    assert all("wall_s" in s and "peak_rss_mb" in s for s in manifest["stages"])
+
+
+def test_unknown_keys_name_the_key(probe):
+    cfg = _config(probe / "c.toml", extra='[cluster]\nadress = "auto"\n')
+    with pytest.raises(InputError, match=r"unknown key 'cluster.adress' \(allowed here: address"):
+        parse_config(cfg)
+    cfg.write_text(cfg.read_text().replace('adress = "auto"', "").replace("value = 2", "valu = 2"))
+    with pytest.raises(InputError, match=r"stage\[1\].params.valu.*allowed here: value"):
+        parse_config(cfg)
+
+
+def test_unknown_stage_kind(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nname="t"\nout="o"\nstore="s.zarr"\n[[stage]]\nkind="bogus"\n')
+    with pytest.raises(InputError, match="unknown stage kind 'bogus'; known kinds: simulate"):
+        parse_config(cfg)
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+    assert "no store at" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "none.toml")]) == 2
+    assert main(["no-such-command"]) == 2
+    assert main(["--help"]) == 0
