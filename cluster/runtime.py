@@ -6,7 +6,7 @@ With no address, gexplain embeds its own runtime for the length of a run:
 
 * Dask: the local threaded scheduler with one worker per core (no extra processes).
 * Ray: started lazily, on first use by a stage that needs it, with ``num_cpus`` = the machine's
-  cores, no dashboard, bound to this machine. Ray >= 2.60 turns on token authentication by
+  cores, no dashboard, listening on loopback (127.0.0.1) only. Ray >= 2.60 turns on token authentication by
   default and writes a token under ``~/.ray``. Because the embedded runtime lives only as long as
   the run and accepts no outside connections, gexplain starts it with ``RAY_AUTH_MODE=disabled``
   (unless you set ``RAY_AUTH_MODE`` yourself) and so writes nothing to ``~/.ray``.
@@ -89,6 +89,7 @@ class Runtime:
             num_gpus=self.num_gpus,
             object_store_memory=self.object_store_memory,
             include_dashboard=False,
+            _node_ip_address="127.0.0.1",
             **kwargs,
         )
         self.ray_started_here = True
