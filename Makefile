@@ -38,6 +38,7 @@ bench: setup-dev
 
 docs: setup
 	$(BIN)/python -m storage.schema > docs/store.md
+	$(BIN)/typer pipelines.cli.main utils docs --name gexplain --output docs/cli.md
 
 clean:
 	rm -rf runs .pytest_cache

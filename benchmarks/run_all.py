@@ -34,7 +34,9 @@ def assemble() -> Path:
     ]
     results = HERE / "results"
     names = [n for n in ORDER if (results / f"{n}.md").exists()]
-    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER and not p.stem.endswith(".quick"))
+    names += sorted(
+        p.stem for p in results.glob("*.md") if p.stem not in ORDER and not p.stem.endswith(".quick")
+    )
     for name in names:
         parts.append((results / f"{name}.md").read_text().strip())
         parts.append("")
@@ -44,7 +46,9 @@ def assemble() -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
     parser.add_argument("--assemble", action="store_true", help="only rebuild BENCHMARKS.md")

@@ -59,6 +59,24 @@ def fingerprint(previous: str, kind: str, name: str, params: dict[str, Any], see
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def input_state(paths: list[str]) -> list[tuple[str, int, int]]:
+    """Return (path, size, mtime_ns) of every local file under ``paths`` (directories walked).
+
+    Parameters
+    ----------
+    paths
+        Files or directories a stage reads; URLs are listed by name only.
+    """
+    state: list[tuple[str, int, int]] = []
+    for raw in paths:
+        path = Path(raw)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            st = f.stat() if f.exists() else None
+            state.append((str(f), st.st_size if st else -1, st.st_mtime_ns if st else -1))
+    return state
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """Return the run manifest, or an empty one."""
     path = run_dir / MANIFEST
@@ -129,14 +147,17 @@ def run_config(
     try:
         for spec in config.stages:
             params = spec.params.model_dump(mode="json")
-            fp = fingerprint(fp, spec.kind, spec.name, params, config.run.seed, config.store_url)
+            stage = get_stage(spec.kind)
+            inputs = input_state(stage.inputs(spec.params)) if stage.inputs else []
+            fp = fingerprint(
+                fp, spec.kind, spec.name, {**params, "_inputs": inputs}, config.run.seed, config.store_url
+            )
             record = done.get(spec.name)
             if not force and not ran and store_present and record and record.get("fingerprint") == fp:
                 skipped.append(spec.name)
                 manifest["stages"].append(record)
                 progress.print(f"[dim]skip[/dim] {spec.name}: done earlier with the same parameters")
                 continue
-            stage = get_stage(spec.kind)
             ctx = StageContext(
                 run_dir=config.run_dir,
                 store_url=config.store_url,

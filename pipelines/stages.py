@@ -59,12 +59,15 @@ class Stage:
     """A registry entry: the kind, its parameter model and its run function.
 
     ``run(ctx, params)`` returns a small JSON-serialisable dict of outputs for the manifest.
+    ``inputs(params)``, when given, lists the files the stage reads from outside the store; their
+    size and modification time join the stage fingerprint, so changed input files rerun it.
     """
 
     kind: str
     params: type[StageParams]
     run: Callable[[StageContext, Any], dict[str, Any]]
     description: str = ""
+    inputs: Callable[[Any], list[str]] | None = None
 
 
 REGISTRY: dict[str, str] = {

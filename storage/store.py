@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -274,7 +275,10 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
     if not exists(target):
         raise InputError(f"no store at {target}; create one with `gexplain ingest` or `gexplain simulate`")
     try:
-        ds = xr.open_zarr(target, consolidated=False, zarr_format=3)
+        with warnings.catch_warnings():
+            # models/ and ledger/ hold plain files (checkpoints, markers), not Zarr nodes.
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            ds = xr.open_zarr(target, consolidated=False, zarr_format=3)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(
             f"{target} is not a readable gexplain store ({exc}); re-create it with `gexplain ingest`"

@@ -22,6 +22,7 @@ PROBE = textwrap.dedent("""
 
     class Params(StageParams):
         value: int = 1
+        path: str = ""
 
     def run(ctx, params):
         log = Path(ctx.run_dir) / "calls.jsonl"
@@ -32,7 +33,7 @@ PROBE = textwrap.dedent("""
             w.commit()
         return {"value": params.value}
 
-    STAGE = Stage(kind="probe", params=Params, run=run)
+    STAGE = Stage(kind="probe", params=Params, run=run, inputs=lambda p: [p.path] if p.path else [])
 """)
 
 
@@ -90,6 +91,22 @@ def test_skip_and_rerun_from_changed_stage(probe, local_runtime):
     assert manifest["stages"][1]["outputs"] == {"value": 20}
     assert manifest["versions"]["torch"].startswith("2.13.0")
     assert all("wall_s" in s and "peak_rss_mb" in s for s in manifest["stages"])
+
+
+def test_changed_input_file_reruns_its_stage(probe, local_runtime):
+    data = probe / "input.txt"
+    data.write_text("v1")
+    cfg_path = _config(probe / "c.toml")
+    cfg_path.write_text(cfg_path.read_text().replace("value = 2", f'value = 2, path = "{data}"'))
+    assert run_config(parse_config(cfg_path), progress=SILENT, runtime=local_runtime)["ran"] == [
+        "first",
+        "second",
+        "third",
+    ]
+    assert run_config(parse_config(cfg_path), progress=SILENT, runtime=local_runtime)["ran"] == []
+    data.write_text("version 2")
+    out = run_config(parse_config(cfg_path), progress=SILENT, runtime=local_runtime)
+    assert out["skipped"] == ["first"] and out["ran"] == ["second", "third"]
 
 
 def test_unknown_keys_name_the_key(probe):

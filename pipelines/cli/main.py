@@ -17,8 +17,16 @@ from rich.console import Console
 from storage.errors import InputError
 
 COMMANDS: tuple[str, ...] = (
+    "pipelines.cli.de",
+    "pipelines.cli.normalize",
     "pipelines.cli.run",
     "pipelines.cli.info",
+    "pipelines.cli.ingest",
+    "pipelines.cli.simulate",
+    "pipelines.cli.train",
+    "pipelines.cli.report",
+    "pipelines.cli.evaluate",
+    "pipelines.cli.explain",
 )
 
 app = typer.Typer(

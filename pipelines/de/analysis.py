@@ -1,0 +1,233 @@
+"""One DE request — a method, an optional design and its contrasts — checked, then run.
+
+:func:`plan` resolves every contrast and checks every option against the store *before* any
+compute (unknown columns or levels, groups under 2 samples, covariates given to a rank test,
+unknown layers or presets). :func:`execute` then runs the method per gene block and returns one
+result Dataset per contrast (see :mod:`pipelines.de.output`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from pipelines.de import contrasts as cx
+from pipelines.de.blockwise import check_layer
+from pipelines.de.mannwhitney import run_mannwhitney
+from pipelines.de.presets import get_preset, with_calls
+from pipelines.de.welch import run_welch
+from pipelines.progress import Progress
+from storage.errors import InputError
+from storage.schema import SAMPLE
+
+METHODS = ("deseq2", "mannwhitney", "welch")
+DEFAULT_LAYER = {"mannwhitney": "cpm", "welch": "log_expr"}
+DERIVED_LEVELS = ("level", "rest")
+
+
+@dataclass(frozen=True)
+class DeRequest:
+    """What to test.
+
+    Attributes
+    ----------
+    method
+        ``deseq2``, ``mannwhitney`` or ``welch``.
+    design
+        deseq2 formula (e.g. ``"~ cell + dex"``; default ``"~ <factor>"``). Rank and t tests take
+        no covariates: a design, if given, must be ``"~ <factor>"``.
+    contrasts
+        Pairwise contrasts ``(column, test_level, ref_level)``.
+    one_vs_rest
+        ``(column, level)``: that level vs all others; ``level`` None means every level.
+    per_group
+        ``(by, column, test_level, ref_level)``: within each level of ``by`` where both exist.
+    layer
+        Layer tested by mannwhitney/welch (default cpm / log_expr; log2(cpm+1) when the store
+        has no log_expr); deseq2 always uses raw counts.
+    preset
+        Significance call rule added as a ``call`` column (e.g. ``zhao``).
+    alpha, size_factors, gene_block
+        deseq2 options (alpha also sets the volcano threshold); gene_block bounds every method's
+        block.
+    """
+
+    method: str
+    design: str | None = None
+    contrasts: tuple[tuple[str, str, str], ...] = ()
+    one_vs_rest: tuple[str, str | None] | None = None
+    per_group: tuple[str, str, str, str] | None = None
+    layer: str | None = None
+    preset: str | None = None
+    alpha: float = 0.05
+    size_factors: str = "ratio"
+    gene_block: int = 2048
+
+
+@dataclass
+class Plan:
+    """A checked request: its resolved contrasts, the layer and the groups left out."""
+
+    request: DeRequest
+    contrasts: list[cx.Contrast]
+    layer: str
+    skipped: list[str] = field(default_factory=list)
+
+
+def _resolve_layer(ds: xr.Dataset, req: DeRequest) -> str:
+    if req.method == "deseq2":
+        if req.layer not in (None, "counts"):
+            raise InputError(f"--layer {req.layer}: deseq2 models raw counts; drop --layer for deseq2")
+        return "counts"
+    layer = req.layer or DEFAULT_LAYER[req.method]
+    if req.layer is None and layer == "log_expr" and "log_expr" not in ds:
+        layer = "cpm"
+    check_layer(ds, layer)
+    return layer
+
+
+def _check_rank_design(req: DeRequest, factors: set[str]) -> None:
+    if req.design is None:
+        return
+    from pipelines.de.deseq2.design import parse_terms
+
+    terms = parse_terms(req.design)
+    extra = [t for t in terms if t not in factors]
+    if extra:
+        raise InputError(
+            f"--design {req.design!r}: {req.method} compares two groups and cannot adjust for "
+            f"covariates ({', '.join(extra)}); drop --design or use --method deseq2"
+        )
+
+
+def plan(ds: xr.Dataset, req: DeRequest) -> Plan:
+    """Resolve and check a request against the store, without computing anything.
+
+    Raises
+    ------
+    InputError
+        Unknown method, column, level, layer or preset; a group under 2 samples; no contrast;
+        covariates for a rank/t test; for deseq2, a design that is not full rank or whose
+        columns are missing (checked on the sample columns only; counts are checked by deseq2).
+    """
+    if req.method not in METHODS:
+        raise InputError(f"unknown method '{req.method}' (option --method); choose from {', '.join(METHODS)}")
+    if not 0 < req.alpha < 1:
+        raise InputError(f"alpha={req.alpha} must lie strictly between 0 and 1")
+    if req.gene_block < 1:
+        raise InputError(f"gene_block={req.gene_block} must be a positive number of genes")
+    if req.preset is not None:
+        get_preset(req.preset)
+    found: list[cx.Contrast] = [cx.pairwise(ds, *c) for c in req.contrasts]
+    skipped: list[str] = []
+    if req.one_vs_rest is not None:
+        found += cx.one_vs_rest(ds, *req.one_vs_rest)
+    if req.per_group is not None:
+        groups, skipped = cx.per_group(ds, *req.per_group)
+        found += groups
+    if not found:
+        raise InputError(
+            "no contrast given; pass --contrast COLUMN TEST REF, --one-vs-rest COLUMN or "
+            "--per-group BY COLUMN TEST REF (config: contrasts, one_vs_rest, per_group)"
+        )
+    names = [c.name for c in found]
+    if len(set(names)) != len(names):
+        raise InputError(f"the same contrast is requested twice ({', '.join(names)}); list each once")
+    if req.method == "deseq2":
+        if req.size_factors not in ("ratio", "poscounts"):
+            raise InputError(
+                f"size_factors='{req.size_factors}' is not supported; use 'ratio' or 'poscounts'"
+            )
+        for contrast in found:
+            _check_deseq2(ds, req, contrast)
+    else:
+        _check_rank_design(req, {c.factor for c in found})
+    return Plan(req, found, _resolve_layer(ds, req), skipped)
+
+
+def _deseq2_design(design: str | None, factor: str, replace: str | None = None) -> str:
+    """The design for one deseq2 fit: the user's, with ``factor`` swapped for ``replace``."""
+    if design is None:
+        return f"~ {replace or factor}"
+    if replace is None:
+        return design
+    from pipelines.de.deseq2.design import parse_terms
+
+    terms = parse_terms(design)
+    terms = [replace if t == factor else t for t in terms]
+    if replace not in terms:
+        terms.append(replace)
+    return "~ " + " + ".join(terms)
+
+
+def _deseq2_inputs(
+    ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast
+) -> tuple[xr.Dataset, str, tuple[str, str, str]]:
+    """The samples, design and contrast of one deseq2 fit: all samples (pairwise), a derived
+    two-level factor (one vs rest) or the group's samples (per group)."""
+    factor, test, ref = contrast.factor, contrast.test, contrast.ref
+    if contrast.kind == "one_vs_rest":
+        rows = np.sort(np.concatenate([contrast.test_index, contrast.ref_index]))
+        labels = np.full(ds.sizes[SAMPLE], DERIVED_LEVELS[1], dtype=object)
+        labels[contrast.test_index] = DERIVED_LEVELS[0]
+        derived = f"{factor}_vs_rest"
+        data = ds.assign({f"sample_{derived}": (SAMPLE, labels)}).isel({SAMPLE: rows})
+        return data, _deseq2_design(req.design, factor, derived), (derived, *DERIVED_LEVELS)
+    if contrast.within is not None:
+        inside = cx.levels(ds, contrast.within[0]) == contrast.within[1]
+        return (
+            ds.isel({SAMPLE: np.flatnonzero(inside)}),
+            _deseq2_design(req.design, factor),
+            (factor, test, ref),
+        )
+    return ds, _deseq2_design(req.design, factor), (factor, test, ref)
+
+
+def _check_deseq2(ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast) -> None:
+    """Build the design of one deseq2 fit and check its contrast (no counts are read)."""
+    from pipelines.de.deseq2.design import build_design, check_contrast
+
+    data, design, triple = _deseq2_inputs(ds, req, contrast)
+    check_contrast(build_design(data, design), triple)
+
+
+def _run_deseq2(ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast, progress: Progress) -> xr.Dataset:
+    """Fit DESeq2 for one contrast (see :func:`_deseq2_inputs`)."""
+    from pipelines.de.deseq2 import run_deseq2
+
+    data, design, triple = _deseq2_inputs(ds, req, contrast)
+    results = run_deseq2(
+        data,
+        design,
+        [triple],
+        size_factors=req.size_factors,
+        alpha=req.alpha,
+        gene_block=req.gene_block,
+        progress=progress,
+    )
+    (result,) = results.values()
+    result.attrs.update(
+        contrast=[contrast.factor, contrast.test, contrast.ref], design=design, layer="counts"
+    )
+    if contrast.within is not None:
+        result.attrs["within"] = list(contrast.within)
+    return result
+
+
+def execute(ds: xr.Dataset, checked: Plan, *, progress: Progress | None = None) -> dict[str, xr.Dataset]:
+    """Run a checked request; return one result Dataset per contrast, keyed by contrast name."""
+    progress = progress or Progress(enabled=False)
+    req = checked.request
+    out: dict[str, xr.Dataset] = {}
+    for contrast in checked.contrasts:
+        if req.method == "deseq2":
+            result = _run_deseq2(ds, req, contrast, progress)
+        else:
+            run = run_mannwhitney if req.method == "mannwhitney" else run_welch
+            result = run(ds, contrast, layer=checked.layer, gene_block=req.gene_block, progress=progress)
+        if req.preset is not None:
+            result = with_calls(result, get_preset(req.preset))
+        out[contrast.name] = result
+    return out

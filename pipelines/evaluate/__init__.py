@@ -1,0 +1,1 @@
+"""Evaluation of attributions: reproducibility, saturation, ground truth, faithfulness, biology."""

@@ -1,0 +1,405 @@
+"""Evaluate a store's attributions and DE results; every table goes to the store and to CSV.
+
+Each part runs only when its inputs exist (ground truth needs ``truth_informative``, faithfulness
+needs a model set, reproducibility needs two runs, DE overlaps need DE results). Attribution
+matrices are streamed in sample blocks, so memory is bounded by ``block`` x genes, except for the
+per-class hidden-to-DE step, which holds at most ``max_class_samples`` samples of one class.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from pipelines.evaluate.biology import (
+    TopGeneCounts,
+    class_expression_stats,
+    class_overlaps,
+    hidden_to_de,
+    housekeeping,
+    tissue_enhanced,
+)
+from pipelines.evaluate.faithfulness import default_k_grid, ensemble_predict_proba, prediction_gaps
+from pipelines.evaluate.ground_truth import attribution_importance, ground_truth_table
+from pipelines.evaluate.inputs import (
+    ATTR,
+    AttributionSource,
+    attribution_sources,
+    de_results,
+    de_test_level,
+    explain_runs,
+    explainers_of,
+    gene_values,
+    label_column,
+    labels_for,
+    positions,
+)
+from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
+from pipelines.evaluate.tables import write_table
+from pipelines.progress import Progress
+from storage.checkpoints import list_model_sets
+from storage.errors import InputError
+from storage.schema import GENE, SAMPLE
+from storage.store import open_store
+
+log = logging.getLogger(__name__)
+
+TPM_BLOCK_VALUES = 8_000_000  # TPM values per gene block read for class medians (~32 MiB float32)
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Options of an evaluation (see :class:`pipelines.evaluate.stage.EvaluateParams`)."""
+
+    name: str = "default"
+    label: str = ""
+    explain_runs: tuple[str, ...] = ()
+    de_methods: tuple[str, ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()
+    k: int = 100
+    alpha: float = 0.05
+    model_set: str = "default"
+    faithfulness_samples: int = 64
+    faithfulness_ks: tuple[int, ...] = ()
+    n_random: int = 5
+    reference: str = "mean"
+    min_samples: int = 2
+    min_frac: float = 0.5
+    min_z: float = 3.0
+    max_class_samples: int = 500
+    block: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class EvaluateOutput:
+    """Tables written (name -> table) and the store groups they live in."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+
+def _blocks(n: int, block: int) -> list[slice]:
+    return [slice(s, min(s + block, n)) for s in range(0, n, block)]
+
+
+def _values(var: xr.DataArray, sample_pos: np.ndarray | slice, gene_pos: np.ndarray | slice) -> np.ndarray:
+    return np.asarray(var.isel({SAMPLE: sample_pos, GENE: gene_pos}).values)
+
+
+def ground_truth_part(
+    ds: xr.Dataset, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateOptions
+) -> pd.DataFrame | None:
+    """Ground-truth table of every attribution and DE result, or None without ground truth."""
+    if "truth_informative" not in ds:
+        return None
+    frames = []
+    for src in attribution_sources(runs):
+        res = runs[src.run]
+        genes = np.asarray(res[GENE].values)
+        imp = attribution_importance(res[ATTR + src.explainer])
+        frames.append(_truth_rows(ds, genes, {src.name: imp}, {}, opts))
+    for name, d in de.items():
+        frames.append(_truth_rows(ds, np.asarray(d[GENE].values), {}, {name: d}, opts))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _truth_rows(
+    ds: xr.Dataset,
+    genes: np.ndarray,
+    attrs: dict[str, np.ndarray],
+    de: dict[str, xr.Dataset],
+    opts: EvaluateOptions,
+) -> pd.DataFrame:
+    inf = gene_values(ds, "truth_informative", genes).astype(bool)
+    mode = gene_values(ds, "truth_mode", genes).astype(str) if "truth_mode" in ds else None
+    return ground_truth_table(inf, mode, attrs, de, k=opts.k, alpha=opts.alpha)
+
+
+def reproducibility_part(
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateOptions
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Per-sample and per-class reproducibility between pairs of runs (shared explainers), and
+    between the models of a run that kept per-model means (``run_a`` = ``<run>/model<i>``)."""
+    pairs = list(opts.pairs) or list(combinations(sorted(runs), 2))
+    unknown = sorted({r for pair in pairs for r in pair} - set(runs))
+    if unknown:
+        raise InputError(
+            f"option pairs names explain run(s) {', '.join(unknown)} that are not evaluated; "
+            f"use runs among: {', '.join(sorted(runs)) or 'none'}"
+        )
+    per_sample: list[pd.DataFrame] = []
+    per_class: list[pd.DataFrame] = []
+    for run_a, run_b in pairs:
+        a, b = runs[run_a], runs[run_b]
+        samples = np.intersect1d(a[SAMPLE].values.astype(str), b[SAMPLE].values.astype(str))
+        genes = np.intersect1d(a[GENE].values.astype(str), b[GENE].values.astype(str))
+        if samples.size == 0 or genes.size == 0:
+            continue
+        k = min(opts.k, genes.size)
+        pa, pb = (
+            positions(a[SAMPLE].values, samples, "sample"),
+            positions(b[SAMPLE].values, samples, "sample"),
+        )
+        ga, gb = positions(a[GENE].values, genes, "gene"), positions(b[GENE].values, genes, "gene")
+        labels = labels_for(ds, label, samples)
+        for explainer in sorted(set(explainers_of(a)) & set(explainers_of(b))):
+            rows = []
+            for blk in _blocks(samples.size, opts.block):
+                xa = _values(a[ATTR + explainer], pa[blk], ga)
+                xb = _values(b[ATTR + explainer], pb[blk], gb)
+                rows.append(compare_runs(xa, xb, labels[blk], samples[blk], k=k)[0])
+            ps = pd.concat(rows, ignore_index=True)
+            pc = summarise_per_class(ps.drop(columns="sample"))
+            meta = {"run_a": run_a, "run_b": run_b, "explainer": explainer, "k": k}
+            per_sample.append(ps.assign(**meta))
+            per_class.append(pc.assign(**meta))
+    for run, res in sorted(runs.items()):
+        for ps, meta in _between_models(ds, label, run, res, opts):
+            per_sample.append(ps.assign(**meta))
+            per_class.append(summarise_per_class(ps.drop(columns="sample")).assign(**meta))
+    if not per_sample:
+        return None
+    return pd.concat(per_sample, ignore_index=True), pd.concat(per_class, ignore_index=True)
+
+
+def _between_models(
+    ds: xr.Dataset, label: str, run: str, res: xr.Dataset, opts: EvaluateOptions
+) -> list[tuple[pd.DataFrame, dict[str, object]]]:
+    """Per-sample reproducibility between the per-model means of one run (``attr_<e>_model``)."""
+    out = []
+    samples = np.asarray(res[SAMPLE].values).astype(str)
+    labels = labels_for(ds, label, samples)
+    k = min(opts.k, res.sizes[GENE])
+    for explainer in explainers_of(res):
+        var = res.get(f"{ATTR}{explainer}_model")
+        if var is None or var.ndim != 3:
+            continue
+        dim = var.dims[0]
+        models = np.asarray(var[dim].values) if dim in var.coords else np.arange(var.shape[0])
+        for i, j in combinations(range(len(models)), 2):
+            rows = []
+            for blk in _blocks(samples.size, opts.block):
+                xa = np.asarray(var.isel({dim: i, SAMPLE: blk}).values)
+                xb = np.asarray(var.isel({dim: j, SAMPLE: blk}).values)
+                rows.append(compare_runs(xa, xb, labels[blk], samples[blk], k=k)[0])
+            meta = {
+                "run_a": f"{run}/model{models[i]}",
+                "run_b": f"{run}/model{models[j]}",
+                "explainer": explainer,
+                "k": k,
+            }
+            out.append((pd.concat(rows, ignore_index=True), meta))
+    return out
+
+
+def sample_subset(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A deterministic sorted subset of ``n`` sample positions."""
+    if samples.size <= n:
+        return np.arange(samples.size)
+    return np.sort(np.random.default_rng([seed, 7]).choice(samples.size, size=n, replace=False))
+
+
+def faithfulness_part(
+    store_url: str, ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateOptions
+) -> pd.DataFrame | None:
+    """PGI / PGU / random-floor curves of every attribution, with the model set's ensemble."""
+    if opts.model_set not in list_model_sets(store_url) or not runs:
+        return None
+    from pipelines.models.load import load_models
+
+    frames = []
+    loaded: dict[bytes, list] = {}
+    for src in attribution_sources(runs):
+        res = runs[src.run]
+        genes = np.asarray(res[GENE].values).astype(str)
+        key = genes.tobytes()
+        if key not in loaded:
+            loaded[key] = load_models(store_url, opts.model_set, genes=genes, fill="mean")
+        models = loaded[key]
+        classes = list(models[0].classes)
+        layer = models[0].layer
+        samples = np.asarray(res[SAMPLE].values).astype(str)
+        pick = sample_subset(samples, opts.faithfulness_samples, opts.seed)
+        labels = labels_for(ds, label, samples[pick])
+        known = np.isin(labels, classes)
+        pick, labels = pick[known], labels[known]
+        if pick.size == 0:
+            continue
+        spos = positions(ds[SAMPLE].values, samples[pick], "sample")
+        gpos = positions(ds[GENE].values, genes, "gene")
+        x = _values(ds[layer], spos, gpos).astype(np.float64)
+        attr = _values(res[ATTR + src.explainer], pick, slice(None))
+        targets = np.array([classes.index(c) for c in labels])
+        if opts.reference == "zero":
+            reference = np.zeros(genes.size)
+        else:
+            reference = np.asarray(ds[layer].isel({GENE: gpos}).mean(SAMPLE).values, dtype=np.float64)
+        ks = list(opts.faithfulness_ks) or default_k_grid(genes.size)
+        ks = [k for k in ks if k <= genes.size]
+        predict = ensemble_predict_proba([m.module for m in models])
+        table = prediction_gaps(
+            predict, x, attr, targets, ks, reference, n_random=opts.n_random, seed=opts.seed
+        )
+        frames.append(table.assign(source=src.name, n_samples=int(pick.size)))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _de_called(de: dict[str, xr.Dataset], genes: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """Class -> DE-called genes (padj < alpha, aligned to ``genes``) of the first contrast testing it."""
+    out: dict[str, np.ndarray] = {}
+    for _, d in sorted(de.items()):
+        level = de_test_level(d)
+        if level is None or level in out:
+            continue
+        padj = pd.Series(np.asarray(d["padj"].values, dtype=np.float64), index=d[GENE].values.astype(str))
+        out[level] = np.nan_to_num(padj.reindex(genes).to_numpy(), nan=1.0) < alpha
+    return out
+
+
+def biology_part(
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateOptions
+) -> dict[str, pd.DataFrame]:
+    """Per-class top genes, their overlaps against chance, and hidden-to-DE genes."""
+    tops, overlaps, hidden = [], [], []
+    store_labels = np.asarray(ds[label].values).astype(str)
+    tpm_cache: dict[tuple[tuple[str, ...], bytes], tuple[np.ndarray, np.ndarray]] = {}
+    for src in attribution_sources(runs):
+        res = runs[src.run]
+        samples = np.asarray(res[SAMPLE].values).astype(str)
+        genes = np.asarray(res[GENE].values).astype(str)
+        labels = labels_for(ds, label, samples)
+        classes = sorted(set(labels))
+        counts = TopGeneCounts.empty(classes, genes.size)
+        var = res[ATTR + src.explainer]
+        for blk in _blocks(samples.size, opts.block):
+            counts.add(np.asarray(var.isel({SAMPLE: blk}).values), labels[blk], opts.k)
+        top = counts.table(genes, opts.min_samples)
+        tops.append(top.assign(source=src.name))
+        enhanced = house = None
+        if "tpm" in ds:
+            key = (tuple(classes), genes.tobytes())
+            if key not in tpm_cache:
+                tpm_cache[key] = _class_tpm(ds, store_labels, genes, classes, opts.block)
+            means, medians = tpm_cache[key]
+            enhanced, house = tissue_enhanced(means), housekeeping(medians)
+        ov = class_overlaps(top, genes, classes, enhanced, house, _de_called(de, genes, opts.alpha))
+        if not ov.empty:
+            overlaps.append(ov.assign(source=src.name))
+        hidden += _hidden_rows(src, res, labels, genes, de, opts)
+    out = {}
+    if tops:
+        out["top_genes"] = pd.concat(tops, ignore_index=True)
+    if overlaps:
+        out["class_overlaps"] = pd.concat(overlaps, ignore_index=True)
+    if hidden:
+        out["hidden_to_de"] = pd.concat(hidden, ignore_index=True)
+    return out
+
+
+def _class_tpm(
+    ds: xr.Dataset, store_labels: np.ndarray, genes: np.ndarray, classes: list[str], block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class, gene) means and medians of TPM for ``genes``, read in gene blocks of all samples.
+
+    A block holds at most :data:`TPM_BLOCK_VALUES` values (and ``block`` genes), so memory does not grow
+    with the cohort beyond one block.
+    """
+    gpos = positions(ds[GENE].values, genes, "gene")
+    keep = np.isin(store_labels, classes)
+    means = np.zeros((len(classes), genes.size))
+    medians = np.zeros((len(classes), genes.size))
+    width = max(1, min(block, TPM_BLOCK_VALUES // max(int(keep.sum()), 1)))
+    for blk in _blocks(genes.size, width):
+        tpm = np.asarray(ds["tpm"].isel({GENE: gpos[blk]}).values)[keep]
+        _, means[:, blk], medians[:, blk] = class_expression_stats(tpm, store_labels[keep])
+    return means, medians
+
+
+def _hidden_rows(
+    src: AttributionSource,
+    res: xr.Dataset,
+    labels: np.ndarray,
+    genes: np.ndarray,
+    de: dict[str, xr.Dataset],
+    opts: EvaluateOptions,
+) -> list[pd.DataFrame]:
+    rows = []
+    name = ATTR + src.explainer
+    for group, d in sorted(de.items()):
+        level = de_test_level(d)
+        if level is None or level not in labels:
+            continue
+        pick = np.nonzero(labels == level)[0][: opts.max_class_samples]
+        attr = np.asarray(res[name].isel({SAMPLE: pick}).values)
+        std = np.asarray(res[name + "_std"].isel({SAMPLE: pick}).values) if name + "_std" in res else None
+        count = (
+            np.asarray(res[name + "_count"].isel({SAMPLE: pick}).values) if name + "_count" in res else None
+        )
+        table = pd.DataFrame(
+            {c: np.asarray(d[c].values, dtype=np.float64) for c in ("padj", "log2FoldChange", "baseMean")},
+            index=d[GENE].values.astype(str),
+        )
+        h = hidden_to_de(
+            attr, std, count, labels[pick], genes, table, level,
+            k=opts.k, min_frac=opts.min_frac, min_z=opts.min_z, alpha=opts.alpha,
+        )  # fmt: skip
+        rows.append(h.assign(source=src.name, contrast=group, label=level))
+    return rows
+
+
+def evaluate_store(
+    store_url: str, opts: EvaluateOptions, csv_dir: Path | None = None, progress: Progress | None = None
+) -> EvaluateOutput:
+    """Run every evaluation whose inputs exist and write its tables.
+
+    Parameters
+    ----------
+    store_url
+        The store (with ``results/explain/*`` and/or ``results/de/*``).
+    opts
+        Options.
+    csv_dir
+        Folder for CSV copies of the tables (created).
+    progress
+        Progress reporting.
+
+    Returns
+    -------
+    EvaluateOutput
+        Tables by name and their store groups (``evaluate/<name>/<table>``).
+    """
+    progress = progress or Progress()
+    ds = open_store(store_url)
+    label = label_column(ds, opts.label)
+    runs = explain_runs(store_url, list(opts.explain_runs) or None)
+    de = de_results(store_url, list(opts.de_methods) or None)
+    out = EvaluateOutput()
+    if csv_dir is not None:
+        csv_dir.mkdir(parents=True, exist_ok=True)
+
+    def emit(table: str, df: pd.DataFrame | None) -> None:
+        if df is None or df.empty:
+            return
+        out.tables[table] = df
+        out.groups.append(write_table(store_url, opts.name, table, df, csv_dir))
+
+    progress.print("evaluate: ground truth")
+    emit("ground_truth", ground_truth_part(ds, runs, de, opts))
+    progress.print("evaluate: reproducibility")
+    rep = reproducibility_part(ds, label, runs, opts)
+    if rep is not None:
+        emit("reproducibility_samples", rep[0])
+        emit("reproducibility_classes", rep[1])
+    progress.print("evaluate: faithfulness")
+    emit("faithfulness", faithfulness_part(store_url, ds, label, runs, opts))
+    progress.print("evaluate: biology")
+    for table, df in biology_part(ds, label, runs, de, opts).items():
+        emit(table, df)
+    return out

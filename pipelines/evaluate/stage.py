@@ -1,0 +1,92 @@
+"""The ``evaluate`` stage: reproducibility, saturation, ground truth, faithfulness and biology tables."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
+from pipelines.evaluate.tables import write_table
+from pipelines.stages import Stage, StageContext, StageParams
+
+
+class EvaluateParams(StageParams):
+    """Parameters of the ``evaluate`` stage."""
+
+    name: str = Field(
+        "default", description="Evaluation name: results/evaluate/<name>, CSVs in <run>/evaluate/<name>."
+    )
+    label: str = Field("", description="Label column ('' = the store's label_column).")
+    explain_runs: list[str] = Field(
+        default_factory=list, description="Attribution runs to evaluate (all when empty)."
+    )
+    de_methods: list[str] = Field(default_factory=list, description="DE methods to compare (all when empty).")
+    pairs: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="Pairs of explain runs compared for reproducibility (all pairs when empty).",
+    )
+    k: int = Field(100, ge=1, description="Top-k size of overlaps, precision/recall and top genes.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="DE significance level on padj.")
+    model_set: str = Field("default", description="Model set used for faithfulness and saturation.")
+    faithfulness_samples: int = Field(64, ge=1, description="Samples used for PGI/PGU.")
+    faithfulness_ks: list[int] = Field(
+        default_factory=list, description="Grid of k for PGI/PGU (default 1,2,5,10,...)."
+    )
+    n_random: int = Field(5, ge=0, description="Random gene sets per k (the PGI floor).")
+    reference: Literal["mean", "zero"] = Field("mean", description="Replacement value of removed genes.")
+    min_samples: int = Field(
+        2, ge=1, description="Samples whose top-k must contain a gene for it to be shared."
+    )
+    min_frac: float = Field(
+        0.5, gt=0, le=1, description="Hidden-to-DE: fraction of class samples with the gene in top-k."
+    )
+    min_z: float = Field(3.0, ge=0, description="Hidden-to-DE: class-mean |attr| in standard errors.")
+    max_class_samples: int = Field(500, ge=1, description="Samples per class read for hidden-to-DE.")
+    block: int = Field(1024, ge=1, description="Samples per block when streaming attributions.")
+    saturation: SaturationParams = Field(default_factory=SaturationParams, description="Saturation curves.")
+
+
+def options(params: EvaluateParams, seed: int) -> EvaluateOptions:
+    """Translate stage parameters into :class:`EvaluateOptions`."""
+    return EvaluateOptions(
+        name=params.name,
+        label=params.label,
+        explain_runs=tuple(params.explain_runs),
+        de_methods=tuple(params.de_methods),
+        pairs=tuple(tuple(p) for p in params.pairs),  # type: ignore[misc]
+        k=params.k,
+        alpha=params.alpha,
+        model_set=params.model_set,
+        faithfulness_samples=params.faithfulness_samples,
+        faithfulness_ks=tuple(params.faithfulness_ks),
+        n_random=params.n_random,
+        reference=params.reference,
+        min_samples=params.min_samples,
+        min_frac=params.min_frac,
+        min_z=params.min_z,
+        max_class_samples=params.max_class_samples,
+        block=params.block,
+        seed=seed,
+    )
+
+
+def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
+    """Evaluate the store and write tables; return where they are."""
+    csv_dir = ctx.run_dir / "evaluate" / params.name
+    opts = options(params, ctx.seed)
+    out = evaluate_store(ctx.store_url, opts, csv_dir=csv_dir, progress=ctx.progress)
+    if params.saturation.enabled:
+        for table, df in saturation_part(ctx.store_url, opts, params.saturation).items():
+            out.tables[table] = df
+            out.groups.append(write_table(ctx.store_url, params.name, table, df, csv_dir))
+    return {"tables": str(csv_dir), "results": sorted(out.groups), "n_tables": len(out.tables)}
+
+
+STAGE = Stage(
+    kind="evaluate",
+    params=EvaluateParams,
+    run=run,
+    description="Reproducibility, saturation, ground-truth, faithfulness and biology tables.",
+)

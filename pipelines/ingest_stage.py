@@ -1,0 +1,87 @@
+"""The ``ingest`` run-config stage: read expression files into the run's store.
+
+Example::
+
+    [[stage]]
+    kind = "ingest"
+    [stage.params]
+    sources = ["GTEx_gene_reads.gct.gz"]
+    sample_sheets = ["GTEx_SampleAttributesDS.txt"]
+    ignore_extra_sheet_rows = true
+
+Relative paths are resolved against the current directory (like ``run.out``). The store is
+replaced when the stage reruns (it is only moved into place once complete).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipelines.stages import Stage, StageContext, StageParams
+from storage.ingest import ingest
+
+
+class IngestParams(StageParams):
+    """Parameters of the ``ingest`` stage (see ``gexplain ingest --help``)."""
+
+    sources: list[str] = Field(min_length=1, description="Input files/directories (several with merge).")
+    format: Literal["auto", "gct", "gdc", "matrix", "h5ad"] = "auto"
+    sample_sheets: list[str | None] | None = Field(None, description="One sample sheet per source.")
+    sample_id_column: str | None = None
+    orientation: Literal["auto", "genes-x-samples", "samples-x-genes"] = "auto"
+    column: str = Field("unstranded", description="GDC value column.")
+    layer: str | None = Field(None, description="h5ad layer (None: X).")
+    values: Literal["counts", "tpm", "cpm", "log_expr", "expr"] | None = None
+    gene_lengths: str | None = None
+    ignore_extra_sheet_rows: bool = False
+    merge: bool = False
+    cohorts: list[str] | None = None
+    chunk_sample: int = Field(2048, gt=0, description="Store chunk size along samples.")
+    chunk_gene: int = Field(2048, gt=0, description="Store chunk size along genes.")
+
+
+def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
+    """Ingest ``params.sources`` into ``ctx.store_url`` and return the report summary."""
+    with ctx.progress.task(f"{ctx.stage_name or 'ingest'}: write blocks", total=None) as task:
+
+        def on_progress(done: int, total: int) -> None:
+            task.total = total
+            task.advance(done - task.done)
+
+        report = ingest(
+            [Path(s) for s in params.sources],
+            ctx.store_url,
+            fmt=params.format,
+            sample_sheets=params.sample_sheets,
+            sample_id_column=params.sample_id_column,
+            orientation=params.orientation,
+            column=params.column,
+            layer=params.layer,
+            values=params.values,
+            gene_lengths=params.gene_lengths,
+            ignore_extra_sheet_rows=params.ignore_extra_sheet_rows,
+            merge=params.merge,
+            cohorts=params.cohorts,
+            chunks={"sample": params.chunk_sample, "gene": params.chunk_gene},
+            overwrite=True,
+            on_progress=on_progress,
+        )
+    return report.summary()
+
+
+def inputs(params: IngestParams) -> list[str]:
+    """Files the stage reads: their size and mtime join the stage fingerprint."""
+    files = [*params.sources, *(s for s in params.sample_sheets or [] if s)]
+    return files + ([params.gene_lengths] if params.gene_lengths else [])
+
+
+STAGE = Stage(
+    kind="ingest",
+    params=IngestParams,
+    run=run,
+    description="Read expression files into the store.",
+    inputs=inputs,
+)

@@ -1,0 +1,210 @@
+"""Train K replicates of a classifier as Ray tasks and store them with the store.
+
+The training matrix is put into the Ray object store once (``ray.put``) and every task receives
+the same reference, so each node holds one shared, read-only copy however many replicates run.
+Each task asks for ``params.threads`` CPUs and, when the cluster has GPUs, a GPU fraction
+(``cluster.resources.gpu_fraction``). Replicate k's seed is derived from the run seed and k only,
+so results do not depend on the number of workers or the order tasks finish in.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from cluster.resources import gpu_fraction
+from pipelines.models.data import Split, TrainingData
+from pipelines.models.persist import save_model
+from pipelines.models.train import TrainParams, TrainResult, jittered, train_model
+from pipelines.progress import Progress, Task
+from storage.checkpoints import delete_model_set, list_checkpoints
+from storage.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def replicate_seeds(seed: int, k: int) -> list[int]:
+    """Seeds of replicates 0..k-1, derived from the run seed alone (``numpy.random.SeedSequence``)."""
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(int(seed)).spawn(k)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training task: a split, a seed and the (jittered) parameters."""
+
+    split: Split
+    seed: int
+    params: TrainParams
+
+
+def _run_job(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: np.ndarray,
+    job: Job,
+    positions: tuple[np.ndarray, np.ndarray] | None,
+) -> TrainResult:
+    return train_model(x, y, job.split, classes, job.params, job.seed, gene_positions=positions)
+
+
+_remote_job = ray.remote(_run_job)
+
+
+def run_jobs(
+    data: TrainingData,
+    jobs: Sequence[Job],
+    *,
+    use_ray: bool = True,
+    gpus_per_task: float | None = None,
+    gene_positions: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Progress | None = None,
+    max_parallel: int | None = None,
+) -> list[TrainResult]:
+    """Train ``jobs`` on ``data``: as parallel Ray tasks, or one after another in this process.
+
+    Parameters
+    ----------
+    data
+        The training matrix and labels.
+    jobs
+        What to train; results come back in this order.
+    use_ray
+        False trains sequentially here (same results: training is deterministic per job).
+    gpus_per_task
+        GPU share per task when the cluster has GPUs (``None`` = spread the GPUs over the jobs).
+    gene_positions
+        (chromosome, start) per gene, for the CNN's ``gene_order="position"``.
+    progress
+        Progress reporting (one step per finished job).
+    max_parallel
+        At most this many tasks in flight (``None`` = all; Ray still queues them by resources).
+    """
+    progress = progress or Progress(enabled=False)
+    with progress.task("training models", total=len(jobs)) as task:
+        if not use_ray:
+            out = []
+            for job in jobs:
+                out.append(_run_job(data.x, data.y, data.classes, job, gene_positions))
+                task.advance()
+            return out
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not running; call runtime.ensure_ray() first")
+        x_ref = ray.put(data.x)
+        y_ref = ray.put(data.y)
+        gpus = gpu_fraction(gpus_per_task, actors=max(len(jobs), 1))
+        if gpus == 0 and any(job.params.device == "cuda" for job in jobs):
+            raise InputError("--device cuda, but the Ray cluster has no GPU; use --device auto or cpu")
+        limit = max_parallel or len(jobs)
+        index: dict[ray.ObjectRef, int] = {}
+        results: list[TrainResult | None] = [None] * len(jobs)
+        pending: list[ray.ObjectRef] = []
+        for i, job in enumerate(jobs):
+            if len(pending) >= limit:
+                pending = _collect(pending, index, results, task)
+            params = job.params
+            if params.device == "auto":
+                params = params.model_copy(update={"device": "cuda" if gpus > 0 else "cpu"})
+            options: dict[str, Any] = {
+                "num_cpus": params.threads,
+                "num_gpus": gpus if params.device != "cpu" else 0,
+            }
+            ref = _remote_job.options(**options).remote(
+                x_ref, y_ref, data.classes, Job(job.split, job.seed, params), gene_positions
+            )
+            index[ref] = i
+            pending.append(ref)
+        while pending:
+            pending = _collect(pending, index, results, task)
+        return [r for r in results if r is not None]
+
+
+def _collect(
+    pending: list[ray.ObjectRef],
+    index: dict[ray.ObjectRef, int],
+    results: list[TrainResult | None],
+    task: Task,
+) -> list[ray.ObjectRef]:
+    """Wait for one task, store its result at its job's position, return the still-pending refs."""
+    done, rest = ray.wait(pending, num_returns=1)
+    for ref in done:
+        results[index[ref]] = ray.get(ref)
+        task.advance()
+    return list(rest)
+
+
+def replicate_jobs(split: Split, params: TrainParams, seed: int, k: int) -> list[Job]:
+    """K jobs on one split, differing by seed (and jittered parameters when ``params.jitter > 0``)."""
+    return [Job(split, s, jittered(params, s)) for s in replicate_seeds(seed, k)]
+
+
+def checkpoint_metadata(
+    data: TrainingData, split: Split, result: TrainResult, *, store_url: str, run_seed: int
+) -> dict[str, Any]:
+    """JSON metadata of one trained replicate (genes, classes, transform, metrics, seed, split)."""
+    params = result.params
+    return {
+        "arch": params["arch"],
+        "hyperparameters": result.hyperparameters,
+        "params": params,
+        "genes": data.genes.tolist(),
+        "classes": data.classes.tolist(),
+        "layer": data.layer,
+        "label": data.label,
+        "input_transform": {
+            "layer": data.layer,
+            "standardize": bool(params["standardize"]),
+            "note": "the module standardises internally; feed the stored layer in its own units",
+        },
+        "standardize": bool(params["standardize"]),
+        "gene_mean": result.gene_mean,
+        "seed": result.seed,
+        "run_seed": int(run_seed),
+        "metrics": result.metrics,
+        "test_samples": data.samples[split.test].tolist(),
+        "n_train": int(split.train.size),
+        "n_val": int(split.val.size),
+        "n_test": int(split.test.size),
+        "store": store_url,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def save_replicates(
+    store_url: str,
+    model_set: str,
+    data: TrainingData,
+    split: Split,
+    results: Sequence[TrainResult],
+    *,
+    run_seed: int,
+    overwrite: bool = False,
+) -> list[str]:
+    """Store trained replicates as ``<store>/models/<model_set>/replicate-<k>``.
+
+    Raises
+    ------
+    InputError
+        When the model set exists and ``overwrite`` is False.
+    """
+    if list_checkpoints(store_url, model_set):
+        if not overwrite:
+            raise InputError(
+                f"model set '{model_set}' already exists in {store_url}; choose another --model-set or pass --overwrite"
+            )
+        delete_model_set(store_url, model_set)
+    return [
+        save_model(
+            store_url,
+            model_set,
+            k,
+            result.weights,
+            checkpoint_metadata(data, split, result, store_url=store_url, run_seed=run_seed),
+        )
+        for k, result in enumerate(results)
+    ]

@@ -1,0 +1,173 @@
+"""The ``train`` stage: train K replicates (and optionally cross-validate) and store them with the store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from cluster.runtime import Runtime
+from pipelines.models.cv import cross_validate
+from pipelines.models.data import TrainingData, read_training_data, stratified_split
+from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
+from pipelines.models.train import TrainParams
+from pipelines.progress import Progress
+from pipelines.stages import Stage, StageContext, StageParams
+from storage.checkpoints import save_model_set_report
+from storage.errors import InputError
+from storage.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+class TrainStageParams(TrainParams, StageParams):
+    """Parameters of the ``train`` stage: the training hyper-parameters plus what to train on."""
+
+    label: str | None = Field(None, description="label column; None = the store's label_column attribute")
+    layer: str = "log_expr"
+    model_set: str = "default"
+    replicates: int = Field(1, ge=0)
+    cv: int | None = Field(None, ge=2, description="k of a k-fold cross-validation, or None")
+    seed: int | None = Field(None, description="None = the run seed")
+    gpus_per_task: float | None = Field(None, gt=0)
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> TrainStageParams:
+        if self.replicates == 0 and self.cv is None:
+            raise ValueError("replicates is 0 and cv is not set: nothing to train")
+        return self
+
+    def train_params(self) -> TrainParams:
+        """The hyper-parameters alone."""
+        return TrainParams(**self.model_dump(include=set(TrainParams.model_fields)))
+
+
+def _gene_positions(store_url: str, data: TrainingData) -> tuple[np.ndarray, np.ndarray] | None:
+    ds = open_store(store_url)
+    if "gene_chrom" in ds and "gene_start" in ds:
+        ds = ds.sel(gene=data.genes)
+        return ds["gene_chrom"].values.astype(str), ds["gene_start"].values.astype(np.float64)
+    return None
+
+
+def _write_cv_tables(
+    run_dir: Path | None, model_set: str, classes: np.ndarray, metrics: dict[str, Any]
+) -> list[str]:
+    if run_dir is None:
+        return []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cm_path = run_dir / f"cv_confusion_{model_set}.csv"
+    pd.DataFrame(metrics["confusion"], index=classes, columns=classes).to_csv(cm_path)
+    per_class = pd.DataFrame(
+        {"accuracy": pd.Series(metrics["per_class_accuracy"]), "f1": pd.Series(metrics["per_class_f1"])}
+    )
+    pc_path = run_dir / f"cv_per_class_{model_set}.csv"
+    per_class.to_csv(pc_path)
+    return [str(cm_path), str(pc_path)]
+
+
+def run_training(
+    store_url: str,
+    params: TrainStageParams,
+    seed: int,
+    *,
+    runtime: Runtime | None,
+    progress: Progress | None = None,
+    run_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Read the training data, cross-validate (optional), train and store the replicates.
+
+    Parameters
+    ----------
+    store_url
+        The store to read (and to store the models in).
+    params
+        Stage parameters.
+    seed
+        Run seed (used when ``params.seed`` is None).
+    runtime
+        Ray runtime; ``None`` trains in this process, one model after another.
+    progress
+        Progress reporting.
+    run_dir
+        Folder for CV tables (confusion matrix, per-class metrics), or None.
+
+    Returns
+    -------
+    dict
+        ``model_set``, ``checkpoints``, ``test_accuracy`` per replicate, ``cv`` metrics (when asked).
+    """
+    seed = params.seed if params.seed is not None else seed
+    ds = open_store(store_url)
+    label = params.label or ds.attrs.get("label_column") or "sample_tissue"
+    data = read_training_data(ds, label, params.layer)
+    positions = _gene_positions(store_url, data) if params.gene_order == "position" else None
+    if params.arch == "cnn" and params.gene_order == "position" and positions is None:
+        raise InputError(
+            "--gene-order position needs gene_chrom and gene_start in the store; use --gene-order stored or random"
+        )
+    if runtime is not None:
+        runtime.ensure_ray()
+    hyper = params.train_params()
+    out: dict[str, Any] = {
+        "model_set": params.model_set,
+        "label": data.label,
+        "layer": data.layer,
+        "samples": int(data.y.size),
+        "genes": int(data.genes.size),
+        "classes": int(data.classes.size),
+    }
+    use_ray = runtime is not None
+    if params.cv is not None:
+        result = cross_validate(
+            data,
+            hyper,
+            params.cv,
+            seed,
+            use_ray=use_ray,
+            gpus_per_task=params.gpus_per_task,
+            gene_positions=positions,
+            progress=progress,
+        )
+        out["cv"] = {k: result.metrics[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "folds")}
+        out["cv_tables"] = _write_cv_tables(run_dir, params.model_set, data.classes, result.metrics)
+    if params.replicates:
+        split = stratified_split(data.y, hyper.test_fraction, hyper.val_fraction, seed)
+        jobs = replicate_jobs(split, hyper, seed, params.replicates)
+        results = run_jobs(
+            data,
+            jobs,
+            use_ray=use_ray,
+            gpus_per_task=params.gpus_per_task,
+            gene_positions=positions,
+            progress=progress,
+        )
+        out["checkpoints"] = save_replicates(
+            store_url, params.model_set, data, split, results, run_seed=seed, overwrite=params.overwrite
+        )
+        out["test_accuracy"] = [r.metrics["accuracy"] for r in results]
+        out["test_macro_f1"] = [r.metrics["macro_f1"] for r in results]
+    if params.cv is not None:
+        out["cv_report"] = save_model_set_report(
+            store_url, params.model_set, "cv", {"k": params.cv, "seed": seed, **result.metrics}
+        )
+    return out
+
+
+def _run(ctx: StageContext, params: TrainStageParams) -> dict[str, Any]:
+    return run_training(
+        ctx.store_url, params, ctx.seed, runtime=ctx.runtime, progress=ctx.progress, run_dir=ctx.run_dir
+    )
+
+
+STAGE = Stage(
+    kind="train",
+    params=TrainStageParams,
+    run=_run,
+    description="Train classifier replicates (MLP or CNN) on a store layer, in parallel on Ray.",
+)

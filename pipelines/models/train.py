@@ -1,0 +1,302 @@
+"""Train one classifier deterministically.
+
+Given the same data, split, parameters and seed, :func:`train_model` returns bit-identical weights
+wherever it runs (in the driver, in any Ray worker, next to any number of other workers): it seeds
+torch and numpy from the seed alone, fixes torch's intra-op threads (``threads``, default 1),
+turns on ``torch.use_deterministic_algorithms`` and draws every epoch's order from its own
+generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from pipelines.models.architectures import build_model, gene_order
+from pipelines.models.data import Split, standardization_stats, upsampled_epoch
+from pipelines.models.metrics import classification_metrics
+from pipelines.models.persist import state_bytes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LR = {"mlp": 1e-3, "cnn": 6e-4}
+
+
+class TrainParams(BaseModel):
+    """Hyper-parameters of one training run (defaults as in Zhao et al.)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Literal["mlp", "cnn"] = "mlp"
+    hidden: int = Field(128, ge=1, description="MLP hidden width")
+    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    grid: int | None = Field(
+        None, ge=1, description="CNN grid side; None = ceil(sqrt(genes)) rounded up to a multiple of 8"
+    )
+    gene_order: Literal["stored", "position", "random"] = Field(
+        "stored", description="CNN gene placement; random = a permutation drawn from each replicate's seed"
+    )
+    lr: float | None = Field(None, gt=0, description="Adam learning rate; None = 1e-3 (MLP) / 6e-4 (CNN)")
+    weight_decay: float = Field(1e-3, ge=0.0)
+    batch_size: int = Field(256, ge=2)
+    max_epochs: int = Field(100, ge=1)
+    early_stopping: int = Field(10, ge=1, description="epochs without validation-loss improvement")
+    lr_factor: float = Field(0.25, gt=0.0, lt=1.0, description="ReduceLROnPlateau factor")
+    lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (epochs)")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="of the non-test part, for early stopping")
+    standardize: bool = True
+    upsample: bool = True
+    jitter: float = Field(
+        0.0, ge=0.0, le=1.0, description="per-replicate log-uniform jitter of lr, wd, dropout"
+    )
+    threads: int = Field(1, ge=1, description="torch intra-op threads per training task")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch: int = Field(2048, ge=1)
+
+    def learning_rate(self) -> float:
+        """The effective Adam learning rate."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.arch]
+
+
+@dataclass
+class TrainResult:
+    """What one training run returns (small: weights travel as bytes).
+
+    Attributes
+    ----------
+    weights
+        Serialised state_dict (``pipelines.models.persist.state_bytes``).
+    seed
+        The run's seed.
+    hyperparameters
+        Architecture constructor arguments.
+    params
+        Effective training parameters (after jitter).
+    metrics
+        Test metrics (:func:`classification_metrics`) plus ``epochs``, ``best_val_loss``, ``history``.
+    gene_mean
+        Training mean per gene (stored layer's units), for ``fill="mean"`` at load time.
+    test_pred
+        Predicted class per test sample (test order of the split).
+    """
+
+    weights: bytes
+    seed: int
+    hyperparameters: dict[str, Any]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    gene_mean: list[float]
+    test_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def jittered(params: TrainParams, seed: int) -> TrainParams:
+    """Return ``params`` with lr, weight decay and dropout scaled by seed-drawn factors in [1/(1+j), 1+j]."""
+    if params.jitter == 0:
+        return params
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x717]))
+    scale = np.exp(rng.uniform(-1, 1, size=3) * math.log1p(params.jitter))
+    return params.model_copy(
+        update={
+            "lr": params.learning_rate() * float(scale[0]),
+            "weight_decay": params.weight_decay * float(scale[1]),
+            "dropout": float(min(params.dropout * scale[2], 0.9)),
+        }
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Fix torch's threads and turn on deterministic algorithms; restore both afterwards."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_bench = torch.backends.cudnn.benchmark
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+        torch.backends.cudnn.benchmark = old_bench
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (batch, classes) and class indices (batch,).
+
+    Written with a one-hot product instead of ``nn.CrossEntropyLoss``, whose CUDA kernel has no
+    deterministic mode.
+    """
+    one_hot = nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)
+    return -(torch.log_softmax(logits, dim=1) * one_hot).sum(dim=1).mean()
+
+
+def train_steps(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    order: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    """One pass of mini-batch updates over ``order``; returns the mean training loss.
+
+    A final batch of one sample is skipped (BatchNorm needs two).
+
+    Parameters
+    ----------
+    x
+        (sample, gene) float32, stored layer's units.
+    y
+        (sample,) int class indices.
+    order
+        Sample indices in visiting order.
+    """
+    module.train()
+    total, seen = 0.0, 0
+    for start in range(0, order.size, batch_size):
+        batch = order[start : start + batch_size]
+        if batch.size < 2:
+            continue
+        xb = torch.from_numpy(np.ascontiguousarray(x[batch], dtype=np.float32)).to(device)
+        yb = torch.from_numpy(np.asarray(y[batch], dtype=np.int64)).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = cross_entropy(module(xb), yb)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * batch.size
+        seen += batch.size
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def predict_logits(
+    module: nn.Module, x: np.ndarray, rows: np.ndarray, batch: int, device: torch.device
+) -> np.ndarray:
+    """Logits (len(rows), classes) float32 of ``module`` in eval mode for ``x[rows]``."""
+    module.eval()
+    out = []
+    for start in range(0, rows.size, batch):
+        xb = torch.from_numpy(np.ascontiguousarray(x[rows[start : start + batch]], dtype=np.float32)).to(
+            device
+        )
+        out.append(module(xb).float().cpu().numpy())
+    n_classes = int(getattr(module, "n_classes", 0))
+    return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)
+
+
+def _val_loss(
+    module: nn.Module, x: np.ndarray, y: np.ndarray, rows: np.ndarray, batch: int, device: torch.device
+) -> float:
+    logits = torch.from_numpy(predict_logits(module, x, rows, batch, device))
+    return float(cross_entropy(logits, torch.from_numpy(y[rows].astype(np.int64))))
+
+
+def train_model(
+    x: np.ndarray,
+    y: np.ndarray,
+    split: Split,
+    classes: np.ndarray,
+    params: TrainParams,
+    seed: int,
+    *,
+    gene_positions: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TrainResult:
+    """Train one model with early stopping and return its best-validation weights and test metrics.
+
+    Parameters
+    ----------
+    x
+        (sample, gene) float32 in the stored layer's units (may be a read-only view).
+    y
+        (sample,) int64 class indices into ``classes``.
+    split
+        Train / validation / test sample indices.
+    classes
+        Class names, shape (classes,).
+    params
+        Hyper-parameters (already jittered, see :func:`jittered`).
+    seed
+        Seed of initialisation, dropout and epoch orders.
+    gene_positions
+        (chromosome, start) per gene for ``gene_order="position"``.
+    """
+    device = resolve_device(params.device)
+    with deterministic_torch(params.threads):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xE70C]))
+        mean, std = standardization_stats(x, split.train)
+        hyper: dict[str, Any] = {"dropout": params.dropout}
+        if params.arch == "mlp":
+            hyper["hidden"] = params.hidden
+        else:
+            chrom, start = gene_positions if gene_positions is not None else (None, None)
+            hyper["grid"] = params.grid
+            hyper["gene_order"] = gene_order(
+                x.shape[1], params.gene_order, seed=seed, chromosome=chrom, start=start
+            )
+        module = build_model(params.arch, x.shape[1], len(classes), hyper, standardize=False)
+        if params.standardize:
+            module.standardize.mean = torch.from_numpy(mean)  # type: ignore[union-attr]
+            module.standardize.std = torch.from_numpy(std)  # type: ignore[union-attr]
+        module.to(device)
+        optimizer = torch.optim.Adam(
+            module.parameters(), lr=params.learning_rate(), weight_decay=params.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=params.lr_factor, patience=params.lr_patience
+        )
+        val_rows = split.val if split.val.size else split.train
+        best_loss, best_state, best_epoch, history = math.inf, None, 0, []
+        for epoch in range(params.max_epochs):
+            order = upsampled_epoch(split.train, y, rng, params.upsample)
+            train_loss = train_steps(module, optimizer, x, y, order, params.batch_size, device)
+            val_loss = _val_loss(module, x, y, val_rows, params.eval_batch, device)
+            scheduler.step(val_loss)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            if val_loss < best_loss:
+                best_loss, best_epoch = val_loss, epoch
+                best_state = copy.deepcopy(module.state_dict())
+            elif epoch - best_epoch >= params.early_stopping:
+                break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        test_pred = predict_logits(module, x, split.test, params.eval_batch, device).argmax(axis=1)
+        metrics = classification_metrics(y[split.test], test_pred, classes)
+        metrics.update(
+            {"epochs": len(history), "best_epoch": best_epoch, "best_val_loss": best_loss, "history": history}
+        )
+        module.cpu()
+        hyper_out = {k: v for k, v in hyper.items() if k != "gene_order"}
+        if params.arch == "cnn":
+            hyper_out["grid"] = module.grid  # type: ignore[union-attr]
+        return TrainResult(
+            weights=state_bytes(module),
+            seed=int(seed),
+            hyperparameters=hyper_out,
+            params=params.model_dump(),
+            metrics=metrics,
+            gene_mean=mean.astype(float).tolist(),
+            test_pred=test_pred.astype(np.int64),
+        )

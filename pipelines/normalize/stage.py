@@ -1,0 +1,128 @@
+"""The ``normalize`` stage: size factors, CPM/TPM/normalized counts and a log layer, written
+into the store as new variables.
+
+Config example::
+
+    [[stage]]
+    kind = "normalize"
+    [stage.params]
+    size_factors = "ratio"          # "ratio", "poscounts" or "none"
+    layers = ["cpm", "norm_counts"]
+    log = "cpm"                     # writes log_expr = log2(cpm + 1); "none" keeps log_expr as is
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from pipelines.normalize.size_factors import median_of_ratios
+from pipelines.normalize.transforms import cpm, log2p1, normalized_counts, tpm
+from pipelines.stages import Stage, StageContext, StageParams
+from storage.errors import InputError
+from storage.schema import SAMPLE
+from storage.store import add_variables, open_store
+
+Layer = Literal["cpm", "tpm", "norm_counts"]
+
+
+class NormalizeParams(StageParams):
+    """Parameters of the ``normalize`` stage."""
+
+    size_factors: Literal["ratio", "poscounts", "none"] = Field(
+        "ratio", description="DESeq2 median-of-ratios variant written as 'size_factors', or 'none'."
+    )
+    layers: list[Layer] = Field(default_factory=lambda: ["cpm"], description="Layers to write.")
+    log: Literal["cpm", "tpm", "norm_counts", "none"] = Field(
+        "none", description="Write log_expr = log2(<layer> + 1) of this layer ('none': leave log_expr)."
+    )
+
+
+def normalize_dataset(
+    ds: xr.Dataset,
+    *,
+    size_factors: str = "ratio",
+    layers: list[str] | tuple[str, ...] = ("cpm",),
+    log: str = "none",
+) -> xr.Dataset:
+    """Compute normalized layers of a store's counts (lazily when the counts are dask-backed).
+
+    Parameters
+    ----------
+    ds
+        A store Dataset with ``counts`` (sample, gene) and, for TPM, ``gene_length`` (gene,) in bp.
+    size_factors
+        ``"ratio"`` or ``"poscounts"`` (DESeq2 median of ratios, computed now: two streamed
+        passes) or ``"none"``.
+    layers
+        Any of ``"cpm"``, ``"tpm"``, ``"norm_counts"`` (the last needs size factors).
+    log
+        Layer whose ``log2(x + 1)`` becomes ``log_expr``, or ``"none"``.
+
+    Returns
+    -------
+    xarray.Dataset
+        New variables: ``size_factors`` (sample,) float64 and the requested (sample, gene)
+        layers as float32; ``log_expr`` carries ``attrs['log_expr_source']``.
+
+    Raises
+    ------
+    InputError
+        Missing counts, unknown layer names, ``norm_counts`` without size factors, TPM without
+        gene lengths.
+    """
+    if "counts" not in ds:
+        raise InputError("the store has no 'counts' layer; normalization needs raw read counts")
+    known = ("cpm", "tpm", "norm_counts")
+    for name in [*layers, log]:
+        if name not in (*known, "none"):
+            raise InputError(f"unknown layer '{name}'; choose from {', '.join(known)}")
+    wanted = list(dict.fromkeys([*layers, *([log] if log != "none" else [])]))
+    if "norm_counts" in wanted and size_factors == "none":
+        raise InputError("layer 'norm_counts' needs size factors; set size_factors to 'ratio' or 'poscounts'")
+    counts = ds["counts"]
+    out: dict[str, xr.DataArray] = {}
+    sf: np.ndarray | None = None
+    if size_factors != "none":
+        sf = median_of_ratios(counts.data, method=size_factors)  # type: ignore[arg-type]
+        out["size_factors"] = xr.DataArray(sf, dims=(SAMPLE,), attrs={"method": size_factors})
+    computed: dict[str, xr.DataArray] = {}
+    for name in wanted:
+        if name == "cpm":
+            computed[name] = cpm(counts)
+        elif name == "tpm":
+            computed[name] = tpm(counts, ds["gene_length"] if "gene_length" in ds else None)
+        else:
+            assert sf is not None
+            computed[name] = normalized_counts(counts, sf)
+    for name in layers:
+        out[name] = computed[name].astype(np.float32)
+    if log != "none":
+        out["log_expr"] = log2p1(computed[log]).astype(np.float32)
+        out["log_expr"].attrs["log_expr_source"] = log
+    return xr.Dataset(out)
+
+
+def run(ctx: StageContext, params: NormalizeParams) -> dict[str, Any]:
+    """Normalize the run's store and add the new variables to it."""
+    ds = open_store(ctx.store_url)
+    with ctx.progress.task("normalize: size factors and layer graph", total=None):
+        new = normalize_dataset(ds, size_factors=params.size_factors, layers=params.layers, log=params.log)
+    with ctx.progress.task("normalize: write layers", total=None):
+        names = add_variables(ctx.store_url, new)
+    outputs: dict[str, Any] = {"variables": names}
+    if "size_factors" in new:
+        sf = new["size_factors"].values
+        outputs["size_factors"] = {"min": float(sf.min()), "max": float(sf.max())}
+    return outputs
+
+
+STAGE = Stage(
+    kind="normalize",
+    params=NormalizeParams,
+    run=run,
+    description="Size factors, CPM/TPM/normalized counts and log2(x+1), written into the store.",
+)

@@ -1,0 +1,1 @@
+"""The self-contained HTML report of a store (plots embedded, tables also as CSV)."""

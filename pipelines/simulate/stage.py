@@ -1,0 +1,111 @@
+"""The ``simulate`` stage: writes the run's store with one of the simulators.
+
+Config example::
+
+    [[stage]]
+    kind = "simulate"
+    [stage.params]
+    simulator = "cohort"        # "cohort", "sabbatini" or "lda"
+    n_samples = 600
+    n_genes = 2000
+    n_classes = 4
+
+Options that the chosen simulator does not use are errors. The store is ``run.store``; a rerun
+(changed parameters) replaces it. The seed defaults to the run's seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.simulate.cohort import simulate_cohort
+from pipelines.simulate.lda import simulate_lda
+from pipelines.simulate.sabbatini import simulate_sabbatini
+from pipelines.stages import Stage, StageContext, StageParams
+
+USES: dict[str, set[str]] = {
+    "cohort": {"n_samples", "n_genes", "n_classes", "n_program_genes", "n_xor_pairs", "n_circle_pairs"},
+    "sabbatini": {"dataset", "n_per_group"},
+    "lda": {"n_samples", "n_genes", "n_classes", "n_programs", "count_model"},
+}
+COMMON = {"simulator", "seed", "chunk_samples", "chunk_genes"}
+
+
+class SimulateParams(StageParams):
+    """Parameters of the ``simulate`` stage."""
+
+    simulator: Literal["cohort", "sabbatini", "lda"] = Field("cohort", description="Which simulator.")
+    n_samples: int = Field(600, ge=1, description="Samples (cohort, lda).")
+    n_genes: int = Field(2000, ge=1, description="Genes (cohort, lda).")
+    n_classes: int = Field(4, ge=1, description="Tissue classes (cohort, lda).")
+    n_program_genes: int = Field(40, ge=0, description="Genes up in each class (cohort).")
+    n_xor_pairs: int = Field(4, ge=0, description="XOR gene pairs per class (cohort).")
+    n_circle_pairs: int = Field(4, ge=0, description="Ring/cross gene pairs per class (cohort).")
+    n_programs: int = Field(8, ge=2, description="Topics: one per class plus shared ones (lda).")
+    count_model: Literal["multinomial", "nb"] = Field("multinomial", description="Count model (lda).")
+    dataset: Literal["A", "B", "C", "D"] = Field("B", description="Sabbatini dataset (sabbatini).")
+    n_per_group: int = Field(1000, ge=1, description="Samples per group (sabbatini).")
+    seed: int | None = Field(None, ge=0, description="Seed; default the run's seed.")
+    chunk_samples: int | None = Field(None, ge=1, description="Stored chunk length along samples.")
+    chunk_genes: int | None = Field(None, ge=1, description="Stored chunk length along genes.")
+
+    @model_validator(mode="after")
+    def _only_used_options(self) -> SimulateParams:
+        unused = sorted(self.model_fields_set - COMMON - USES[self.simulator])
+        if unused:
+            raise ValueError(
+                f"option(s) {', '.join(unused)} do not apply to simulator '{self.simulator}'; "
+                f"it takes {', '.join(sorted(USES[self.simulator] | COMMON))}"
+            )
+        return self
+
+
+def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
+    """Simulate into ``ctx.store_url`` (replacing it) and return a summary for the manifest."""
+    seed = ctx.seed if params.seed is None else params.seed
+    chunks = {
+        k: v for k, v in (("sample", params.chunk_samples), ("gene", params.chunk_genes)) if v is not None
+    }
+    common: dict[str, Any] = {
+        "seed": seed,
+        "chunks": chunks or None,
+        "progress": ctx.progress,
+        "overwrite": True,
+    }
+    with ctx.runtime.dask_scheduler():
+        if params.simulator == "cohort":
+            url = simulate_cohort(
+                ctx.store_url,
+                n_samples=params.n_samples,
+                n_genes=params.n_genes,
+                n_classes=params.n_classes,
+                n_program_genes=params.n_program_genes,
+                n_xor_pairs=params.n_xor_pairs,
+                n_circle_pairs=params.n_circle_pairs,
+                **common,
+            )
+        elif params.simulator == "sabbatini":
+            url = simulate_sabbatini(
+                ctx.store_url, dataset=params.dataset, n_per_group=params.n_per_group, **common
+            )
+        else:
+            url = simulate_lda(
+                ctx.store_url,
+                n_samples=params.n_samples,
+                n_genes=params.n_genes,
+                n_classes=params.n_classes,
+                n_programs=params.n_programs,
+                count_model=params.count_model,
+                **common,
+            )
+    return {"store": url, "simulator": params.simulator, "seed": seed}
+
+
+STAGE = Stage(
+    kind="simulate",
+    params=SimulateParams,
+    run=run,
+    description="Simulate a cohort (cohort, sabbatini or lda) with ground truth into the run's store.",
+)

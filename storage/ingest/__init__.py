@@ -1,0 +1,26 @@
+"""Streaming ingest of expression data into gexplain stores.
+
+Readers: GTEx GCT 1.2 (:mod:`~storage.ingest.gct`), GDC STAR gene counts
+(:mod:`~storage.ingest.gdc`), CSV/TSV/Parquet matrices (:mod:`~storage.ingest.matrix`), AnnData
+``.h5ad`` (:mod:`~storage.ingest.h5ad`); sample sheets (:mod:`~storage.ingest.samplesheet`);
+cohort merging (:mod:`~storage.ingest.merge`). Entry point: :func:`ingest`.
+"""
+
+from storage.ingest.api import FORMATS, IngestReport, detect_format, ingest, ingest_one, read_gene_lengths
+from storage.ingest.common import VALUE_TYPES, strip_versions
+from storage.ingest.matrix import ORIENTATIONS
+from storage.ingest.merge import MergeReport, merge_stores
+
+__all__ = [
+    "FORMATS",
+    "ORIENTATIONS",
+    "VALUE_TYPES",
+    "IngestReport",
+    "MergeReport",
+    "detect_format",
+    "ingest",
+    "ingest_one",
+    "merge_stores",
+    "read_gene_lengths",
+    "strip_versions",
+]

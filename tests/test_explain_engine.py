@@ -1,0 +1,250 @@
+"""The distributed attribution engine: results against Captum, determinism across actor counts,
+fault tolerance (an actor killed mid-task) and resume after an interrupted driver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients, Saliency
+
+from pipelines.cli.main import main
+from pipelines.config import parse_config
+from pipelines.explain.engine import EngineOptions, run_explain
+from pipelines.explain.spec import ExplainSpec
+from pipelines.models.architectures import MLP
+from pipelines.models.persist import save_model, state_bytes
+from pipelines.progress import SILENT
+from pipelines.runner import run_config
+from storage.errors import InputError
+from storage.store import BlockLedger, create_store, read_result
+
+N_SAMPLES, N_GENES, CLASSES, HIDDEN = 64, 50, ("a", "b", "c"), 16
+BLOCK = 16
+
+
+def _random_mlp(seed: int) -> MLP:
+    torch.manual_seed(seed)
+    model = MLP(N_GENES, len(CLASSES), hidden=HIDDEN, dropout=0.25)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, list[MLP]]:
+    """A 64 x 50 store with log_expr and sample_tissue, and two random-init MLPs saved with it."""
+    root = tmp_path_factory.mktemp("explain_engine")
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 1.5, size=(N_SAMPLES, N_GENES)).astype(np.float32)
+    labels = np.array(CLASSES)[np.arange(N_SAMPLES) % len(CLASSES)]
+    url = str(root / "cohort.zarr")
+    writer = create_store(
+        url,
+        sample_ids=np.array([f"s{i}" for i in range(N_SAMPLES)]),
+        gene_ids=np.array([f"g{j}" for j in range(N_GENES)]),
+        coords={"sample_tissue": ("sample", labels)},
+        layers={"log_expr": "float32"},
+        chunks={"sample": 32, "gene": 32},
+    )
+    writer.write_block({}, {"log_expr": x})
+    writer.commit()
+    models = [_random_mlp(seed) for seed in (11, 12)]
+    for k, model in enumerate(models):
+        save_model(
+            url,
+            "default",
+            k,
+            state_bytes(model),
+            {
+                "arch": "mlp",
+                "genes": [f"g{j}" for j in range(N_GENES)],
+                "classes": list(CLASSES),
+                "hyperparameters": model.hyperparameters(),
+                "standardize": False,
+                "layer": "log_expr",
+                "label": "sample_tissue",
+                "seed": 11 + k,
+                "metrics": {},
+            },
+        )
+    return url, x, labels, models
+
+
+def _values(url: str, name: str, explainers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    ds = read_result(url, f"explain/{name}")
+    out = {}
+    for e in explainers:
+        for suffix in ("", "_std", "_count"):
+            out[f"attr_{e}{suffix}"] = ds[f"attr_{e}{suffix}"].values
+    return out
+
+
+def test_engine_matches_captum_in_deterministic_mode(ray_runtime, cohort):
+    url, x, labels, models = cohort
+    spec = ExplainSpec(
+        explainers=("integrated_gradients", "saliency"),
+        references="zero",
+        n_references=1,
+        mode="deterministic",
+    )
+    summary = run_explain(
+        url, spec, repeats=2, name="captum", options=EngineOptions(actors=1, sample_block=BLOCK)
+    )
+    assert summary.blocks == N_SAMPLES // BLOCK and summary.blocks_written == summary.blocks
+    got = _values(url, "captum", spec.explainers)
+    xt = torch.from_numpy(x)
+    target = torch.as_tensor([CLASSES.index(v) for v in labels])
+    per_model = {
+        "integrated_gradients": [
+            IntegratedGradients(m)
+            .attribute(xt, torch.zeros_like(xt), target=target, n_steps=50)
+            .detach()
+            .numpy()
+            for m in models
+        ],
+        "saliency": [Saliency(m).attribute(xt, target=target, abs=True).detach().numpy() for m in models],
+    }
+    for name, values in per_model.items():
+        # 2 models x 2 identical repeats x 1 reference per sample
+        stacked = np.stack([values[0], values[0], values[1], values[1]])
+        np.testing.assert_allclose(got[f"attr_{name}"], stacked.mean(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got[f"attr_{name}_std"], stacked.std(0, ddof=1), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(got[f"attr_{name}_count"], np.full(N_SAMPLES, 4))
+
+
+MC_SPEC = ExplainSpec(explainers=("integrated_gradients", "deeplift"), references="universal", n_references=3)
+MC_REPEATS = 3
+
+
+@pytest.fixture(scope="module")
+def reference_run(ray_runtime, cohort) -> dict[str, np.ndarray]:
+    """MC-dropout run on one actor: the result every other run of ``MC_SPEC`` must reproduce."""
+    url = cohort[0]
+    summary = run_explain(
+        url, MC_SPEC, repeats=MC_REPEATS, name="one", options=EngineOptions(actors=1, sample_block=BLOCK)
+    )
+    assert summary.actors == 1 and summary.blocks_written == N_SAMPLES // BLOCK
+    values = _values(url, "one", MC_SPEC.explainers)
+    # non-trivial: dropout repeats and references vary, 2 models x 3 repeats x 3 references
+    assert np.all(values["attr_integrated_gradients_std"] > 0)
+    np.testing.assert_array_equal(values["attr_deeplift_count"], np.full(N_SAMPLES, 2 * 3 * 3))
+    return values
+
+
+def test_two_actors_with_one_killed_mid_task_give_the_one_actor_result(cohort, reference_run, tmp_path):
+    url = cohort[0]
+    marker = tmp_path / "crash-marker"
+    killed = run_explain(
+        url,
+        MC_SPEC,
+        repeats=MC_REPEATS,
+        name="killed",
+        options=EngineOptions(actors=2, sample_block=BLOCK, crash_once=str(marker)),
+    )
+    assert killed.actors == 2
+    assert marker.exists() and killed.actor_deaths == 1
+    got = _values(url, "killed", MC_SPEC.explainers)
+    for key, ref in reference_run.items():
+        np.testing.assert_array_equal(got[key], ref, err_msg=key)
+
+
+def test_interrupted_run_resumes_and_skips_finished_blocks(cohort, reference_run):
+    url = cohort[0]
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(block: int, done: int, total: int) -> None:
+        if done == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_explain(
+            url,
+            MC_SPEC,
+            repeats=MC_REPEATS,
+            name="resumed",
+            options=EngineOptions(actors=2, sample_block=BLOCK),
+            on_block=stop_after_two,
+        )
+    assert len(BlockLedger(url, "explain/resumed").done_keys()) == 2
+    with pytest.raises(InputError, match="incomplete"):
+        read_result(url, "explain/resumed")
+    options = EngineOptions(actors=1, sample_block=BLOCK)
+    resumed = run_explain(url, MC_SPEC, repeats=MC_REPEATS, name="resumed", options=options)
+    assert (resumed.blocks_skipped, resumed.blocks_written) == (2, N_SAMPLES // BLOCK - 2)
+    got = _values(url, "resumed", MC_SPEC.explainers)
+    for key, ref in reference_run.items():
+        np.testing.assert_array_equal(got[key], ref, err_msg=key)
+    again = run_explain(url, MC_SPEC, repeats=MC_REPEATS, name="resumed", options=options)
+    assert (again.blocks_skipped, again.blocks_written, again.tasks) == (N_SAMPLES // BLOCK, 0, 0)
+
+
+def test_bad_options_raise_input_errors(cohort, reference_run):
+    url = cohort[0]
+    spec = ExplainSpec(explainers=("saliency",), references="zero", n_references=1)
+    with pytest.raises(InputError, match="replicates \\[7\\]"):
+        run_explain(url, spec, repeats=1, name="bad", models=[7])
+    with pytest.raises(InputError, match="no model set 'nope'"):
+        run_explain(url, spec, repeats=1, name="bad", model_set="nope")
+    with pytest.raises(InputError, match="--repeats"):
+        run_explain(url, spec, repeats=0, name="bad")
+    with pytest.raises(InputError, match="other parameters"):
+        run_explain(
+            url, MC_SPEC, repeats=MC_REPEATS + 1, name="one", options=EngineOptions(sample_block=BLOCK)
+        )
+
+
+def test_explain_stage_in_a_run_config(ray_runtime, cohort, reference_run, tmp_path):
+    url = cohort[0]
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "t"
+out = "{tmp_path / "run"}"
+store = "{url}"
+seed = 0
+
+[[stage]]
+kind = "explain"
+name = "staged"
+[stage.params]
+explainers = ["integrated_gradients", "deeplift"]
+references = "universal:3"
+repeats = 3
+actors = 1
+sample_block = {BLOCK}
+repeat_block = 2
+per_model = true
+"""
+    )
+    manifest = run_config(parse_config(config), runtime=ray_runtime, progress=SILENT)
+    outputs = manifest["stages"][0]["outputs"]
+    assert outputs["path"] == "results/explain/staged" and outputs["blocks_written"] == N_SAMPLES // BLOCK
+    ds = read_result(url, "explain/staged")
+    assert list(ds["model"].values) == [0, 1]
+    for e in MC_SPEC.explainers:
+        # splitting repeats over tasks reorders only float64 sums
+        np.testing.assert_allclose(ds[f"attr_{e}"].values, reference_run[f"attr_{e}"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ds[f"attr_{e}_count"].values, reference_run[f"attr_{e}_count"])
+        # both models contribute equally many values: the overall mean is the mean of model means
+        np.testing.assert_allclose(
+            ds[f"attr_{e}_model"].values.mean(0), ds[f"attr_{e}"].values, rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "first"], "--models 'first'"),
+        (["--explainers", "nope"], "unknown explainer 'nope'"),
+        (["--references", "universal:x"], "--references"),
+        (["--repeats", "0"], "--repeats"),
+    ],
+)
+def test_cli_bad_options_exit_2(ray_runtime, cohort, capsys, args, message):
+    assert main(["explain", cohort[0], *args]) == 2
+    assert message in capsys.readouterr().err.replace("\n", "")

@@ -1,0 +1,125 @@
+"""The HTML report: self-contained, every section present, tables as CSV, graceful when inputs are missing."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluate_store import make_demo_store
+
+from pipelines.cli.main import main
+from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
+from pipelines.evaluate.tables import write_table
+from pipelines.report.build import SECTION_TITLES, build_report
+from storage.store import create_store
+
+
+class _Collect(HTMLParser):
+    """Collect h2 texts, resource URLs (src/href) and script tags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h2: list[str] = []
+        self.urls: list[str] = []
+        self.scripts = 0
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_h2 = tag == "h2"
+        if tag == "h2":
+            self.h2.append("")
+        if tag == "script":
+            self.scripts += 1
+        for key, value in attrs:
+            if key in ("src", "href") and value is not None:
+                self.urls.append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.h2[-1] += data
+
+
+def _parse(path: Path) -> tuple[_Collect, str]:
+    text = path.read_text(encoding="utf-8")
+    parser = _Collect()
+    parser.feed(text)
+    return parser, text
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    path = tmp_path_factory.mktemp("report")
+    url = make_demo_store(path)
+    opts = EvaluateOptions(k=5, faithfulness_ks=(1, 5), n_random=1)
+    evaluate_store(url, opts)
+    params = SaturationParams(enabled=True, axes=["references"], pool=4, samples=4, n_steps=8, draws=1)
+    for table, df in saturation_part(url, opts, params).items():
+        write_table(url, opts.name, table, df)
+    return url, build_report(url, path / "out" / "report.html")
+
+
+def test_report_is_self_contained_with_every_section(full_report: tuple[str, Path]) -> None:
+    _, report = full_report
+    parser, text = _parse(report)
+    assert parser.h2 == list(SECTION_TITLES.values())
+    assert parser.scripts == 0
+    for url in parser.urls:  # only embedded images and in-page anchors
+        assert url.startswith(("data:image/png;base64,", "#")), url
+    images = [u for u in parser.urls if u.startswith("data:")]
+    # accuracy, volcano, 2 heatmaps, reproducibility, saturation, ground truth, 2 faithfulness, scatter
+    assert len(images) == 10
+    for img in images:
+        assert base64.b64decode(img.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "not computed" not in text
+
+
+def test_report_tables_written_as_csv(full_report: tuple[str, Path]) -> None:
+    url, report = full_report
+    tables = report.parent / "report_tables"
+    gt = pd.read_csv(tables / "ground_truth.csv")
+    assert set(gt["source"]) == {"r1:ig", "r2:ig", "de/welch/tissue_B_vs_A"}
+    de = pd.read_csv(tables / "de_summary.csv")
+    assert de.loc[0, "padj<0.05"] == 5  # hand-made DE result: genes 0-4 have padj = 5e-5
+    classes = pd.read_csv(tables / "data_classes.csv")
+    assert classes.set_index("class")["samples"].to_dict() == {"A": 20, "B": 20}
+    for name in (
+        "model_metrics", "faithfulness", "hidden_to_de", "class_overlaps", "reproducibility_classes",
+        "saturation_curves", "saturation_summary",
+    ):  # fmt: skip
+        assert (tables / f"{name}.csv").is_file(), name
+
+
+def test_report_degrades_gracefully_on_a_bare_store(tmp_path: Path) -> None:
+    url = str(tmp_path / "bare.zarr")
+    w = create_store(
+        url,
+        sample_ids=np.array(["a", "b", "c"], dtype=object),
+        gene_ids=np.array(["g1", "g2"], dtype=object),
+        layers={"counts": "int32"},
+    )
+    w.write_block({}, {"counts": np.ones((3, 2), np.int32)})
+    w.commit()
+    report = build_report(url, tmp_path / "bare.html")
+    parser, text = _parse(report)
+    assert parser.h2 == list(SECTION_TITLES.values())
+    assert len(re.findall(r"not computed", text)) >= 7
+    assert "no label column" in text
+
+
+def test_report_cli(tmp_path: Path) -> None:
+    url = make_demo_store(tmp_path, models=False)
+    out = tmp_path / "cli.html"
+    assert main(["report", url, "--out", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "cli_tables" / "de_summary.csv").is_file()
+    assert main(["report", url, "--out", str(tmp_path / "r.pdf")]) == 2
+    assert main(["report", str(tmp_path / "missing.zarr"), "--out", str(out)]) == 2
