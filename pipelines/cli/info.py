@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         store: str = typer.Argument(..., help="Store path or URL."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     ) -> None:
-        """Show a store's dims, layers, labels, chunking, provenance and results."""
+        """Show the dims, layers, labels, chunking, provenance and results of a store."""
         d = describe_store(store)
         if as_json:
             typer.echo(json.dumps(d, indent=2, default=str))

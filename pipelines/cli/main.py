@@ -17,16 +17,16 @@ from rich.console import Console
 from storage.errors import InputError
 
 COMMANDS: tuple[str, ...] = (
-    "pipelines.cli.de",
-    "pipelines.cli.normalize",
-    "pipelines.cli.run",
-    "pipelines.cli.info",
-    "pipelines.cli.ingest",
     "pipelines.cli.simulate",
+    "pipelines.cli.ingest",
+    "pipelines.cli.info",
+    "pipelines.cli.normalize",
+    "pipelines.cli.de",
     "pipelines.cli.train",
-    "pipelines.cli.report",
-    "pipelines.cli.evaluate",
     "pipelines.cli.explain",
+    "pipelines.cli.evaluate",
+    "pipelines.cli.report",
+    "pipelines.cli.run",
 )
 
 app = typer.Typer(
