@@ -217,7 +217,8 @@ def report(rows: list, args: argparse.Namespace) -> Path:
         "starts from the dense in-memory matrix. Tree RSS sums the parent and all worker processes "
         "(sampled every 50 ms); it includes the interpreter, imports and idle Dask workers."
     )
-    return write_result("de", "DESeq2: gexplain per gene block vs pydeseq2", body, quick=args.quick)
+    name = "de_big" if args.big_only else "de"
+    return write_result(name, "DESeq2: gexplain per gene block vs pydeseq2", body, quick=args.quick)
 
 
 def main() -> None:
@@ -226,6 +227,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--big", default="10000x20000", help="gexplain-only shape SAMPLESxGENES ('' to skip)")
+    parser.add_argument(
+        "--big-only", action="store_true", help="only the gexplain-only big shape (results: de_big.md)"
+    )
     parser.add_argument("--big-blocks", default="2048", help="comma-separated gene blocks for the big shape")
     parser.add_argument("--workers", type=int, default=_cores(), help="worker processes (default: cores)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -240,6 +244,8 @@ def main() -> None:
         return
 
     both = [(200, 500), (400, 200)] if args.quick else [(1000, 5000), (4000, 1000)]
+    if args.big_only:
+        both = []
     big = [] if not args.big else [tuple(int(v) for v in args.big.split("x"))]
     blocks = [int(b) for b in args.big_blocks.split(",")]
     if args.quick:

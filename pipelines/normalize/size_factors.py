@@ -58,7 +58,8 @@ def log_geometric_means(counts: np.ndarray | da.Array, *, method: SizeFactorMeth
     arr = _as_array(counts)
     n_samples = arr.shape[0]
     if method == "ratio":
-        logs = da.log(arr.astype(np.float64)) if isinstance(arr, da.Array) else _log_counts(arr)
+        # map_blocks keeps _log_counts' errstate inside each worker thread (log(0) = -inf is intended)
+        logs = arr.map_blocks(_log_counts, dtype=np.float64) if isinstance(arr, da.Array) else _log_counts(arr)
         with np.errstate(divide="ignore", invalid="ignore"):
             result = logs.mean(axis=0)
             return np.asarray(result.compute() if isinstance(result, da.Array) else result)

@@ -294,15 +294,18 @@ def run_deseq2(
     wanted = [tuple(str(x) for x in c) for c in contrasts]
     for c in wanted:
         check_contrast(dsgn, c)
-    counts = ds["counts"].data
-    block = task_genes(counts.shape[1], gene_block)
-    if not isinstance(counts, da.Array):
-        counts = da.from_array(np.asarray(counts), chunks=(-1, block))
-    counts = counts.rechunk({0: -1, 1: block})
+    stored = ds["counts"].data
+    if not isinstance(stored, da.Array):
+        stored = da.from_array(np.asarray(stored), chunks=(-1, gene_block))
+    block = task_genes(stored.shape[1], gene_block)
+    counts = stored.rechunk({0: -1, 1: block})
     genes = np.asarray(ds["gene"].values)
     _check_counts(counts, genes, np.asarray(ds["sample"].values))
 
-    sf = median_of_ratios(counts, method=size_factors)
+    # size factors walk sample rows over all genes: read the store's own chunks, and keep the
+    # float64 row block (with its ~4 temporaries) within the memory of one gene block
+    row_bytes = max(1, stored.shape[0] * gene_block * 8 // 4)
+    sf = median_of_ratios(stored, method=size_factors, block_bytes=row_bytes)
     model = _model(dsgn, sf, wanted, cooks_refit)
     blocks = list(counts.to_delayed()[0])
     run1 = dask.delayed(_pass1, pure=True)
