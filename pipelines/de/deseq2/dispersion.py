@@ -15,8 +15,10 @@ import numpy as np
 from pydeseq2.utils import fit_alpha_mle
 from scipy.linalg import lstsq
 from scipy.optimize import minimize
-from scipy.special import polygamma
+from scipy.special import gammaln, polygamma, psi
 from scipy.stats import norm, trim_mean
+
+from pipelines.de.deseq2 import lbfgsb
 
 MIN_DISP = 1e-8
 MIN_MU = 0.5
@@ -107,6 +109,11 @@ def alpha_mle(
 ) -> np.ndarray:
     """Cox-Reid adjusted dispersion MLE (or MAP with a log-normal prior centred on ``alpha_hat``).
 
+    Minimises pydeseq2's objective (``fit_alpha_mle``: NB negative log-likelihood, Cox-Reid term
+    and, for MAP, the prior on log dispersion) over log dispersion by L-BFGS-B from
+    ``log(alpha_hat)``, for all genes at once (see :mod:`lbfgsb`); genes where L-BFGS-B does not
+    converge go to ``fit_alpha_mle`` itself, which falls back to its grid search.
+
     Parameters
     ----------
     counts
@@ -125,16 +132,15 @@ def alpha_mle(
     numpy.ndarray
         Dims (gene,), clipped to ``[MIN_DISP, max_disp]``.
     """
-    n = counts.shape[0]
-    upper = max_disp(n)
-    out = np.empty(counts.shape[1])
-    # one contiguous row per gene: the optimiser touches each gene's vectors ~100 times
-    counts_t, mu_t = np.ascontiguousarray(counts.T), np.ascontiguousarray(mu.T)
-    for i in range(counts.shape[1]):
+    upper = max_disp(counts.shape[0])
+    objective = _DispersionObjective(counts, design, mu, np.log(alpha_hat), prior_variance)
+    log_alpha, converged = lbfgsb.minimize_batch(objective, np.log(alpha_hat), np.log(MIN_DISP), np.log(upper))
+    out = np.exp(log_alpha)
+    for i in np.flatnonzero(~converged):
         out[i] = fit_alpha_mle(
-            counts=counts_t[i],
+            counts=objective.counts[i],
             design_matrix=design,
-            mu=mu_t[i],
+            mu=objective.mu[i],
             alpha_hat=alpha_hat[i],
             min_disp=MIN_DISP,
             max_disp=upper,
@@ -143,6 +149,62 @@ def alpha_mle(
             prior_reg=prior_variance is not None,
         )[0]
     return np.clip(out, MIN_DISP, upper)
+
+
+class _DispersionObjective:
+    """pydeseq2's dispersion loss and its derivative in log dispersion, for a subset of genes.
+
+    The terms are those of ``pydeseq2.utils.fit_alpha_mle`` (``nb_nll``, ``dnb_nll``, Cox-Reid
+    ``0.5 log det(X^T W X)``, prior ``(log a - log a_hat)^2 / (2 var)``) in the same order, with
+    the parts that do not depend on the dispersion computed once.
+    """
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        design: np.ndarray,
+        mu: np.ndarray,
+        log_alpha_hat: np.ndarray,
+        prior_variance: float | None,
+    ) -> None:
+        # one contiguous row per gene (dims (gene, sample)): each gene's sums run as pydeseq2's
+        self.counts = np.ascontiguousarray(counts.T)
+        self.mu = np.ascontiguousarray(mu.T)
+        self.lgamma_counts = gammaln(self.counts + 1)
+        self.counts_log_mu = self.counts * np.log(self.mu)
+        # X^T diag(w) X = w @ outer, one row of X_i X_j products per coefficient pair
+        p = design.shape[1]
+        self.outer = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)
+        self.p = p
+        self.log_alpha_hat = log_alpha_hat
+        self.prior_variance = prior_variance
+
+    def __call__(self, log_alpha: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and its derivative in log dispersion at ``log_alpha`` for genes ``idx`` (dims (k,))."""
+        y, mu = self.counts[idx], self.mu[idx]
+        alpha = np.exp(log_alpha)
+        inv = (1 / alpha)[:, None]
+        n = y.shape[1]
+        logbinom = gammaln(y + inv) - self.lgamma_counts[idx] - gammaln(inv)
+        nll = n * inv[:, 0] * np.log(alpha) + (
+            -logbinom + (y + inv) * np.log(inv + mu) - self.counts_log_mu[idx]
+        ).sum(axis=1)
+        dnll = -(
+            inv[:, 0] ** 2
+            * (psi(inv) - psi(y + inv) + np.log(1 + mu * alpha[:, None]) + (y - mu) / (mu + inv)).sum(
+                axis=1
+            )
+        )
+        w = mu / (1 + mu * alpha[:, None])
+        gram = (w @ self.outer).reshape(-1, self.p, self.p)
+        d_gram = (-(w**2) @ self.outer).reshape(-1, self.p, self.p)
+        reg = 0.5 * np.linalg.slogdet(gram)[1]
+        reg_grad = 0.5 * (np.linalg.inv(gram) * d_gram).sum(axis=(1, 2)) * alpha
+        if self.prior_variance is not None:
+            centred = log_alpha - self.log_alpha_hat[idx]
+            reg = reg + centred**2 / (2 * self.prior_variance)
+            reg_grad = reg_grad + centred / self.prior_variance
+        return nll + reg, alpha * dnll + reg_grad
 
 
 def _gamma_glm(covariates: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, bool]:
