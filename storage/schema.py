@@ -194,6 +194,11 @@ def render_markdown() -> str:
         "`gexplain_complete` (set last, when every block is written) and `gexplain_variables`",
         "(the variables whose data is complete; others are hidden by `open_store`).",
         "",
+        "Atomicity: locally a new store is written under a temporary sibling and renamed into place, so",
+        "an existing store survives a failed or killed overwrite. On object stores (no rename) the new",
+        "store is written in place with `gexplain_complete = false` and flipped at the end; an overwrite",
+        "there removes the old store first, so a failed overwrite leaves no store rather than a partial one.",
+        "",
         "| name | dims | dtype kinds | units | meaning |",
         "|---|---|---|---|---|",
     ]

@@ -212,7 +212,10 @@ def create_store(
     chunks
         Chunk shape along ``sample`` and ``gene`` (default :data:`DEFAULT_CHUNKS`).
     overwrite
-        Replace an existing store at ``url`` (only when the new one commits).
+        Replace an existing store at ``url``. Locally the old store stays until the new one commits
+        (temporary sibling renamed into place). Object stores cannot rename a prefix, so there the
+        old store is removed before the new one is written: a failed overwrite leaves no store
+        (never a partial one that reads as complete). Keep inputs you cannot regenerate elsewhere.
 
     Returns
     -------
