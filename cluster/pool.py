@@ -95,6 +95,7 @@ class _Flight(Generic[K]):
     args: tuple[Any, ...]
     slot: _Slot
     generation: int
+    seq: int = 0
 
 
 class ActorPool(Generic[K]):
@@ -210,8 +211,10 @@ class ActorPool(Generic[K]):
         slot = min(self._slots, key=lambda s: (len(s.in_flight), s.index))
         ref = slot.actor.call.remote(self.method, *args)
         slot.in_flight.add(ref)
-        self._flights[ref] = _Flight(key=key, args=args, slot=slot, generation=slot.generation)
         self.stats.submitted += 1
+        self._flights[ref] = _Flight(
+            key=key, args=args, slot=slot, generation=slot.generation, seq=self.stats.submitted
+        )
 
     def _has_room(self) -> bool:
         return any(len(s.in_flight) < self.tasks_per_actor for s in self._slots)
@@ -244,6 +247,7 @@ class ActorPool(Generic[K]):
         source = iter(tasks)
         retry: deque[tuple[K, tuple[Any, ...]]] = deque()
         attempts: dict[K, int] = {}
+        charged: set[tuple[int, int]] = set()  # (slot, generation) deaths already charged to a task
         seen: set[K] = set()
         exhausted = False
         while True:
@@ -270,10 +274,20 @@ class ActorPool(Generic[K]):
             try:
                 result = ray.get(ref)
             except RayActorError as exc:
-                attempts[flight.key] = attempts.get(flight.key, 0) + 1
-                if attempts[flight.key] > self.max_task_retries:
+                # An actor runs its tasks in submission order, so only the oldest task still out on the
+                # dead actor was running when it died; the ones queued behind it are resubmitted free.
+                same_actor = [
+                    f.seq
+                    for f in self._flights.values()
+                    if f.slot is flight.slot and f.generation == flight.generation
+                ]
+                death = (flight.slot.index, flight.generation)
+                if death not in charged and flight.seq <= min(same_actor, default=flight.seq):
+                    charged.add(death)
+                    attempts[flight.key] = attempts.get(flight.key, 0) + 1
+                if attempts.get(flight.key, 0) > self.max_task_retries:
                     raise PoolError(
-                        f"task {flight.key!r} killed its actor {attempts[flight.key]} times "
+                        f"task {flight.key!r} killed its actor {attempts.get(flight.key, 0)} times "
                         f"(last: {exc}); giving up. Reduce the task size or the per-actor memory use."
                     ) from exc
                 self._replace(flight.slot, flight.generation)

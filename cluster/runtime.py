@@ -65,7 +65,6 @@ class Runtime:
     object_store_memory: int | None = None
     ray_started_here: bool = False
     dask_client: Any | None = None
-    dask_started_here: bool = False
 
     def ensure_ray(self) -> None:
         """Start or connect Ray if it is not running in this process yet (idempotent)."""

@@ -61,6 +61,22 @@ class ClusterSection(_Strict):
     num_cpus: int = Field(0, ge=0, description="CPUs of the embedded runtime (0 = all cores).")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the embedded Ray (unset = autodetect).")
 
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, value: str) -> str:
+        if value and value != "auto" and not value.startswith("ray://"):
+            raise ValueError(
+                "must be '' (embedded local), 'auto' or 'ray://host:10001'; a Dask scheduler goes in dask_address"
+            )
+        return value
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address(cls, value: str) -> str:
+        if value and not value.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+            raise ValueError("must be '' (local threads) or a scheduler address such as 'tcp://host:8786'")
+        return value
+
 
 class StageEntry(_Strict):
     """One ``[[stage]]`` table."""

@@ -18,9 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import platform
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +27,10 @@ from pipelines.config import RunConfig
 from pipelines.memory import PeakMemory
 from pipelines.progress import Progress
 from pipelines.stages import StageContext, get_stage
+from pipelines.versions import library_versions
 from storage.paths import atomic_write_bytes, exists
 
 MANIFEST = "manifest.json"
-_VERSIONED = (
-    "gexplain", "numpy", "pandas", "scipy", "xarray", "zarr", "dask", "ray", "torch", "captum", "shap",
-    "pydeseq2", "scikit-learn",
-)  # fmt: skip
-
-
-def library_versions() -> dict[str, str]:
-    """Return the versions of Python and the libraries whose behaviour shapes results."""
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def fingerprint(previous: str, kind: str, name: str, params: dict[str, Any], seed: int, store: str) -> str:

@@ -315,7 +315,11 @@ def _eager_annotations(ds: xr.Dataset) -> xr.Dataset:
 def add_variables(url: str, ds: xr.Dataset) -> list[str]:
     """Append (or replace) variables in an existing store; dask-backed data is computed chunkwise.
 
-    A variable becomes visible to :func:`open_store` only after all its data is written.
+    A variable becomes visible to :func:`open_store` only after all its data is written, and
+    carries the attr ``gexplain_written`` (a unique stamp) so consumers that resume work can tell a
+    rewritten variable from the one they started on. Replacing an existing variable deletes the old
+    array first: if the writer is killed, that variable is gone (hidden, never partial) until the
+    producing stage is rerun.
 
     Parameters
     ----------
@@ -336,6 +340,13 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
             raise InputError(
                 f"cannot add variables with {ds.sizes[dim]} {dim}s to {target} which has {base.sizes[dim]}"
             )
+        if dim in ds.coords and not np.array_equal(
+            np.asarray(ds[dim].values).astype(str), np.asarray(base[dim].values).astype(str)
+        ):
+            raise InputError(
+                f"cannot add variables to {target}: their {dim} ids differ from the store's (order or "
+                f"values); align them first, e.g. ds.reindex({dim}=store.{dim})"
+            )
     new = ds.drop_vars([c for c in ds.coords], errors="ignore")
     names = [str(n) for n in new.data_vars]
     validate(new.assign_coords({SAMPLE: base[SAMPLE].values, GENE: base[GENE].values}), where=target)
@@ -345,7 +356,9 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
     new = _fix_strings(new)
     chunks = layer_chunks(base)
     encoding: dict[str, dict[str, Any]] = {}
+    stamp = f"{_now()}-{uuid.uuid4().hex[:8]}"
     for name in names:
+        new[name].attrs["gexplain_written"] = stamp  # data identity for resumable consumers
         var = new[name]
         if var.dims == (SAMPLE, GENE):
             new[name] = var.chunk(chunks)

@@ -125,3 +125,16 @@ def test_gpu_fraction_on_this_cluster(ray_runtime):
         assert gpu_fraction(None, actors=3) == pytest.approx(min(1.0, gpus / 3), abs=1e-4)
     with pytest.raises(ValueError, match="per_actor"):
         gpu_fraction(1.5)
+
+
+def test_tasks_queued_behind_a_crash_are_not_charged_for_it(ray_runtime, tmp_path):
+    # One actor, three tasks in flight: A kills it, B (queued behind A) kills the next one. Only the task
+    # running at each death is charged, so with max_task_retries=1 nobody exceeds its budget.
+    a, b = tmp_path / "a", tmp_path / "b"
+    tasks = [("A", (2, str(a))), ("B", (3, str(b))), ("C", (4,))]
+    with ActorPool(
+        Squarer, size=1, init_args=(0,), num_cpus=0.5, tasks_per_actor=3, max_task_retries=1
+    ) as pool:
+        out = {k: v[0] for k, v in pool.imap_unordered(tasks)}
+    assert out == {"A": 4, "B": 9, "C": 16}
+    assert pool.stats.actor_deaths == 2

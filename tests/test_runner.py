@@ -131,3 +131,51 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["run", str(tmp_path / "none.toml")]) == 2
     assert main(["no-such-command"]) == 2
     assert main(["--help"]) == 0
+
+
+def test_force_reruns_everything_from_the_cli(probe, monkeypatch):
+    cfg = _config(probe / "c.toml")
+    monkeypatch.chdir(probe)
+    assert main(["run", str(cfg)]) == 0
+    assert main(["run", str(cfg)]) == 0
+    assert _calls(probe / "run") == ["first", "second", "third"]
+    assert main(["run", str(cfg), "--force"]) == 0
+    assert _calls(probe / "run") == ["first", "second", "third"] * 2
+
+
+def test_cluster_addresses_are_routed_and_checked(probe):
+    from pipelines.cli.run import route_cluster_address
+
+    assert route_cluster_address("auto") == ("auto", None)
+    assert route_cluster_address("ray://head:10001") == ("ray://head:10001", None)
+    assert route_cluster_address("tcp://sched:8786") == (None, "tcp://sched:8786")
+    with pytest.raises(InputError, match="--cluster 'head:8786'"):
+        route_cluster_address("head:8786")
+    cfg = _config(probe / "c.toml", extra='[cluster]\naddress = "tcp://sched:8786"\n')
+    with pytest.raises(InputError, match="cluster.address.*dask_address"):
+        parse_config(cfg)
+
+
+def test_info_describes_a_store(tmp_path, capsys):
+    import numpy as np
+
+    from pipelines.cli.info import describe_store
+    from storage.store import create_store
+
+    url = str(tmp_path / "s.zarr")
+    w = create_store(
+        url,
+        sample_ids=np.array(["a", "b", "c"]),
+        gene_ids=np.array(["g1", "g2"]),
+        coords={"sample_tissue": ("sample", np.array(["lung", "lung", "liver"]))},
+        layers={"counts": "int32"},
+        attrs={"label_column": "sample_tissue"},
+    )
+    w.commit()
+    d = describe_store(url)
+    assert d["dims"] == {"sample": 3, "gene": 2}
+    assert d["layers"] == [{"name": "counts", "dtype": "int32", "units": "reads"}]
+    assert d["labels"]["sample_tissue"] == {"levels": 2, "top": {"lung": 2, "liver": 1}}
+    assert d["attrs"]["label_column"] == "sample_tissue"
+    assert main(["info", url]) == 0
+    assert "sample_tissue" in capsys.readouterr().out

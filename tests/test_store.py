@@ -146,3 +146,19 @@ def test_results_and_ledger(tmp_path):
     ledger.mark_done("block-0/model-1", {"rows": 4})
     assert ledger.is_done("block-0/model-1") and not ledger.is_done("block-1/model-1")
     assert ledger.done_keys() == {"block-0/model-1"}
+
+
+def test_add_variables_refuses_misaligned_ids(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    _make(url, np.zeros((4, 3), dtype="int32"))
+    ds = open_store(url)
+    flipped = xr.Dataset(
+        {"cpm": (("sample", "gene"), np.ones((4, 3), "float32"))},
+        coords={"sample": ds["sample"].values[::-1], "gene": ds["gene"].values},
+    )
+    with pytest.raises(InputError, match="sample ids differ"):
+        add_variables(url, flipped)
+    add_variables(url, flipped.assign_coords(sample=ds["sample"].values))
+    first = open_store(url)["cpm"].attrs["gexplain_written"]
+    add_variables(url, flipped.assign_coords(sample=ds["sample"].values))
+    assert open_store(url)["cpm"].attrs["gexplain_written"] != first

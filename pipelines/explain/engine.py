@@ -37,8 +37,9 @@ import xarray as xr
 
 from cluster.pool import ActorPool
 from cluster.resources import cluster_gpus, gpu_fraction
+from pipelines.blocks import sample_blocks
 from pipelines.explain.compute import BlockPartial, ExplainSpec, ReferenceStats, compute_reference_stats
-from pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks, sample_blocks
+from pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
 from storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE
@@ -246,6 +247,7 @@ def fingerprint(
     repeat_block: int,
     sizes: dict[str, int],
     sample_block: int,
+    data_stamp: str = "",
 ) -> str:
     """Return the hex SHA-256 of everything that decides the result's numbers.
 
@@ -259,8 +261,12 @@ def fingerprint(
         Store sizes ``{"sample": n, "gene": g}``.
     sample_block
         Samples per block (the unit of the ledger).
+    data_stamp
+        Identity of the data explained: the store's creation time and the layer's write stamp, so a
+        rewritten layer of the same shape never resumes from stale blocks.
     """
     payload = {
+        "data": data_stamp,
         "spec": _spec_record(spec),
         "model_set": model_set,
         "models": list(info.model_ids),
@@ -469,7 +475,8 @@ def run_explain(
     repeat_block = min(options.repeat_block, repeats) if options.repeat_block > 0 else repeats
     group = f"explain/{name}"
     sizes = {SAMPLE: int(ds.sizes[SAMPLE]), GENE: int(ds.sizes[GENE])}
-    fp = fingerprint(spec, info, model_set, seed, repeats, repeat_block, sizes, options.sample_block)
+    stamp = f"{ds.attrs.get('created', '')}|{ds[info.layer].attrs.get('gexplain_written', '')}"
+    fp = fingerprint(spec, info, model_set, seed, repeats, repeat_block, sizes, options.sample_block, stamp)
     job = _Job(
         store_url=store_url,
         group=group,

@@ -59,11 +59,6 @@ def block_key(block: int) -> str:
     return f"block-{block:06d}"
 
 
-def sample_blocks(n_samples: int, block: int) -> list[slice]:
-    """Split ``range(n_samples)`` into consecutive slices of at most ``block`` samples."""
-    return [slice(start, min(start + block, n_samples)) for start in range(0, n_samples, block)]
-
-
 def plan_tasks(
     blocks: list[slice],
     block_ids: list[int],

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import io
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import torch
 from torch import nn
 
+from pipelines.versions import library_versions
 from storage.checkpoints import load_checkpoint, save_checkpoint
 
-VERSIONED = ("gexplain", "torch", "numpy", "ray", "xarray", "zarr", "scikit-learn")
-
-
-def library_versions() -> dict[str, str]:
-    """Return the versions of Python and the libraries a checkpoint depends on."""
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+CHECKPOINT_LIBRARIES = ("gexplain", "torch", "numpy", "ray", "xarray", "zarr", "scikit-learn")
 
 
 def state_bytes(module: nn.Module) -> bytes:
@@ -50,7 +38,11 @@ def save_model(
         URL of the checkpoint's metadata file.
     """
     return save_checkpoint(
-        store_url, model_set, replicate, weights, {**metadata, "versions": library_versions()}
+        store_url,
+        model_set,
+        replicate,
+        weights,
+        {**metadata, "versions": library_versions(CHECKPOINT_LIBRARIES)},
     )
 
 

@@ -59,7 +59,9 @@ def log_geometric_means(counts: np.ndarray | da.Array, *, method: SizeFactorMeth
     n_samples = arr.shape[0]
     if method == "ratio":
         # map_blocks keeps _log_counts' errstate inside each worker thread (log(0) = -inf is intended)
-        logs = arr.map_blocks(_log_counts, dtype=np.float64) if isinstance(arr, da.Array) else _log_counts(arr)
+        logs = (
+            arr.map_blocks(_log_counts, dtype=np.float64) if isinstance(arr, da.Array) else _log_counts(arr)
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             result = logs.mean(axis=0)
             return np.asarray(result.compute() if isinstance(result, da.Array) else result)
@@ -102,7 +104,8 @@ def median_of_ratios(
         genes that are zero everywhere are skipped, and the size factors are scaled to a
         geometric mean of 1.
     block_bytes
-        Upper bound on the float64 log-ratio block (samples x all genes) held at once.
+        Upper bound on the float64 working set of one sample block (all genes plus the
+        log-ratios of the usable genes) held at once.
 
     Returns
     -------
@@ -131,7 +134,8 @@ def median_of_ratios(
         raise InputError("every gene has zero counts in all samples; the count matrix holds no reads")
     genes = np.flatnonzero(usable)
     ref = log_means[genes]
-    rows = _rows_per_block(genes.size, block_bytes)
+    # each block holds all genes as float64 plus the log-ratios of the usable ones
+    rows = _rows_per_block(arr.shape[1] + genes.size, block_bytes)
     log_sf = np.empty(arr.shape[0], dtype=np.float64)
     for start in range(0, arr.shape[0], rows):
         block = arr[start : start + rows]

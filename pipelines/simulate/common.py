@@ -24,6 +24,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from pipelines.blocks import sample_blocks
 from pipelines.progress import SILENT, Progress
 from storage.errors import InputError
 from storage.store import DEFAULT_CHUNKS, StoreWriter, create_store
@@ -68,11 +69,6 @@ def resolve_chunks(chunks: Mapping[str, int] | None) -> dict[str, int]:
     out = {**DEFAULT_CHUNKS, **(chunks or {})}
     check_positive(chunk_samples=out["sample"], chunk_genes=out["gene"])
     return out
-
-
-def sample_blocks(n_samples: int, block: int) -> list[slice]:
-    """Split ``range(n_samples)`` into consecutive slices of ``block`` samples (the last may be shorter)."""
-    return [slice(i, min(i + block, n_samples)) for i in range(0, n_samples, block)]
 
 
 def _workers() -> int:
