@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from captum.attr import IntegratedGradients
+from scipy.stats import spearmanr
 from test_evaluate_store import make_demo_store
 
 from pipelines.evaluate.run import EvaluateOptions, sample_subset
 from pipelines.evaluate.saturation import saturation_curve
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part, saturation_pools
 from pipelines.explain.references import compute_reference_stats, draw_references
+from pipelines.models.architectures import MLP
 from pipelines.models.load import load_models
-from storage.store import open_store
+from pipelines.models.persist import read_model, save_model, state_bytes
+from storage.store import open_store, write_result
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +56,113 @@ def test_reference_pool_items_equal_captum_ig(store: str) -> None:
     assert not np.allclose(pools[("integrated_gradients", "repeats")], pool)
 
 
+def test_saturation_curve_against_scipy_on_tiny_pool() -> None:
+    """4 items x 2 samples x 5 genes. n=1: all 6 item pairs (no permutation involved); n=2: the
+    two halves of the documented permutation ``default_rng([seed, n, d])``, averaged explicitly.
+    Spearman from scipy on |values|, top-2 overlap from explicit sets."""
+    pool = np.array(
+        [
+            [[1.0, -4.0, 2.5, 0.3, 3.0], [0.1, 0.9, -2.0, 5.0, 1.5]],
+            [[0.5, 3.5, -2.0, 1.0, 4.0], [2.2, 0.4, 1.0, -3.0, 0.2]],
+            [[2.0, 1.0, -3.0, 0.2, 5.0], [1.1, -0.3, 4.0, 2.5, 0.6]],
+            [[-1.5, 2.5, 0.1, 0.7, 3.3], [0.8, 1.9, -0.5, 4.2, 2.9]],
+        ]
+    )
+
+    def top2(v: np.ndarray) -> set[int]:
+        return set(np.argsort(-np.abs(v))[:2].tolist())
+
+    def pair_metrics(a: np.ndarray, b: np.ndarray) -> tuple[list[float], list[float]]:
+        rho = [spearmanr(np.abs(a[s]), np.abs(b[s])).statistic for s in range(2)]
+        ovl = [len(top2(a[s]) & top2(b[s])) / 2 for s in range(2)]
+        return rho, ovl
+
+    curve = saturation_curve(pool, k=2, n_draws=2, max_replicates=8, seed=11).set_index("n")
+    assert list(curve.index) == [1, 2]
+    rho1, ovl1 = [], []
+    for i, j in combinations(range(4), 2):
+        r, o = pair_metrics(pool[i], pool[j])
+        rho1 += r
+        ovl1 += o
+    assert curve.loc[1, "n_pairs"] == 2 * 6
+    assert curve.loc[1, "spearman_mean"] == pytest.approx(np.mean(rho1))
+    assert curve.loc[1, "spearman_sd"] == pytest.approx(np.std(rho1))
+    assert curve.loc[1, "top_k_overlap_mean"] == pytest.approx(np.mean(ovl1))
+    rho2, ovl2 = [], []
+    for d in range(2):
+        order = np.random.default_rng([11, 2, d]).permutation(4)
+        first = (pool[order[0]] + pool[order[1]]) / 2
+        second = (pool[order[2]] + pool[order[3]]) / 2
+        r, o = pair_metrics(first, second)
+        rho2 += r
+        ovl2 += o
+    assert curve.loc[2, "n_pairs"] == 2
+    assert curve.loc[2, "spearman_mean"] == pytest.approx(np.mean(rho2))
+    assert curve.loc[2, "top_k_overlap_mean"] == pytest.approx(np.mean(ovl2))
+    assert curve.loc[2, "top_k_overlap_sd"] == pytest.approx(np.std(ovl2))
+
+
 def test_saturation_tables(store: str) -> None:
     tables = saturation_part(store, OPTS, PARAMS)
     curves = tables["saturation_curves"]
     assert set(curves["curve"]) == {"integrated_gradients/references", "integrated_gradients/repeats"}
     assert sorted(set(curves["n"])) == [1, 2]
-    pool = saturation_pools(store, OPTS, PARAMS)[("integrated_gradients", "references")]
-    want = saturation_curve(pool, k=5, n_draws=2, max_replicates=PARAMS.max_replicates, seed=OPTS.seed)
-    got = curves[curves["curve"] == "integrated_gradients/references"].reset_index(drop=True)
-    np.testing.assert_allclose(got["spearman_mean"], want["spearman_mean"])
+    # pool of 4 items, max_replicates >= 4: n=1 compares all 6 item pairs per draw, n=2 one pair
+    got = curves[curves["curve"] == "integrated_gradients/references"].set_index("n")
+    assert got.loc[1, "n_pairs"] == 6 * PARAMS.draws and got.loc[2, "n_pairs"] == PARAMS.draws
+    assert ((got["spearman_mean"] > -1) & (got["spearman_mean"] <= 1)).all()
     summary = tables["saturation_summary"].set_index("curve")
     assert summary.loc["integrated_gradients/references", "max_n"] == 2
+    gain = got.loc[2, "spearman_mean"] - got.loc[1, "spearman_mean"]
+    expected_sat = 1 if gain < 0.01 else None
+    assert summary.loc["integrated_gradients/references", "saturation_n_spearman"] == expected_sat or (
+        expected_sat is None
+        and np.isnan(summary.loc["integrated_gradients/references", "saturation_n_spearman"])
+    )
 
 
 def test_no_model_set_means_no_curves(tmp_path: Path) -> None:
     url = make_demo_store(tmp_path, models=False)
     assert saturation_part(url, OPTS, PARAMS) == {}
+
+
+def test_models_pool_from_stored_per_model_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a per_model run stored, the models pool is that run's per-model means (models of the
+    set only, nothing recomputed) and its curve is scipy's Spearman over the model pairs."""
+    url = make_demo_store(tmp_path)
+    weights, meta = read_model(url, "default", 0)
+    meta = {k: v for k, v in meta.items() if k not in ("replicate", "versions")}
+    for k in (1, 2):
+        torch.manual_seed(k)
+        save_model(url, "default", k, state_bytes(MLP(50, 2, hidden=8, dropout=0.1)), meta)
+    ds = open_store(url)
+    samples, genes = ds["sample"].values.astype(str), ds["gene"].values.astype(str)
+    per_model = np.random.default_rng(5).normal(size=(4, samples.size, genes.size)).astype(np.float32)
+    write_result(
+        url,
+        "explain/pm",
+        xr.Dataset(
+            {
+                "attr_integrated_gradients": (("sample", "gene"), per_model.mean(0)),
+                "attr_integrated_gradients_model": (("model", "sample", "gene"), per_model),
+            },
+            coords={"model": [0, 9, 1, 2], "sample": samples, "gene": genes},  # model 9: not in the set
+        ),
+    )
+
+    def no_recompute(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the models pool must come from the stored per-model means")
+
+    monkeypatch.setattr("pipelines.explain.compute.explain_block", no_recompute)
+    params = SaturationParams(enabled=True, axes=["models"], pool=16, samples=samples.size, draws=1)
+    pools = saturation_pools(url, OPTS, params)
+    np.testing.assert_array_equal(pools[("integrated_gradients", "models")], per_model[[0, 2, 3]])
+    curve = saturation_part(url, OPTS, params)["saturation_curves"].set_index("n")
+    assert list(curve.index) == [1]
+    rho = [
+        spearmanr(np.abs(per_model[a, s]), np.abs(per_model[b, s])).statistic
+        for a, b in combinations([0, 2, 3], 2)
+        for s in range(samples.size)
+    ]
+    assert curve.loc[1, "n_pairs"] == 3
+    assert curve.loc[1, "spearman_mean"] == pytest.approx(np.mean(rho))

@@ -55,9 +55,16 @@ def test_empty_and_single_counts() -> None:
 
 
 def test_reduce_references_median() -> None:
-    v = np.random.default_rng(2).normal(size=(2, 5, 3))
-    np.testing.assert_array_equal(reduce_references(v, "median")[:, 0], np.median(v, axis=1))
-    assert reduce_references(v, None) is v
+    # (samples=2, references, genes=2): odd count -> middle value, even count -> mean of the middle two
+    odd = np.array([[[3.0, -1.0], [1.0, 5.0], [2.0, 0.0]], [[-4.0, 7.0], [9.0, 7.5], [0.5, 6.0]]])
+    got = reduce_references(odd, "median")
+    assert got.shape == (2, 1, 2)
+    np.testing.assert_array_equal(got[:, 0], [[2.0, 0.0], [0.5, 7.0]])
+    even = np.array([[[4.0], [1.0], [10.0], [2.0]]])
+    np.testing.assert_array_equal(reduce_references(even, "median")[:, 0], [[3.0]])
+    assert reduce_references(odd, None) is odd
+    with pytest.raises(ValueError, match="unknown reference reduction"):
+        reduce_references(odd, "mean")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

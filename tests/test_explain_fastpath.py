@@ -15,15 +15,18 @@ from pipelines.models.architectures import MLP
 GENES, HIDDEN, CLASSES = 40, 16, 3
 
 
-def make_mlp(seed: int = 0) -> tuple[MLP, torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_mlp(seed: int = 0, batch_norm: bool = True) -> tuple[MLP, torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(6, GENES, generator=gen) * 5
-    model = MLP(GENES, CLASSES, hidden=HIDDEN, dropout=0.3, mean=x.mean(0), std=x.std(0) + 0.5)
+    model = MLP(
+        GENES, CLASSES, hidden=HIDDEN, dropout=0.3, mean=x.mean(0), std=x.std(0) + 0.5, batch_norm=batch_norm
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        model.bn.running_mean.copy_(torch.randn(HIDDEN, generator=gen) * 0.3)
-        model.bn.running_var.copy_(torch.rand(HIDDEN, generator=gen) + 0.5)
+        if batch_norm:
+            model.bn.running_mean.copy_(torch.randn(HIDDEN, generator=gen) * 0.3)
+            model.bn.running_var.copy_(torch.rand(HIDDEN, generator=gen) + 0.5)
     model.eval()
     refs = torch.rand(6, GENES, generator=gen) * 5
     targets = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -66,9 +69,10 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, rel: float = 
 
 @pytest.mark.parametrize("name", ["integrated_gradients", "saliency", "input_x_gradient", "deeplift"])
 @pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("batch_norm", [True, False])
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_fast_path_equals_captum(name: str, masked: bool) -> None:
-    model, x, refs, targets = make_mlp()
+def test_fast_path_equals_captum(name: str, masked: bool, batch_norm: bool) -> None:
+    model, x, refs, targets = make_mlp(batch_norm=batch_norm)
     mask = torch.ones(HIDDEN)
     if masked:
         mask = (torch.rand(HIDDEN, generator=torch.Generator().manual_seed(5)) > 0.3).float() / 0.7

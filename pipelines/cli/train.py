@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size (default 256)."),
         hidden: int = typer.Option(None, "--hidden", help="MLP hidden width (default 128)."),
         dropout: float = typer.Option(None, "--dropout", help="Dropout probability (default 0.25)."),
+        batch_norm: bool = typer.Option(
+            True, "--batch-norm/--no-batch-norm", help="MLP: BatchNorm after the first layer (paper default)."
+        ),
+        l1: float = typer.Option(None, "--l1", help="L1 penalty on the first layer's weights (default 0)."),
         grid: int = typer.Option(
             None,
             "--grid",
@@ -99,6 +103,8 @@ def register(app: typer.Typer) -> None:
                 "batch_size": batch_size,
                 "hidden": hidden,
                 "dropout": dropout,
+                "batch_norm": batch_norm,
+                "l1": l1,
                 "grid": grid,
                 "gene_order": gene_order,
                 "jitter": jitter,

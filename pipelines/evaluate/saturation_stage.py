@@ -8,19 +8,24 @@ For each axis a pool of per-item attributions is computed once, with
   and its own ``n_references`` references);
 * ``references``: item i = one reference (repeat i) of the first model in ``deterministic`` mode,
   so items differ only by their reference;
-* ``models``: item i = model replicate i in ``deterministic`` mode with the same references
-  (references depend only on (seed, sample, repeat)), so items differ only by the model.
+* ``models``: item i = model replicate i. Taken from stored partial results where possible: the
+  per-model means ``attr_<explainer>_model`` (model, sample, gene) of a complete explain run made
+  with ``per_model=true`` whose replicates belong to the model set (the first such run by name,
+  among ``explain_runs`` when given); otherwise recomputed in ``deterministic`` mode with the same
+  references (references depend only on (seed, sample, repeat)), so items differ only by the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 from pydantic import Field
 
+from pipelines.evaluate.inputs import explain_runs
 from pipelines.evaluate.run import EvaluateOptions, sample_subset
 from pipelines.evaluate.saturation import saturation_curve, summarise_saturation
 from pipelines.stages import StageParams
@@ -28,7 +33,11 @@ from storage.checkpoints import list_model_sets
 from storage.schema import SAMPLE
 from storage.store import open_store
 
+if TYPE_CHECKING:
+    from pipelines.explain.engine import ModelSetInfo
+
 Axis = Literal["repeats", "references", "models"]
+MODEL = "model"
 
 
 class SaturationParams(StageParams):
@@ -53,21 +62,90 @@ class SaturationParams(StageParams):
     tol: float = Field(0.01, gt=0, description="Gain per doubling below which a curve is saturated.")
 
 
+def stored_model_pool(
+    runs: dict[str, xr.Dataset], explainer: str, model_ids: list[int], samples: np.ndarray, max_items: int
+) -> np.ndarray | None:
+    """The models-axis pool of ``explainer`` from stored per-model means, if a run has them.
+
+    Parameters
+    ----------
+    runs
+        Complete explain results by run name (:func:`pipelines.evaluate.inputs.explain_runs`).
+    explainer
+        Explainer name; the run must hold ``attr_<explainer>_model`` (model, sample, gene).
+    model_ids
+        Replicate numbers of the evaluated model set; stored models outside it are ignored.
+    samples
+        Sample ids (store coordinate values) of the subset, shape (samples,).
+    max_items
+        At most this many models (in stored order).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float32 (item, sample, gene) in attribution units, from the first run (by name) with at
+        least two of the model set's replicates; None when no run has them.
+    """
+    var = f"attr_{explainer}_model"
+    wanted = set(int(m) for m in model_ids)
+    for name in sorted(runs):
+        res = runs[name]
+        if var not in res or MODEL not in res.coords:
+            continue
+        keep = [i for i, m in enumerate(np.asarray(res[MODEL].values)) if int(m) in wanted][:max_items]
+        if len(keep) < 2:
+            continue
+        return np.asarray(res[var].isel({MODEL: keep}).sel({SAMPLE: samples}).values, dtype=np.float32)
+    return None
+
+
 def saturation_pools(
     store_url: str, opts: EvaluateOptions, params: SaturationParams
 ) -> dict[tuple[str, str], np.ndarray]:
-    """(explainer, axis) -> pool (item, sample, gene) on the sample subset."""
-    from pipelines.explain.compute import ExplainSpec, compute_reference_stats, explain_block
-    from pipelines.explain.engine import model_set_info, sample_targets
-    from pipelines.models.load import load_models
+    """(explainer, axis) -> pool (item, sample, gene) on the sample subset.
+
+    The ``models`` pools come from stored per-model means where a run has them
+    (:func:`stored_model_pool`); every other pool is computed here with ``explain_block``.
+    """
+    from pipelines.explain.engine import model_set_info
 
     ds = open_store(store_url)
     info = model_set_info(store_url, opts.model_set, None)
+    pick = sample_subset(np.asarray(ds[SAMPLE].values), params.samples, opts.seed)
+    pools: dict[tuple[str, str], np.ndarray] = {}
+    todo = {axis: list(params.explainers) for axis in params.axes}
+    if "models" in todo:
+        runs = explain_runs(store_url, list(opts.explain_runs) or None)
+        sample_ids = np.asarray(ds[SAMPLE].values)[pick]
+        for e in params.explainers:
+            pool = stored_model_pool(runs, e, list(info.model_ids), sample_ids, params.pool)
+            if pool is not None:
+                pools[(e, "models")] = pool
+        todo["models"] = [e for e in params.explainers if (e, "models") not in pools]
+    todo = {axis: names for axis, names in todo.items() if names}
+    if todo:
+        pools.update(_computed_pools(store_url, opts, params, info, pick, todo))
+    return {(e, a): pools[(e, a)] for a in params.axes for e in params.explainers if (e, a) in pools}
+
+
+def _computed_pools(
+    store_url: str,
+    opts: EvaluateOptions,
+    params: SaturationParams,
+    info: ModelSetInfo,
+    pick: np.ndarray,
+    todo: dict[str, list[str]],
+) -> dict[tuple[str, str], np.ndarray]:
+    """Pools computed with ``explain_block`` for ``todo`` (axis -> explainers) on samples ``pick``."""
+    from pipelines.explain.compute import ExplainSpec, compute_reference_stats, explain_block
+    from pipelines.explain.engine import sample_targets
+    from pipelines.models.load import load_models
+
+    ds = open_store(store_url)
     targets = sample_targets(ds, info)
     loaded = load_models(store_url, opts.model_set, genes=np.asarray(ds["gene"].values).astype(str))
     modules = [m.module for m in loaded]
     ids = [m.replicate for m in loaded]
-    pick = sample_subset(np.asarray(ds[SAMPLE].values), params.samples, opts.seed)
     x = np.asarray(ds[info.layer].isel({SAMPLE: pick}).values, dtype=np.float32)
     ref_stats = compute_reference_stats(ds[info.layer].data, targets)
     base = ExplainSpec(
@@ -82,10 +160,11 @@ def saturation_pools(
         "models": dataclasses.replace(base, mode="deterministic"),
     }
     pools: dict[tuple[str, str], np.ndarray] = {}
-    for axis in params.axes:
+    for axis, names in todo.items():
         n_items = min(params.pool, len(modules)) if axis == "models" else params.pool
         if n_items < 2:
             continue
+        spec = dataclasses.replace(specs[axis], explainers=tuple(names))
         items = []
         for i in range(n_items):
             m, rep = (i, 0) if axis == "models" else (0, i)
@@ -97,11 +176,11 @@ def saturation_pools(
                 pick,
                 range(rep, rep + 1),
                 ref_stats,
-                specs[axis],
+                spec,
                 opts.seed,
             )
             items.append({e: np.asarray(v[0], dtype=np.float32) for e, v in partial.finalize().items()})
-        for e in params.explainers:
+        for e in names:
             pools[(e, axis)] = np.stack([item[e] for item in items])
     return pools
 

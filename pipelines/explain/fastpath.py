@@ -28,11 +28,13 @@ def is_affine_mlp(model: nn.Module) -> bool:
     }
     return (
         isinstance(parts["fc1"], nn.Linear)
-        and isinstance(parts["bn"], nn.BatchNorm1d)
+        and (
+            isinstance(parts["bn"], nn.Identity)
+            or (isinstance(parts["bn"], nn.BatchNorm1d) and parts["bn"].running_var is not None)
+        )
         and isinstance(parts["act"], nn.ReLU)
         and isinstance(parts["dropout"], nn.Dropout)
         and isinstance(parts["fc2"], nn.Linear)
-        and parts["bn"].running_var is not None
         and all(hasattr(parts["standardize"], a) for a in ("mean", "std"))
         and sum(isinstance(m, nn.Dropout) for m in model.modules()) == 1
     )
@@ -64,11 +66,15 @@ class MLPFastPath:
             self.mean = mean.detach() if mean is not None else None
             self.weight = weight if std is None else weight / std.detach()
             bn = model.bn
-            gain = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.weight is not None:
-                gain = gain * bn.weight
-            self.bn_scale = gain
-            self.bn_shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * gain
+            if isinstance(bn, nn.BatchNorm1d):
+                gain = torch.rsqrt(bn.running_var + bn.eps)
+                if bn.weight is not None:
+                    gain = gain * bn.weight
+                self.bn_scale = gain
+                self.bn_shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * gain
+            else:  # no BatchNorm: identity scale and shift
+                self.bn_scale = torch.ones_like(model.fc1.bias.detach())
+                self.bn_shift = torch.zeros_like(model.fc1.bias.detach())
             self.w2 = model.fc2.weight.detach()
             self.b2 = (
                 model.fc2.bias.detach() if model.fc2.bias is not None else self.w2.new_zeros(self.w2.shape[0])

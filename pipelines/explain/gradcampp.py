@@ -1,14 +1,15 @@
 """Guided Grad-CAM++ for the CNN, batched over rows.
 
-Grad-CAM++ (Chattopadhay et al. 2018) weights channel ``k`` of the last convolution's output
-``A`` (rows, K, h, w) with the gradient ``g = dy_c / dA`` as::
+Grad-CAM++ (Chattopadhay et al. 2018) weights channel ``k`` of the rectified feature maps of the
+last convolution block, ``A = act3(bn3(pool3(conv3(.))))`` (rows, K, h, w; non-negative, as the
+paper's derivation assumes), with the gradient ``g = dy_c / dA`` as::
 
-    alpha_kij = g_kij^2 / (2 g_kij^2 + g_kij^3 * sum_ab A_kab)   (0 where g_kij == 0)
+    alpha_kij = g_kij^2 / (2 g_kij^2 + g_kij^3 * sum_ab A_kab)   (0 where g_kij == 0 or the denominator is 0)
     w_k       = sum_ij alpha_kij * relu(g_kij)
     cam       = relu(sum_k w_k A_k)
 
-The map is up-sampled bilinearly to the gene grid, mapped to genes and multiplied by guided
-backpropagation. Captum has no Grad-CAM++.
+The map is up-sampled bilinearly to the gene grid, mapped to genes (:meth:`CNN.grid_to_genes`)
+and multiplied by guided backpropagation. Captum has no Grad-CAM++.
 """
 
 from __future__ import annotations
@@ -21,7 +22,20 @@ from pipelines.explain.registry import RowContext
 
 
 def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Return Grad-CAM++ channel weights (rows, K) from activations and gradients (rows, K, h, w)."""
+    """Return Grad-CAM++ channel weights.
+
+    Parameters
+    ----------
+    activations
+        Rectified (non-negative) feature maps, shape (rows, K, h, w).
+    grads
+        Gradients of the target logit with respect to ``activations``, shape (rows, K, h, w).
+
+    Returns
+    -------
+    torch.Tensor
+        Weights (rows, K); ``alpha`` is 0 where the gradient or the denominator is 0.
+    """
     g2 = grads * grads
     g3 = g2 * grads
     total = activations.sum(dim=(2, 3), keepdim=True)
@@ -34,9 +48,9 @@ def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.T
 
 
 def gradcampp_map(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Return the Grad-CAM++ map of ``model.last_conv``: (rows, h, w)."""
+    """Return the Grad-CAM++ map of the last block's rectified output ``model.act3``: (rows, h, w)."""
     captured: list[torch.Tensor] = []
-    handle = model.last_conv.register_forward_hook(lambda m, i, o: captured.append(o))
+    handle = model.act3.register_forward_hook(lambda m, i, o: captured.append(o))
     try:
         out = model(x)
     finally:

@@ -82,6 +82,9 @@ class GlobalAvgPool(nn.Module):
 class MLP(nn.Module):
     """Standardize -> Linear(genes, hidden) -> BatchNorm1d -> ReLU -> Dropout -> Linear(hidden, classes).
 
+    Zhao et al.'s MLP. ``batch_norm=False`` replaces the BatchNorm by the identity (useful with an L1
+    penalty on the first layer, which BatchNorm's rescaling otherwise undoes).
+
     Parameters
     ----------
     n_genes
@@ -94,6 +97,8 @@ class MLP(nn.Module):
         Dropout probability after the hidden layer.
     mean, std
         Standardisation statistics, shape (genes,), or ``None`` for none.
+    batch_norm
+        Keep the BatchNorm1d after the first layer (default, as in the paper).
     """
 
     arch = "mlp"
@@ -106,15 +111,17 @@ class MLP(nn.Module):
         dropout: float = 0.25,
         mean: np.ndarray | torch.Tensor | None = None,
         std: np.ndarray | torch.Tensor | None = None,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         self.n_genes = int(n_genes)
         self.n_classes = int(n_classes)
         self.hidden = int(hidden)
         self.dropout_p = float(dropout)
+        self.batch_norm = bool(batch_norm)
         self.standardize = Standardize(mean, std)
         self.fc1 = nn.Linear(self.n_genes, self.hidden)
-        self.bn = nn.BatchNorm1d(self.hidden)
+        self.bn: nn.Module = nn.BatchNorm1d(self.hidden) if self.batch_norm else nn.Identity()
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(self.dropout_p)
         self.fc2 = nn.Linear(self.hidden, self.n_classes)
@@ -126,7 +133,7 @@ class MLP(nn.Module):
 
     def hyperparameters(self) -> dict[str, Any]:
         """Return the constructor arguments (without statistics) needed to rebuild the model."""
-        return {"hidden": self.hidden, "dropout": self.dropout_p}
+        return {"hidden": self.hidden, "dropout": self.dropout_p, "batch_norm": self.batch_norm}
 
 
 def grid_size(n_genes: int) -> int:

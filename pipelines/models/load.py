@@ -142,7 +142,13 @@ def align_module(
     state = module.state_dict()
     if isinstance(module, MLP):
         new: nn.Module = MLP(
-            genes.size, module.n_classes, hidden=module.hidden, dropout=module.dropout_p, mean=mean, std=std
+            genes.size,
+            module.n_classes,
+            hidden=module.hidden,
+            dropout=module.dropout_p,
+            mean=mean,
+            std=std,
+            batch_norm=module.batch_norm,
         )
         weight = state["fc1.weight"]
         new_weight = torch.zeros(weight.shape[0], genes.size, dtype=weight.dtype)

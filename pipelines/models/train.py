@@ -41,6 +41,10 @@ class TrainParams(BaseModel):
     arch: Literal["mlp", "cnn"] = "mlp"
     hidden: int = Field(128, ge=1, description="MLP hidden width")
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    batch_norm: bool = Field(True, description="MLP: BatchNorm1d after the first layer (as in the paper)")
+    l1: float = Field(
+        0.0, ge=0.0, description="L1 penalty on the first layer's weights (sum |W1| x l1) for sparse gene use"
+    )
     grid: int | None = Field(
         None, ge=1, description="CNN grid side; None = ceil(sqrt(genes)) rounded up to a multiple of 8"
     )
@@ -159,10 +163,12 @@ def train_steps(
     order: np.ndarray,
     batch_size: int,
     device: torch.device,
+    l1: float = 0.0,
 ) -> float:
     """One pass of mini-batch updates over ``order``; returns the mean training loss.
 
-    A final batch of one sample is skipped (BatchNorm needs two).
+    A final batch of one sample is skipped (BatchNorm needs two). ``l1`` adds
+    ``l1 * sum |W|`` of the first layer (``fc1`` of the MLP, ``conv1`` of the CNN) to the loss.
 
     Parameters
     ----------
@@ -183,6 +189,9 @@ def train_steps(
         yb = torch.from_numpy(np.asarray(y[batch], dtype=np.int64)).to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = cross_entropy(module(xb), yb)
+        if l1 > 0:
+            first = module.fc1 if hasattr(module, "fc1") else module.conv1
+            loss = loss + l1 * first.weight.abs().sum()
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * batch.size
@@ -250,6 +259,7 @@ def train_model(
         hyper: dict[str, Any] = {"dropout": params.dropout}
         if params.arch == "mlp":
             hyper["hidden"] = params.hidden
+            hyper["batch_norm"] = params.batch_norm
         else:
             chrom, start = gene_positions if gene_positions is not None else (None, None)
             hyper["grid"] = params.grid
@@ -271,7 +281,7 @@ def train_model(
         best_loss, best_state, best_epoch, history = math.inf, None, 0, []
         for epoch in range(params.max_epochs):
             order = upsampled_epoch(split.train, y, rng, params.upsample)
-            train_loss = train_steps(module, optimizer, x, y, order, params.batch_size, device)
+            train_loss = train_steps(module, optimizer, x, y, order, params.batch_size, device, params.l1)
             val_loss = _val_loss(module, x, y, val_rows, params.eval_batch, device)
             scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
