@@ -36,6 +36,9 @@ class IngestParams(StageParams):
     layer: str | None = Field(None, description="h5ad layer (None: X).")
     values: Literal["counts", "tpm", "cpm", "log_expr", "expr"] | None = None
     gene_lengths: str | None = None
+    gene_annotation: str | None = Field(
+        None, description="Gene annotation TSV/CSV or GTF(.gz): gene_chrom, gene_start (bp), length, symbol."
+    )
     ignore_extra_sheet_rows: bool = False
     merge: bool = False
     cohorts: list[str] | None = None
@@ -62,6 +65,7 @@ def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
             layer=params.layer,
             values=params.values,
             gene_lengths=params.gene_lengths,
+            gene_annotation=params.gene_annotation,
             ignore_extra_sheet_rows=params.ignore_extra_sheet_rows,
             merge=params.merge,
             cohorts=params.cohorts,
@@ -75,7 +79,7 @@ def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
 def inputs(params: IngestParams) -> list[str]:
     """Files the stage reads: their size and mtime join the stage fingerprint."""
     files = [*params.sources, *(s for s in params.sample_sheets or [] if s)]
-    return files + ([params.gene_lengths] if params.gene_lengths else [])
+    return files + [f for f in (params.gene_lengths, params.gene_annotation) if f]
 
 
 STAGE = Stage(

@@ -45,6 +45,12 @@ def register(app: typer.Typer) -> None:
         gene_lengths: Path = typer.Option(
             None, "--gene-lengths", help="CSV/TSV of gene id and length (bp) -> gene_length."
         ),
+        gene_annotation: Path = typer.Option(
+            None,
+            "--gene-annotation",
+            help="Gene annotation TSV/CSV (gene_id, chrom, start, end/length, gene_name) or GTF(.gz) "
+            "-> gene_chrom, gene_start (bp); gene_length/gene_symbol where the source has none.",
+        ),
         ignore_extra_sheet_rows: bool = typer.Option(
             False,
             "--ignore-extra-sheet-rows",
@@ -79,6 +85,7 @@ def register(app: typer.Typer) -> None:
                 layer=layer,
                 values=declared[0] if declared else None,
                 gene_lengths=gene_lengths,
+                gene_annotation=gene_annotation,
                 ignore_extra_sheet_rows=ignore_extra_sheet_rows,
                 merge=merge,
                 cohorts=list(cohort) if cohort else None,
@@ -94,6 +101,11 @@ def register(app: typer.Typer) -> None:
             f"wrote {report.url}: {report.n_samples} samples x {report.n_genes} genes, layer "
             f"'{report.layer}' ({', '.join(report.formats)}) in {report.seconds:.1f} s"
         )
+        if report.annotation:
+            typer.echo(
+                f"gene annotation {report.annotation['path']}: {report.annotation['unmatched']} of "
+                f"{report.n_genes} genes not found (kept ''/NaN), e.g. {report.annotation['first_unmatched'][:5]}"
+            )
         for cohort_name, dropped in summary["dropped_genes"].items():
             typer.echo(
                 f"merge: dropped {dropped['count']} genes of {cohort_name} absent elsewhere, e.g. {dropped['first'][:5]}"

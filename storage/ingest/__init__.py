@@ -3,9 +3,11 @@
 Readers: GTEx GCT 1.2 (:mod:`~storage.ingest.gct`), GDC STAR gene counts
 (:mod:`~storage.ingest.gdc`), CSV/TSV/Parquet matrices (:mod:`~storage.ingest.matrix`), AnnData
 ``.h5ad`` (:mod:`~storage.ingest.h5ad`); sample sheets (:mod:`~storage.ingest.samplesheet`);
-cohort merging (:mod:`~storage.ingest.merge`). Entry point: :func:`ingest`.
+cohort merging (:mod:`~storage.ingest.merge`); gene annotation tables and GTFs
+(:mod:`~storage.ingest.annotation`). Entry point: :func:`ingest`.
 """
 
+from storage.ingest.annotation import GeneAnnotation, read_gene_annotation
 from storage.ingest.api import FORMATS, IngestReport, detect_format, ingest, ingest_one, read_gene_lengths
 from storage.ingest.common import VALUE_TYPES, strip_versions
 from storage.ingest.matrix import ORIENTATIONS
@@ -13,6 +15,7 @@ from storage.ingest.merge import MergeReport, merge_stores
 
 __all__ = [
     "FORMATS",
+    "GeneAnnotation",
     "ORIENTATIONS",
     "VALUE_TYPES",
     "IngestReport",
@@ -21,6 +24,7 @@ __all__ = [
     "ingest",
     "ingest_one",
     "merge_stores",
+    "read_gene_annotation",
     "read_gene_lengths",
     "strip_versions",
 ]

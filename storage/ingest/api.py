@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
+from storage.ingest.annotation import GeneAnnotation, read_gene_annotation
 from storage.ingest.common import (
     LAYER_DTYPES,
     VALUE_TYPES,
@@ -37,7 +38,7 @@ from storage.ingest.matrix import ORIENTATIONS, Orientation, scan_matrix
 from storage.ingest.merge import merge_stores
 from storage.ingest.samplesheet import SampleSheet, match_samples, read_sample_sheet, sample_variables
 from storage.paths import exists, is_local, normalize_url
-from storage.store import DEFAULT_CHUNKS, StoreWriter, create_store
+from storage.store import DEFAULT_CHUNKS, StoreWriter, create_store, open_store
 
 FORMATS: tuple[str, ...] = ("auto", "gct", "gdc", "matrix", "h5ad")
 ProgressFn = Callable[[int, int], None]
@@ -61,6 +62,9 @@ class IngestReport:
         ``{"path", "sha256"}`` of every file read.
     dropped_genes
         Merge only: cohort -> gene ids (stripped) absent from the other cohorts and dropped.
+    annotation
+        With a gene annotation: ``{"path", "unmatched", "first_unmatched"}``, the number of store
+        genes absent from it and the first 20 of their ids (empty without one).
     seconds
         Wall time.
     """
@@ -72,6 +76,7 @@ class IngestReport:
     formats: list[str]
     sources: list[dict[str, str]]
     dropped_genes: dict[str, list[str]] = field(default_factory=dict)
+    annotation: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -130,6 +135,52 @@ def read_gene_lengths(path: Path, gene_ids: np.ndarray) -> np.ndarray:
         )
     index = dict(zip(strip_versions(table.iloc[:, 0].to_numpy()), lengths.to_numpy(), strict=True))
     return np.array([index.get(str(g), np.nan) for g in gene_ids], dtype=np.float64)
+
+
+ANNOTATED: tuple[str, ...] = ("gene_chrom", "gene_start", "gene_length", "gene_symbol")
+
+
+def annotate(
+    annotation: GeneAnnotation, gene_ids: np.ndarray, coords: dict[str, tuple[str, np.ndarray]]
+) -> dict[str, Any]:
+    """Fill ``gene_chrom``, ``gene_start``, ``gene_length`` and ``gene_symbol`` of ``coords`` from an annotation.
+
+    Values the source already has are kept; only gaps ('' or NaN) and absent variables are filled.
+
+    Parameters
+    ----------
+    annotation
+        The parsed gene annotation.
+    gene_ids
+        (gene,) stripped gene ids of the store.
+    coords
+        Store variables, name -> (dim, values); updated in place.
+
+    Returns
+    -------
+    dict
+        ``{"path", "unmatched", "first_unmatched"}`` (see :class:`IngestReport`).
+    """
+    columns, unmatched = annotation.align(gene_ids)
+    for name in ANNOTATED:
+        filled = columns[name]
+        if name in coords:
+            have = np.asarray(coords[name][1])
+            if filled.dtype.kind == "f":
+                have = have.astype(np.float64)
+                filled = np.where(np.isnan(have), filled, have)
+            else:
+                have = have.astype(str).astype(object)
+                filled = np.where(have == "", filled, have).astype(object)
+        coords[name] = ("gene", filled)
+    return _unmatched_summary(annotation, gene_ids, unmatched)
+
+
+def _unmatched_summary(
+    annotation: GeneAnnotation, gene_ids: np.ndarray, unmatched: np.ndarray
+) -> dict[str, Any]:
+    missing = [str(g) for g in np.asarray(gene_ids)[unmatched]]
+    return {"path": str(annotation.path), "unmatched": len(missing), "first_unmatched": missing[:20]}
 
 
 def _scan(
@@ -225,6 +276,7 @@ def ingest_one(
     layer: str | None = None,
     values: str | None = None,
     gene_lengths: str | Path | None = None,
+    gene_annotation: str | Path | GeneAnnotation | None = None,
     ignore_extra_sheet_rows: bool = False,
     chunks: Mapping[str, int] | None = None,
     overwrite: bool = False,
@@ -274,6 +326,9 @@ def ingest_one(
         **{k: ("gene", v) for k, v in source.gene_vars.items() if k not in gene_vars},
         **{k: ("sample", v) for k, v in source.sample_vars.items()},
     }
+    if isinstance(gene_annotation, str | Path):
+        gene_annotation = read_gene_annotation(gene_annotation)
+    annotated = annotate(gene_annotation, gene_ids, coords) if gene_annotation is not None else {}
     chunk = {**DEFAULT_CHUNKS, **(chunks or {})}
     attrs: dict[str, Any] = {
         "ingest": {
@@ -282,6 +337,7 @@ def ingest_one(
             "column": column if source.fmt == "gdc" else None,
             "layer": layer if source.fmt == "h5ad" else None,
             **{k: v for k, v in source.attrs.items()},
+            **({"gene_annotation": annotated} if annotated else {}),
         }
     }
     label = source.label_column
@@ -306,6 +362,10 @@ def ingest_one(
             hashes.append(
                 {"path": str(Path(gene_lengths).resolve()), "sha256": sha256_file(Path(gene_lengths))}
             )
+        if gene_annotation is not None:
+            hashes.append(
+                {"path": str(gene_annotation.path.resolve()), "sha256": sha256_file(gene_annotation.path)}
+            )
         writer.set_attrs(sources=hashes)
         url = writer.commit()
     except BaseException:
@@ -318,6 +378,7 @@ def ingest_one(
         layer=value_type,
         formats=[source.fmt],
         sources=hashes,
+        annotation=annotated,
         seconds=time.perf_counter() - started,
     )
 
@@ -334,6 +395,7 @@ def ingest(
     layer: str | None = None,
     values: str | None = None,
     gene_lengths: str | Path | None = None,
+    gene_annotation: str | Path | None = None,
     ignore_extra_sheet_rows: bool = False,
     merge: bool = False,
     cohorts: Sequence[str] | None = None,
@@ -369,6 +431,11 @@ def ingest(
         (>= 0), ``log_expr`` or ``expr``; default from the reader (counts; GDC by column).
     gene_lengths
         Optional CSV/TSV table of gene lengths (bp) -> ``gene_length``.
+    gene_annotation
+        Optional gene annotation, a TSV/CSV table or GTF(.gz) (see
+        :mod:`storage.ingest.annotation`) -> ``gene_chrom``, ``gene_start`` (bp), and
+        ``gene_length`` (bp) / ``gene_symbol`` where the source has none. Genes absent from it
+        keep ''/NaN; their count is in :attr:`IngestReport.annotation`.
     ignore_extra_sheet_rows
         Accept sheet rows that match no sample of the matrix.
     merge
@@ -413,6 +480,7 @@ def ingest(
         layer=layer,
         values=values,
         gene_lengths=gene_lengths,
+        gene_annotation=read_gene_annotation(gene_annotation) if gene_annotation else None,
         ignore_extra_sheet_rows=ignore_extra_sheet_rows,
         chunks=chunks,
         buffer_bytes=buffer_bytes,
@@ -450,6 +518,11 @@ def ingest(
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    annotated: dict[str, Any] = {}
+    annotation = options["gene_annotation"]
+    if annotation is not None:
+        merged_genes = open_store(merged.url)["gene"].values
+        annotated = _unmatched_summary(annotation, merged_genes, annotation.align(merged_genes)[1])
     return IngestReport(
         url=merged.url,
         n_samples=merged.n_samples,
@@ -458,5 +531,6 @@ def ingest(
         formats=[f for r in parts for f in r.formats],
         sources=[h for r in parts for h in r.sources],
         dropped_genes=merged.dropped_genes,
+        annotation=annotated,
         seconds=time.perf_counter() - started,
     )
