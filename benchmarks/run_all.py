@@ -19,7 +19,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("ingest", "chunking", "memory_bounds", "de", "de_big", "de_mannwhitney", "train", "explain", "explain_e2e")
+ORDER = (
+    "ingest",
+    "chunking",
+    "memory_bounds",
+    "de",
+    "de_big",
+    "de_mannwhitney",
+    "train",
+    "explain",
+    "explain_e2e",
+)
 
 
 def assemble() -> Path:
