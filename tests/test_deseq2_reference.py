@@ -298,10 +298,10 @@ def test_dispersions_vs_r(ref_dir, name, design) -> None:
     dsgn = build_design(to_dataset(counts, metadata), design)
     x = counts.to_numpy(np.float64)
     model = driver._model(dsgn, median_of_ratios(x), [("condition", "B", "A")], True)
-    means, genewise = driver._pass1(x, model)
+    means, genewise, beta_hat = driver._pass1(x, model)
     trend = dispersion.fit_trend(means, genewise)
     prior = dispersion.fit_prior(genewise, trend(means), *dsgn.matrix.shape)
-    disp = driver._dispersions_and_fit(x, model, driver._Global(trend, prior), genewise)[1]
+    disp = driver._dispersions_and_fit(x, model, driver._Global(trend, prior), (genewise, beta_hat))[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dds = DeseqDataSet(counts=counts, metadata=metadata, design=design, quiet=True, n_cpus=1)

@@ -1,9 +1,10 @@
 """DESeq2 dispersions: rough and gene-wise estimates, the trend curve, its prior, MAP estimates.
 
-Per-gene functions take one gene block (dims (sample, gene)) and are vectorised over genes except
-the one-dimensional L-BFGS-B fits, which call pydeseq2's per-gene kernel ``fit_alpha_mle`` so
-that the optimiser path is the one pydeseq2 and DESeq2 take. Trend and prior functions are the
-global steps: they take one value per gene over all genes.
+Per-gene functions take one gene block (dims (sample, gene)) and are vectorised over genes,
+including the one-dimensional L-BFGS-B dispersion fits: every gene runs SciPy's L-BFGS-B routine
+on pydeseq2's objective, as pydeseq2's ``fit_alpha_mle`` does, with the objective evaluated for
+all genes at once (:mod:`lbfgsb`). Trend and prior functions are the global steps: they take one
+value per gene over all genes.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def alpha_mle(
     """
     upper = max_disp(counts.shape[0])
     objective = _DispersionObjective(counts, design, mu, np.log(alpha_hat), prior_variance)
-    log_alpha, converged = lbfgsb.minimize_batch(objective, np.log(alpha_hat), np.log(MIN_DISP), np.log(upper))
+    log_alpha, converged = lbfgsb.minimize_batch(
+        objective, np.log(alpha_hat), np.log(MIN_DISP), np.log(upper)
+    )
     out = np.exp(log_alpha)
     for i in np.flatnonzero(~converged):
         out[i] = fit_alpha_mle(
@@ -172,6 +175,8 @@ class _DispersionObjective:
         self.mu = np.ascontiguousarray(mu.T)
         self.lgamma_counts = gammaln(self.counts + 1)
         self.counts_log_mu = self.counts * np.log(self.mu)
+        self.resid = self.counts - self.mu
+        self._buffers = np.empty((6, *self.counts.shape))
         # X^T diag(w) X = w @ outer, one row of X_i X_j products per coefficient pair
         p = design.shape[1]
         self.outer = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)
@@ -180,24 +185,42 @@ class _DispersionObjective:
         self.prior_variance = prior_variance
 
     def __call__(self, log_alpha: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Loss and its derivative in log dispersion at ``log_alpha`` for genes ``idx`` (dims (k,))."""
-        y, mu = self.counts[idx], self.mu[idx]
+        """Loss and its derivative in log dispersion at ``log_alpha`` for genes ``idx`` (dims (k,)).
+
+        Each term is pydeseq2's expression (same operands, same order). The (gene, sample) work
+        arrays are preallocated and reused: fresh block-sized temporaries at every evaluation
+        cost page faults, the more so in Dask workers, which return freed memory to the system.
+        (``np.take`` uses ``mode="clip"``: ``idx`` is valid, and ``"raise"`` copies via a temporary.)
+        """
+        k = idx.size
+        y, mu, y_inv, dterms, terms, work = (buf[:k] for buf in self._buffers)
+        np.take(self.counts, idx, axis=0, out=y, mode="clip")
+        np.take(self.mu, idx, axis=0, out=mu, mode="clip")
         alpha = np.exp(log_alpha)
         inv = (1 / alpha)[:, None]
         n = y.shape[1]
-        logbinom = gammaln(y + inv) - self.lgamma_counts[idx] - gammaln(inv)
-        nll = n * inv[:, 0] * np.log(alpha) + (
-            -logbinom + (y + inv) * np.log(inv + mu) - self.counts_log_mu[idx]
-        ).sum(axis=1)
-        dnll = -(
-            inv[:, 0] ** 2
-            * (psi(inv) - psi(y + inv) + np.log(1 + mu * alpha[:, None]) + (y - mu) / (mu + inv)).sum(
-                axis=1
-            )
-        )
-        w = mu / (1 + mu * alpha[:, None])
+        np.add(y, inv, out=y_inv)
+        psi(y_inv, out=dterms)  # -> psi(1/a) - psi(y + 1/a) + log(1 + mu a) + (y - mu) / (mu + 1/a)
+        gammaln(y_inv, out=terms)  # -> -logbinom + (y + 1/a) log(1/a + mu) - y log(mu)
+        terms -= np.take(self.lgamma_counts, idx, axis=0, out=work, mode="clip")
+        terms -= gammaln(inv)
+        np.negative(terms, out=terms)
+        mu_inv = np.add(mu, inv, out=work)
+        log_mu_inv = np.log(mu_inv, out=y)  # y is no longer needed
+        log_mu_inv *= y_inv
+        terms += log_mu_inv
+        terms -= np.take(self.counts_log_mu, idx, axis=0, out=log_mu_inv, mode="clip")
+        nll = n * inv[:, 0] * np.log(alpha) + terms.sum(axis=1)
+        np.subtract(psi(inv), dterms, out=dterms)
+        q = np.multiply(mu, alpha[:, None], out=y_inv)
+        q += 1
+        dterms += np.log(q, out=y)
+        resid = np.take(self.resid, idx, axis=0, out=terms, mode="clip")
+        dterms += np.divide(resid, mu_inv, out=y)
+        dnll = -(inv[:, 0] ** 2 * dterms.sum(axis=1))
+        w = np.divide(mu, q, out=q)
         gram = (w @ self.outer).reshape(-1, self.p, self.p)
-        d_gram = (-(w**2) @ self.outer).reshape(-1, self.p, self.p)
+        d_gram = -(np.square(w, out=w) @ self.outer).reshape(-1, self.p, self.p)
         reg = 0.5 * np.linalg.slogdet(gram)[1]
         reg_grad = 0.5 * (np.linalg.inv(gram) * d_gram).sum(axis=(1, 2)) * alpha
         if self.prior_variance is not None:

@@ -1,6 +1,7 @@
 """``run_deseq2``: the DESeq2 model on a (sample, gene) count store, one gene block at a time.
 
-Pass 1 (per gene block): mean normalised counts and gene-wise dispersion MLEs.
+Pass 1 (per gene block): mean normalised counts, gene-wise dispersion MLEs and the coefficients of
+the initial fit they rest on (pass 2 rebuilds those means from them instead of refitting).
 Global: dispersion trend and prior variance over all genes.
 Pass 2 (per gene block): MAP dispersions, IRLS coefficients, Cook's distances, outlier replacement
 and refit, Wald tests of every contrast.
@@ -10,7 +11,6 @@ Each block task holds one (sample, gene_block) slice of counts, so memory is bou
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,9 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.base import get_scheduler
+from dask.callbacks import Callback
+from dask.utils import key_split
 from threadpoolctl import threadpool_limits
 
 from pipelines.de.deseq2 import cooks, dispersion, filtering, irls, wald
@@ -61,45 +64,63 @@ def contrast_name(contrast: Sequence[str]) -> str:
     return f"{factor}_{test}_vs_{ref}"
 
 
-def _fit_genewise(
-    counts: np.ndarray, model: _Model, genewise: np.ndarray | None = None
-) -> tuple[np.ndarray, ...]:
-    """Mean normalised counts, initial means and gene-wise dispersions of non-zero genes.
+def _fit_genewise(counts: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gene-wise dispersions of non-zero genes and the initial fit they rest on.
 
-    Returns ``(normed_means (gene,), mu_hat (sample, gene), genewise (gene,))``; ``genewise`` is
-    fitted unless given.
+    Returns ``(normed_means (gene,), beta_hat (gene, coefficient) or None, genewise (gene,))``:
+    ``beta_hat`` holds the IRLS coefficients of the initial means (None where the initial means
+    come from the linear fit, which is cheap to redo).
     """
     normed = counts / model.size_factors[:, None]
     mom = dispersion.moments_dispersions(normed, model.size_factors, model.design)
+    beta_hat = None
     if model.linear_mu:
         mu_hat = dispersion.linear_mu(counts, model.size_factors, model.design)
     else:
-        mu_hat = irls.irls(counts, model.size_factors, model.design, mom)[1]
-    if genewise is None:
-        genewise = dispersion.alpha_mle(counts, model.design, mu_hat, mom)
-    return normed.mean(axis=0), mu_hat, genewise
+        beta_hat, mu_hat, _ = irls.irls(counts, model.size_factors, model.design, mom)
+    genewise = dispersion.alpha_mle(counts, model.design, mu_hat, mom)
+    return normed.mean(axis=0), beta_hat, genewise
 
 
-def _pass1(block: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndarray]:
-    """Per block: mean normalised counts (0 for all-zero genes) and gene-wise dispersions (NaN)."""
+def _initial_mu(counts: np.ndarray, model: _Model, beta_hat: np.ndarray) -> np.ndarray:
+    """The initial means of :func:`_fit_genewise` again, dims (sample, gene), from its ``beta_hat``."""
+    if model.linear_mu:
+        return dispersion.linear_mu(counts, model.size_factors, model.design)
+    return model.size_factors[:, None] * np.exp(model.design @ beta_hat.T)
+
+
+def _pass1(block: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block: mean normalised counts (0 for all-zero genes), gene-wise dispersions (NaN) and
+    initial IRLS coefficients (dims (gene, coefficient), NaN; all NaN with the linear fit)."""
     with threadpool_limits(1):  # tiny per-gene BLAS calls: threaded BLAS only adds contention
         return _pass1_block(np.asarray(block, dtype=np.float64), model)
 
 
-def _pass1_block(counts: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndarray]:
+def _pass1_block(counts: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nz = ~(counts == 0).all(axis=0)
     means = np.zeros(counts.shape[1])
     genewise = np.full(counts.shape[1], np.nan)
+    beta_hat = np.full((counts.shape[1], model.design.shape[1]), np.nan)
     if nz.any():
-        means[nz], _, genewise[nz] = _fit_genewise(counts[:, nz], model)
-    return means, genewise
+        means[nz], beta_nz, genewise[nz] = _fit_genewise(counts[:, nz], model)
+        if beta_nz is not None:
+            beta_hat[nz] = beta_nz
+    return means, genewise, beta_hat
 
 
 def _dispersions_and_fit(
-    counts: np.ndarray, model: _Model, glob: _Global, genewise: np.ndarray | None
+    counts: np.ndarray, model: _Model, glob: _Global, pass1: tuple[np.ndarray, np.ndarray] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MAP dispersions and IRLS fit of non-zero genes: ``(means, disp, beta, mu, hat)``."""
-    means, mu_hat, genewise = _fit_genewise(counts, model, genewise)
+    """MAP dispersions and IRLS fit of non-zero genes: ``(means, disp, beta, mu, hat)``.
+
+    ``pass1`` is ``(genewise, beta_hat)`` of these genes from pass 1, or None to fit them here.
+    """
+    if pass1 is None:
+        means, beta_hat, genewise = _fit_genewise(counts, model)
+    else:
+        means = (counts / model.size_factors[:, None]).mean(axis=0)
+        genewise, beta_hat = pass1
+    mu_hat = _initial_mu(counts, model, beta_hat)
     fitted = glob.trend(means)
     map_disp = dispersion.alpha_mle(counts, model.design, mu_hat, fitted, glob.prior.variance)
     disp = dispersion.final_dispersions(genewise, fitted, map_disp, glob.prior)
@@ -107,14 +128,19 @@ def _dispersions_and_fit(
     return means, disp, beta, mu, hat
 
 
-def _pass2(block: np.ndarray, genewise_block: np.ndarray, model: _Model, glob: _Global) -> np.ndarray:
-    """Per block: rows ``[baseMean, cooks_outlier, (lfc, se, stat, pvalue) per contrast]``, dims (row, gene)."""
+def _pass2(
+    block: np.ndarray, genewise_block: np.ndarray, beta_block: np.ndarray, model: _Model, glob: _Global
+) -> np.ndarray:
+    """Per block: rows ``[baseMean, cooks_outlier, (lfc, se, stat, pvalue) per contrast]``, dims (row, gene).
+
+    ``genewise_block`` (gene,) and ``beta_block`` (gene, coefficient) are this block's pass-1 results.
+    """
     with threadpool_limits(1):
-        return _pass2_block(np.asarray(block, dtype=np.float64), genewise_block, model, glob)
+        return _pass2_block(np.asarray(block, dtype=np.float64), genewise_block, beta_block, model, glob)
 
 
 def _pass2_block(
-    counts_all: np.ndarray, genewise_block: np.ndarray, model: _Model, glob: _Global
+    counts_all: np.ndarray, genewise_block: np.ndarray, beta_block: np.ndarray, model: _Model, glob: _Global
 ) -> np.ndarray:
     n_genes = counts_all.shape[1]
     n_con = model.contrasts.shape[0]
@@ -125,7 +151,9 @@ def _pass2_block(
     if not nz.any():
         return out
     counts = counts_all[:, nz]
-    means, disp, beta, mu, hat = _dispersions_and_fit(counts, model, glob, genewise_block[nz])
+    means, disp, beta, mu, hat = _dispersions_and_fit(
+        counts, model, glob, (genewise_block[nz], beta_block[nz])
+    )
     normed = counts / model.size_factors[:, None]
     cook = cooks.cooks_distance(counts, normed, model.design_df, mu, hat)
     refitted = np.zeros(counts.shape[1], dtype=bool)
@@ -177,16 +205,6 @@ MIN_TASK_GENES = 128
 TARGET_TASKS = 64
 
 
-def _n_workers() -> int:
-    """Worker threads of the active Dask client, else the local scheduler's (config or CPU count)."""
-    try:
-        from distributed import get_client
-
-        return max(1, sum(get_client().nthreads().values()))
-    except (ImportError, ValueError):
-        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-
-
 def task_genes(n_genes: int, gene_block: int) -> int:
     """Genes per block task: at most ``gene_block`` (the memory bound), small enough for about
     ``TARGET_TASKS`` tasks (load balance over workers), at least ``MIN_TASK_GENES`` (overhead).
@@ -195,18 +213,45 @@ def task_genes(n_genes: int, gene_block: int) -> int:
     return max(1, min(gene_block, max(MIN_TASK_GENES, balanced)))
 
 
+def _active_client() -> Any | None:
+    """The Dask distributed client that ``dask.compute`` would use now, else None."""
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return None
+    return client if get_scheduler() == client.get else None
+
+
+class _BlockCounter(Callback):
+    """Advances a progress task each time one of the named block tasks finishes (local schedulers)."""
+
+    def __init__(self, name: str, task: Any) -> None:
+        super().__init__()
+        self._name, self._task = name, task
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key_split(key) == self._name:
+            self._task.advance(1)
+
+
 def _compute_blocks(tasks: list[Any], progress: Any, description: str) -> list[Any]:
-    """Compute delayed block tasks (in waves of 4 per worker when ``progress`` is tracked)."""
-    wave = 4 * _n_workers()
-    results: list[Any] = []
+    """Compute delayed block tasks in one graph (no barrier between blocks), advancing
+    ``progress`` as each block finishes when it is tracked."""
     if progress is None:
         return list(dask.compute(*tasks))
     with progress.task(description, total=len(tasks)) as task:
-        for start in range(0, len(tasks), wave):
-            chunk = tasks[start : start + wave]
-            results.extend(dask.compute(*chunk))
-            task.advance(len(chunk))
-    return results
+        client = _active_client()
+        if client is None:
+            with _BlockCounter(key_split(tasks[0].key), task):
+                return list(dask.compute(*tasks))
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        for _ in as_completed(futures):
+            task.advance(1)
+        return list(client.gather(futures))
 
 
 def _model(design: Design, size_factors: np.ndarray, contrasts: list[tuple[str, ...]], refit: bool) -> _Model:
@@ -302,9 +347,10 @@ def run_deseq2(
     genes = np.asarray(ds["gene"].values)
     _check_counts(counts, genes, np.asarray(ds["sample"].values))
 
-    # size factors walk sample rows over all genes: read the store's own chunks, and keep the
-    # float64 row block (with its ~4 temporaries) within the memory of one gene block
-    row_bytes = max(1, stored.shape[0] * gene_block * 8 // 4)
+    # size factors walk sample rows over all genes, reading the store's own chunks: a row block of
+    # two gene blocks' float64 (with its ~4 temporaries, about what one block task holds) keeps
+    # memory bounded by the gene block while every stored chunk is read only a few times
+    row_bytes = max(1, stored.shape[0] * gene_block * 8 * 2)
     sf = median_of_ratios(stored, method=size_factors, block_bytes=row_bytes)
     model = _model(dsgn, sf, wanted, cooks_refit)
     blocks = list(counts.to_delayed()[0])
@@ -312,6 +358,7 @@ def run_deseq2(
     first = _compute_blocks([run1(b, model) for b in blocks], progress, "deseq2: gene-wise dispersions")
     means = np.concatenate([r[0] for r in first])
     genewise = np.concatenate([r[1] for r in first])
+    beta_hat = np.concatenate([r[2] for r in first])
     nz = ~np.isnan(genewise)
     if not nz.any():
         raise InputError("every gene has zero counts in all samples; the counts layer holds no reads")
@@ -321,7 +368,10 @@ def run_deseq2(
 
     bounds = np.cumsum((0, *counts.chunks[1]))
     run2 = dask.delayed(_pass2, pure=True)
-    tasks = [run2(b, genewise[bounds[i] : bounds[i + 1]], model, glob) for i, b in enumerate(blocks)]
+    tasks = [
+        run2(b, genewise[lo:hi], beta_hat[lo:hi], model, glob)
+        for b, lo, hi in zip(blocks, bounds[:-1], bounds[1:], strict=True)
+    ]
     table = np.concatenate(_compute_blocks(tasks, progress, "deseq2: fits and Wald tests"), axis=1)
 
     base_mean, outlier = table[0], table[1].astype(bool)

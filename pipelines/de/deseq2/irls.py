@@ -19,7 +19,33 @@ MAX_ITER = 250
 RIDGE = 1e-6
 
 
-def nb_nll(counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def log_binomial(counts: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``log Gamma(y + 1/a) - log Gamma(y + 1) - log Gamma(1/a)``, the NB term free of the mean.
+
+    Parameters
+    ----------
+    counts
+        Dims (sample, gene).
+    alpha
+        Dispersions, dims (gene,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Dims (sample, gene).
+    """
+    inv = 1.0 / alpha
+    out = np.add(counts, inv)  # in place: each block-sized temporary costs page faults
+    gammaln(out, out=out)
+    lgamma_counts = np.add(counts, 1)
+    out -= gammaln(lgamma_counts, out=lgamma_counts)
+    out -= gammaln(inv)
+    return out
+
+
+def nb_nll(
+    counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray, logbinom: np.ndarray, work: np.ndarray
+) -> np.ndarray:
     """Negative binomial negative log-likelihood per gene.
 
     Parameters
@@ -28,6 +54,11 @@ def nb_nll(counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         Dims (sample, gene).
     alpha
         Dispersions, dims (gene,).
+    logbinom
+        ``log_binomial(counts, alpha)``, dims (sample, gene) (fixed while only ``mu`` changes);
+        overwritten.
+    work
+        Scratch array, dims (sample, gene); overwritten.
 
     Returns
     -------
@@ -35,23 +66,43 @@ def nb_nll(counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         Dims (gene,), nats.
     """
     inv = 1.0 / alpha
-    logbinom = gammaln(counts + inv) - gammaln(counts + 1) - gammaln(inv)
-    terms = -logbinom + (counts + inv) * np.log(inv + mu) - counts * np.log(mu)
+    terms = np.negative(logbinom, out=logbinom)  # -logbinom + (y + 1/a) log(1/a + mu) - y log(mu)
+    np.add(inv, mu, out=work)
+    np.log(work, out=work)
+    work *= counts + inv
+    terms += work
+    np.log(mu, out=work)
+    work *= counts
+    terms -= work
     return counts.shape[0] * inv * np.log(alpha) + terms.sum(axis=0)
 
 
 def weighted_gram(design: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``X^T diag(w_g) X`` per gene, dims (gene, coefficient, coefficient).
 
-    An elementwise einsum, not a matrix product: each gene's sum runs in the same order whatever
-    the other genes of the block, so results do not depend on the block size.
+    One vector-matrix product over samples per coefficient pair, ``(x_i x_j) @ w``, with no
+    (sample, gene) temporary. Each gene's entry is a sum over its own column of ``w``, so it does
+    not depend on the other genes of the block (``test_results_independent_of_gene_block``).
     """
-    return np.einsum("ni,ng,nj->gij", design, weights, design)
+    p = design.shape[1]
+    out = np.empty((weights.shape[1], p, p))
+    for i in range(p):
+        for j in range(i, p):
+            out[:, i, j] = out[:, j, i] = (design[:, i] * design[:, j]) @ weights
+    return out
 
 
 def _normal_matrix(design: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``X^T diag(w) X + ridge`` per gene, dims (gene, coefficient, coefficient)."""
     return weighted_gram(design, weights) + RIDGE * np.eye(design.shape[1])
+
+
+def _means(design: np.ndarray, beta: np.ndarray, sf: np.ndarray) -> np.ndarray:
+    """``sf * exp(X beta)`` per gene (dims (sample, gene)), computed in place."""
+    mu = design @ beta.T
+    np.exp(mu, out=mu)
+    mu *= sf
+    return mu
 
 
 def irls(
@@ -81,35 +132,65 @@ def irls(
     """
     sf = size_factors[:, None]
     q, r = np.linalg.qr(design)
-    beta_init = np.linalg.solve(r, q.T @ np.log(counts / sf + 0.1)).T
-    beta = beta_init.copy()
-    mu = np.maximum(sf * np.exp(design @ beta.T), MIN_MU)
+    log_normed = np.divide(counts, sf)  # log(counts / sf + 0.1), in place
+    log_normed += 0.1
+    beta = np.linalg.solve(r, q.T @ np.log(log_normed, out=log_normed)).T
+    del log_normed
+    mu = _means(design, beta, sf)
+    np.maximum(mu, MIN_MU, out=mu)
     dev = np.full(counts.shape[1], 1000.0)
     active = np.arange(counts.shape[1])
     diverged: list[np.ndarray] = []
+    logbinom = log_binomial(counts, disp)
     n_iter = 0
+    # (sample, gene) work arrays: contiguous views of one pool, reused across iterations, since
+    # fresh block-sized temporaries cost page faults (Dask workers return freed memory at once)
+    pool = np.empty((5, counts.size))
+
+    def scratch(i: int, k: int) -> np.ndarray:
+        return pool[i, : counts.shape[0] * k].reshape(-1, k)
+
     while active.size:
-        y, m, a = counts[:, active], mu[:, active], disp[active]
-        w = m / (1.0 + m * a)
-        z = np.log(m / sf) + (y - m) / m
-        rhs = np.einsum("ni,ng->gi", design, w * z)
+        k = active.size
+        y = np.take(counts, active, axis=1, out=scratch(0, k), mode="clip")  # "clip": idx valid
+        m = np.take(mu, active, axis=1, out=scratch(1, k), mode="clip")
+        w = np.multiply(m, disp[active], out=scratch(2, k))  # w = m / (1 + m a)
+        w += 1.0
+        np.divide(m, w, out=w)
+        z = np.divide(m, sf, out=scratch(3, k))  # z = log(m / sf) + (y - m) / m, then w z
+        np.log(z, out=z)
+        resid = np.subtract(y, m, out=scratch(4, k))
+        resid /= m
+        z += resid
+        z *= w
+        rhs = np.einsum("ni,ng->gi", design, z)
         beta_hat = np.linalg.solve(_normal_matrix(design, w), rhs[..., None])[..., 0]
         n_iter += 1
         bad = (np.abs(beta_hat) > MAX_BETA).any(axis=1) | (n_iter >= MAX_ITER)
         if bad.any():
             diverged.append(active[bad])
-        keep = ~bad
-        active, beta_hat = active[keep], beta_hat[keep]
+            active, beta_hat, y = active[~bad], beta_hat[~bad], y[:, ~bad]
+        k = active.size
         beta[active] = beta_hat
-        mu[:, active] = np.maximum(sf * np.exp(design @ beta_hat.T), MIN_MU)
-        new_dev = -2.0 * nb_nll(counts[:, active], mu[:, active], disp[active])
+        m = np.matmul(design, beta_hat.T, out=scratch(1, k))  # m = max(sf exp(X beta), MIN_MU)
+        np.exp(m, out=m)
+        m *= sf
+        np.maximum(m, MIN_MU, out=m)
+        mu[:, active] = m
+        logbinom_k = np.take(logbinom, active, axis=1, out=scratch(2, k), mode="clip")
+        new_dev = -2.0 * nb_nll(y, m, disp[active], logbinom_k, scratch(3, k))
         ratio = np.abs(new_dev - dev[active]) / (np.abs(new_dev) + 0.1)
         dev[active] = new_dev
         active = active[ratio > BETA_TOL]
-    w = mu / (1.0 + mu * disp)
+    w = np.multiply(mu, disp)  # mu / (1 + mu a)
+    w += 1.0
+    np.divide(mu, w, out=w)
     inv = np.linalg.inv(_normal_matrix(design, w))
-    hat = np.einsum("ni,gij,nj->ng", design, inv, design) * w
-    mu_out = sf * np.exp(design @ beta.T)
+    p = design.shape[1]
+    pairs = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)  # x_i x_j, (sample, pair)
+    hat = pairs @ inv.reshape(-1, p * p).T
+    hat *= w
+    mu_out = _means(design, beta, sf)
     for gene in np.concatenate(diverged) if diverged else []:
         b, m_g, h_g, _ = irls_solver(counts[:, gene], size_factors, design, float(disp[gene]), min_mu=MIN_MU)
         beta[gene], mu_out[:, gene], hat[:, gene] = b, m_g, h_g
