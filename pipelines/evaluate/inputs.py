@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pipelines.models.data import resolve_label
+from pipelines.labels import resolve_label
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE
 from storage.store import list_results, read_result

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pipelines.labels import UnlabelledPolicy, labelled_samples, resolve_label
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE, layer_names
 from storage.store import layer_chunks, open_store
@@ -62,25 +63,9 @@ class Split:
     test: np.ndarray
 
 
-def resolve_label(ds: xr.Dataset, label: str) -> str:
-    """Return the store variable of a label column (``tissue`` and ``sample_tissue`` both work).
-
-    Raises
-    ------
-    InputError
-        When no such per-sample column exists (the message lists the ones that do).
-    """
-    candidates = [label] if label.startswith("sample_") else [label, f"sample_{label}"]
-    for name in candidates:
-        if name in ds.data_vars and ds[name].dims == (SAMPLE,):
-            return name
-    known = sorted(str(n) for n in ds.data_vars if ds[n].dims == (SAMPLE,) and str(n).startswith("sample_"))
-    raise InputError(
-        f"label column '{label}' is not in the store; option --label must be one of: {', '.join(known) or 'none'}"
-    )
-
-
-def encode_labels(values: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encode_labels(
+    values: np.ndarray, label: str, policy: UnlabelledPolicy = "exclude"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encode a label column; samples with an empty or missing label are left out.
 
     Parameters
@@ -89,6 +74,8 @@ def encode_labels(values: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarra
         Label per sample, shape (sample,).
     label
         Column name, for messages.
+    policy
+        What to do with unlabelled samples (see :func:`pipelines.labels.labelled_samples`).
 
     Returns
     -------
@@ -100,11 +87,8 @@ def encode_labels(values: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarra
     InputError
         One class only, or a class with fewer than 2 samples (named).
     """
-    series = pd.Series(values, dtype=object)
-    text = series.astype(str).str.strip()
-    keep = (~series.isna() & ~text.isin(["", "nan", "NaN", "None", "NA"])).to_numpy()
-    if (~keep).any():
-        log.warning("label %s: %d samples without a label are left out", label, int((~keep).sum()))
+    keep = labelled_samples(values, label, policy)
+    text = pd.Series(np.asarray(values), dtype=object).astype(str).str.strip()
     classes, y = np.unique(text[keep].to_numpy().astype(str), return_inverse=True)
     if classes.size < 2:
         raise InputError(
