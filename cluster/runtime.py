@@ -84,6 +84,7 @@ class Runtime:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(
+            address="local",  # always a private instance, never a cluster found on this machine
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
             object_store_memory=self.object_store_memory,
