@@ -26,11 +26,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.stages import StageParams, get_stage
+from pipelines.params import Name, StageParams, cli, format_error
+from pipelines.stages import get_stage
 from storage.errors import InputError
 from storage.paths import is_local
+
+RAY_SCHEMES = ("ray://",)
+DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
 
 
 class _Strict(BaseModel):
@@ -40,49 +44,106 @@ class _Strict(BaseModel):
 class RunSection(_Strict):
     """The ``[run]`` table."""
 
-    name: str = Field(description="Run name, used in result names.")
+    name: Name = Field(description="Run name, used in result names.")
     out: str = Field(description="Run folder (manifest, tables, plots).")
     store: str = Field(description="Expression store: relative to the run folder, absolute, or a URL.")
     seed: int = Field(0, description="Seed of every random draw of the run.")
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_simple(cls, value: str) -> str:
-        if not value or any(c in value for c in "/\\ "):
-            raise ValueError("must be non-empty, without '/', '\\' or spaces")
-        return value
+
+def route_cluster_address(address: str) -> tuple[str | None, str | None]:
+    """Split a cluster address into (Ray address, Dask address): the one rule for cluster addresses.
+
+    Parameters
+    ----------
+    address
+        ``auto`` or ``ray://host:port`` (Ray), ``tcp://host:8786`` or ``tls://...`` (a Dask
+        scheduler), ``local`` or ``""`` (the embedded default).
+
+    Returns
+    -------
+    tuple
+        ``("", None)`` for the embedded default, ``(ray, None)`` or ``(None, dask)``.
+
+    Raises
+    ------
+    InputError
+        For anything else, naming ``--cluster`` and the accepted forms.
+    """
+    if address in ("", "local"):
+        return "", None
+    if address == "auto" or address.startswith(RAY_SCHEMES):
+        return address, None
+    if address.startswith(DASK_SCHEMES):
+        return None, address
+    raise InputError(
+        f"--cluster {address!r} is not an address gexplain understands; use 'auto' or 'ray://host:10001' "
+        "for Ray, 'tcp://host:8786' for a Dask scheduler, or 'local' for the embedded runtime"
+    )
 
 
 class ClusterSection(_Strict):
-    """The ``[cluster]`` table."""
+    """The ``[cluster]`` table; also the runtime options of every CLI command that computes."""
 
-    address: str = Field("", description="Ray address: '' embedded local, 'auto', 'ray://host:port'.")
-    dask_address: str = Field("", description="Dask scheduler address; '' uses local threads.")
+    address: str = Field(
+        "",
+        description="Cluster to run on: 'auto' or 'ray://host:10001' (Ray), 'tcp://host:8786' (a Dask "
+        "scheduler, same as dask_address), '' or 'local' (embedded).",
+        json_schema_extra=cli("--cluster"),
+    )
+    dask_address: str = Field(
+        "",
+        description="Dask scheduler address, e.g. 'tcp://host:8786'; '' uses local threads.",
+        json_schema_extra=cli("--dask"),
+    )
     num_cpus: int = Field(0, ge=0, description="CPUs of the embedded runtime (0 = all cores).")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the embedded Ray (unset = autodetect).")
 
-    @field_validator("address")
+    @model_validator(mode="before")
     @classmethod
-    def _ray_address(cls, value: str) -> str:
-        if value and value != "auto" and not value.startswith("ray://"):
-            raise ValueError(
-                "must be '' (embedded local), 'auto' or 'ray://host:10001'; a Dask scheduler goes in dask_address"
-            )
-        return value
+    def _route(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("address"), str):
+            try:
+                ray, dask = route_cluster_address(data["address"])
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            if dask is not None:
+                if data.get("dask_address") not in (None, "", dask):
+                    raise ValueError(
+                        f"address {dask!r} is a Dask scheduler but dask_address is {data['dask_address']!r}; "
+                        "give the scheduler once"
+                    )
+                data = {**data, "dask_address": dask}
+            data = {**data, "address": ray or ""}
+        return data
 
     @field_validator("dask_address")
     @classmethod
     def _dask_address(cls, value: str) -> str:
-        if value and not value.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        if value and not value.startswith(DASK_SCHEMES):
             raise ValueError("must be '' (local threads) or a scheduler address such as 'tcp://host:8786'")
         return value
+
+    def override(self, given: dict[str, Any]) -> ClusterSection:
+        """This section with the runtime options given on the command line applied.
+
+        A Dask address given as ``--cluster`` replaces only the Dask scheduler, a Ray address only Ray.
+        """
+        merged = self.model_dump()
+        if "address" in given:
+            ray, dask = route_cluster_address(given["address"])
+            if ray is not None:
+                merged["address"] = ray
+            if dask is not None:
+                merged["dask_address"] = dask
+        merged.update({k: v for k, v in given.items() if k != "address"})
+        return ClusterSection.model_validate(merged)
 
 
 class StageEntry(_Strict):
     """One ``[[stage]]`` table."""
 
     kind: str
-    name: str = ""
+    name: Name | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -131,8 +192,11 @@ def _format_error(path: Path, where: str, exc: ValidationError, model: type[Base
             lines.append(f"unknown key '{full}' (allowed here: {allowed})")
         elif err["type"] == "missing":
             lines.append(f"missing key '{full}'")
+        elif where:  # stage params: the same line as the CLI prints
+            lines.append(f"{where}: {format_error(err)}")
         else:
-            lines.append(f"'{full}': {err['msg']} (got {err.get('input')!r})")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"'{full}': {msg} (got {err.get('input')!r})")
     return f"{path}: invalid run config:\n  - " + "\n  - ".join(lines)
 
 

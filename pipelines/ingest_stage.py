@@ -20,28 +20,50 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipelines.stages import Stage, StageContext, StageParams
+from pipelines.params import StageParams, cli
+from pipelines.stages import Stage, StageContext
 from storage.ingest import ingest
 
 
 class IngestParams(StageParams):
-    """Parameters of the ``ingest`` stage (see ``gexplain ingest --help``)."""
+    """Parameters of the ``ingest`` stage (and of ``gexplain ingest``)."""
 
-    sources: list[str] = Field(min_length=1, description="Input files/directories (several with merge).")
-    format: Literal["auto", "gct", "gdc", "matrix", "h5ad"] = "auto"
-    sample_sheets: list[str | None] | None = Field(None, description="One sample sheet per source.")
-    sample_id_column: str | None = None
-    orientation: Literal["auto", "genes-x-samples", "samples-x-genes"] = "auto"
-    column: str = Field("unstranded", description="GDC value column.")
-    layer: str | None = Field(None, description="h5ad layer (None: X).")
-    values: Literal["counts", "tpm", "cpm", "log_expr", "expr"] | None = None
-    gene_lengths: str | None = None
-    gene_annotation: str | None = Field(
-        None, description="Gene annotation TSV/CSV or GTF(.gz): gene_chrom, gene_start (bp), length, symbol."
+    sources: list[str] = Field(
+        min_length=1,
+        description="Input(s): GCT(.gz) file, GDC download directory, CSV/TSV/Parquet matrix, .h5ad "
+        "(several with merge).",
+        json_schema_extra=cli(argument=True),
     )
-    ignore_extra_sheet_rows: bool = False
-    merge: bool = False
-    cohorts: list[str] | None = None
+    format: Literal["auto", "gct", "gdc", "matrix", "h5ad"] = Field("auto", description="Reader.")
+    sample_sheets: list[str | None] | None = Field(
+        None,
+        description="Sample sheet per source (GTEx SampleAttributesDS, GDC sample sheet, CSV/TSV).",
+        json_schema_extra=cli("--sample-sheet"),
+    )
+    sample_id_column: str | None = Field(None, description="Sample-id column of the sheet.")
+    orientation: Literal["auto", "genes-x-samples", "samples-x-genes"] = Field(
+        "auto", description="Orientation of generic matrices."
+    )
+    column: str = Field("unstranded", description="GDC value column, e.g. unstranded or tpm_unstranded.")
+    layer: str | None = Field(None, description="h5ad layer holding the values (default X).")
+    values: Literal["counts", "tpm", "cpm", "log_expr", "expr"] | None = Field(
+        None,
+        description="Declared value type = layer name (default: detected).",
+        json_schema_extra=cli(presets={"--counts": "counts", "--tpm": "tpm"}),
+    )
+    gene_lengths: str | None = Field(None, description="CSV/TSV of gene id and length (bp) -> gene_length.")
+    gene_annotation: str | None = Field(
+        None,
+        description="Gene annotation TSV/CSV (gene_id, chrom, start, end/length, gene_name) or GTF(.gz) "
+        "-> gene_chrom, gene_start (bp); gene_length/gene_symbol where the source has none.",
+    )
+    ignore_extra_sheet_rows: bool = Field(
+        False, description="Accept sheet rows matching no matrix sample (GTEx's sheet lists every sample)."
+    )
+    merge: bool = Field(False, description="Merge several cohorts on stripped Ensembl ids.")
+    cohorts: list[str] | None = Field(
+        None, description="Cohort name per source (with merge).", json_schema_extra=cli("--cohort")
+    )
     chunk_sample: int = Field(2048, gt=0, description="Store chunk size along samples.")
     chunk_gene: int = Field(2048, gt=0, description="Store chunk size along genes.")
 
@@ -49,11 +71,6 @@ class IngestParams(StageParams):
 def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
     """Ingest ``params.sources`` into ``ctx.store_url`` and return the report summary."""
     with ctx.progress.task(f"{ctx.stage_name or 'ingest'}: write blocks", total=None) as task:
-
-        def on_progress(done: int, total: int) -> None:
-            task.total = total
-            task.advance(done - task.done)
-
         report = ingest(
             [Path(s) for s in params.sources],
             ctx.store_url,
@@ -70,8 +87,8 @@ def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
             merge=params.merge,
             cohorts=params.cohorts,
             chunks={"sample": params.chunk_sample, "gene": params.chunk_gene},
-            overwrite=True,
-            on_progress=on_progress,
+            overwrite=ctx.overwrite,
+            on_progress=task.report,
         )
     return report.summary()
 

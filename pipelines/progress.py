@@ -32,6 +32,12 @@ class Task:
         self.done += n
         self._owner._update(self)
 
+    def report(self, done: float, total: float | None = None) -> None:
+        """Set the absolute progress: the ``(done, total)`` callback that storage-level code calls."""
+        if total is not None:
+            self.total = total
+        self.advance(done - self.done)
+
 
 class Progress:
     """Progress bars (interactive) or one log line every ``log_every`` seconds (batch).

@@ -1,7 +1,8 @@
 """The stage registry: what a run config's ``kind`` names, and the context a stage runs in.
 
 A stage is a small adapter: it validates its parameters (a pydantic model that forbids unknown
-keys), reads what it needs from the store, calls pure Dataset-in/Dataset-out functions and writes
+keys, :mod:`pipelines.params`; its CLI command is generated from the same model), reads what it
+needs from the store, calls pure Dataset-in/Dataset-out functions and writes
 their results back. Stage modules are imported lazily, so a run only imports what it uses.
 """
 
@@ -13,17 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from cluster.runtime import Runtime
+from pipelines.params import StageParams
 from pipelines.progress import Progress
 from storage.errors import InputError
 
-
-class StageParams(BaseModel):
-    """Base class of every stage's parameters: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["REGISTRY", "Stage", "StageContext", "StageParams", "get_stage"]
 
 
 @dataclass
@@ -44,6 +40,9 @@ class StageContext:
         Progress reporting.
     stage_name
         This stage's name in the config.
+    overwrite
+        A stage that creates the store (simulate, ingest) may replace an existing one. True under
+        the runner (a rerun replaces what the run owns); the CLI's ``--overwrite`` otherwise.
     """
 
     run_dir: Path
@@ -52,6 +51,7 @@ class StageContext:
     runtime: Runtime
     progress: Progress
     stage_name: str = ""
+    overwrite: bool = True
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from pipelines.de.analysis import DeRequest, plan
+from pipelines.de.analysis import plan
 from pipelines.de.contrasts import one_vs_rest, pairwise, per_group
+from pipelines.de.stage import DeTest
 from storage.errors import InputError
 
 TISSUE = ["lung"] * 6 + ["liver"] * 5 + ["brain"] * 4 + [np.nan]
@@ -81,13 +82,16 @@ def test_plan_rejects_before_compute() -> None:
     ds = _ds()
     with pytest.raises(InputError, match="cannot adjust for covariates"):
         plan(
-            ds, DeRequest("mannwhitney", design="~ age + status", contrasts=(("status", "tumour", "normal"),))
+            ds,
+            DeTest(
+                method="mannwhitney", design="~ age + status", contrasts=(("status", "tumour", "normal"),)
+            ),
         )
     with pytest.raises(InputError, match="no contrast"):
-        plan(ds, DeRequest("welch"))
-    with pytest.raises(InputError, match="unknown method"):
-        plan(ds, DeRequest("edger", contrasts=(("status", "tumour", "normal"),)))
+        plan(ds, DeTest(method="welch"))
+    with pytest.raises(ValueError, match="'deseq2', 'mannwhitney' or 'welch'"):  # the params model
+        DeTest(method="edger", contrasts=(("status", "tumour", "normal"),))
     with pytest.raises(InputError, match="unknown layer"):
-        plan(ds, DeRequest("welch", layer="fpkm", contrasts=(("status", "tumour", "normal"),)))
-    checked = plan(ds, DeRequest("welch", contrasts=(("status", "tumour", "normal"),)))
+        plan(ds, DeTest(method="welch", layer="fpkm", contrasts=(("status", "tumour", "normal"),)))
+    checked = plan(ds, DeTest(method="welch", contrasts=(("status", "tumour", "normal"),)))
     assert checked.layer == "cpm"  # no log_expr stored: log2(cpm + 1)

@@ -189,13 +189,30 @@ def _pydeseq2(counts: pd.DataFrame, meta: pd.DataFrame, design: str, contrast: l
 
 @pytest.mark.filterwarnings("ignore")
 def test_deseq2_per_group_and_one_vs_rest_match_pydeseq2(shared_data: Path, tmp_path: Path) -> None:
-    from pipelines.de.analysis import DeRequest, execute, plan
+    from pipelines.de.analysis import execute, plan
+    from pipelines.de.stage import DeTest
     from storage.store import open_store
 
     counts, meta = _reference(shared_data)
     ds = open_store(_store(tmp_path, counts, meta))
-    per_group = execute(ds, plan(ds, DeRequest("deseq2", per_group=("group", "condition", "B", "A"))))
-    ovr = execute(ds, plan(ds, DeRequest("deseq2", design="~ condition + group", one_vs_rest=("group", "Y"))))
+    per_group = execute(
+        ds,
+        plan(
+            ds,
+            DeTest(
+                method="deseq2", per_group={"by": "group", "column": "condition", "test": "B", "ref": "A"}
+            ),
+        ),
+    )
+    ovr = execute(
+        ds,
+        plan(
+            ds,
+            DeTest(
+                method="deseq2", design="~ condition + group", one_vs_rest={"column": "group", "level": "Y"}
+            ),
+        ),
+    )
     expected = {
         "condition_B_vs_A_in_group_X": _pydeseq2(
             counts[meta["group"] == "X"], meta[meta["group"] == "X"], "~condition", ["condition", "B", "A"]

@@ -24,7 +24,8 @@ from cluster.runtime import Runtime
 from pipelines.de.contrasts import pairwise
 from pipelines.de.mannwhitney import run_mannwhitney
 from pipelines.de.welch import run_welch
-from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.run import evaluate_store
+from pipelines.evaluate.stage import EvaluateParams
 from pipelines.explain.engine import EngineOptions, run_explain
 from pipelines.explain.spec import ExplainSpec
 from pipelines.models.stage import TrainStageParams, run_training
@@ -80,7 +81,7 @@ def _evaluate(root: Path, dataset: str) -> tuple[pd.DataFrame, float]:
         n_steps=32,
     )
     run_explain(url, spec, repeats=1, name="ig", seed=0, options=EngineOptions(actors=1))
-    gt = evaluate_store(url, EvaluateOptions(k=2)).tables["ground_truth"]
+    gt = evaluate_store(url, EvaluateParams(k=2)).tables["ground_truth"]
     return gt[gt["subset"] == "all"].set_index("source"), float(trained["test_accuracy"][0])
 
 

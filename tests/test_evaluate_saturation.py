@@ -13,9 +13,10 @@ from captum.attr import IntegratedGradients
 from scipy.stats import spearmanr
 from test_evaluate_store import make_demo_store
 
-from pipelines.evaluate.run import EvaluateOptions, sample_subset
+from pipelines.evaluate.run import sample_subset
 from pipelines.evaluate.saturation import saturation_curve
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part, saturation_pools
+from pipelines.evaluate.stage import EvaluateParams
 from pipelines.explain.references import compute_reference_stats, draw_references
 from pipelines.models.architectures import MLP
 from pipelines.models.load import load_models
@@ -31,7 +32,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 PARAMS = SaturationParams(
     enabled=True, axes=["references", "repeats"], pool=4, samples=6, n_steps=16, draws=2
 )
-OPTS = EvaluateOptions(k=5, seed=3)
+OPTS = EvaluateParams(k=5, seed=3)
 
 
 def test_reference_pool_items_equal_captum_ig(store: str) -> None:

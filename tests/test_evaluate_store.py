@@ -13,7 +13,7 @@ from scipy.stats import hypergeom, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from pipelines.cli.main import main
-from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.run import evaluate_store
 from pipelines.evaluate.stage import STAGE, EvaluateParams
 from pipelines.evaluate.tables import read_tables
 from pipelines.models.architectures import MLP
@@ -106,7 +106,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
     path = tmp_path_factory.mktemp("evaluate")
     url = make_demo_store(path)
     csv_dir = path / "csv"
-    opts = EvaluateOptions(k=5, faithfulness_samples=100, faithfulness_ks=(1, 5), n_random=2, min_frac=0.5)
+    opts = EvaluateParams(k=5, faithfulness_samples=100, faithfulness_ks=(1, 5), n_random=2, min_frac=0.5)
     out = evaluate_store(url, opts, csv_dir=csv_dir)
     return url, out.tables, csv_dir
 
@@ -211,11 +211,11 @@ def test_stage_and_bad_options(tmp_path: Path, local_runtime: object) -> None:
     assert pd.read_csv(csv_dir / "ground_truth.csv").equals(read_tables(url, "cli")["cli/ground_truth"])
     assert main(["evaluate", url, "--runs", "nope"]) == 2
     with pytest.raises(InputError, match="explain_runs"):
-        evaluate_store(url, EvaluateOptions(explain_runs=("nope",)))
+        evaluate_store(url, EvaluateParams(explain_runs=("nope",)))
     with pytest.raises(InputError, match="pairs"):
-        evaluate_store(url, EvaluateOptions(pairs=(("r1", "r9"),)))
+        evaluate_store(url, EvaluateParams(pairs=(("r1", "r9"),)))
     with pytest.raises(InputError, match="label"):
-        evaluate_store(url, EvaluateOptions(label="nonexistent"))
+        evaluate_store(url, EvaluateParams(label="nonexistent"))
 
 
 def test_reproducibility_between_models_of_one_run(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_reproducibility_between_models_of_one_run(tmp_path: Path) -> None:
         },
     )
     write_result(url, "explain/pm", res)
-    out = evaluate_store(url, EvaluateOptions(k=5, explain_runs=("pm",), block=16))
+    out = evaluate_store(url, EvaluateParams(k=5, explain_runs=("pm",), block=16))
     ps = out.tables["reproducibility_samples"]
     assert sorted(set(zip(ps["run_a"], ps["run_b"], strict=True))) == [
         ("pm/model0", "pm/model1"), ("pm/model0", "pm/model2"), ("pm/model1", "pm/model2"),

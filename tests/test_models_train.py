@@ -203,7 +203,7 @@ def test_cli_train_and_exit_codes(tmp_path, capsys):
     assert main(["train", url, "--label", "nope", "--no-ray", "--model-set", "x"]) == 2
     assert main(["train", url, "--epochs", "0", "--no-ray", "--model-set", "y"]) == 2
     err = capsys.readouterr().err
-    assert "--overwrite" in err and "sample_tissue" in err and "--epochs" in err
+    assert "--overwrite" in err and "sample_tissue" in err and "max_epochs (--max-epochs 0)" in err
     assert len(load_models(url)) == 1
 
 

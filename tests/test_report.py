@@ -13,8 +13,9 @@ import pytest
 from test_evaluate_store import make_demo_store
 
 from pipelines.cli.main import main
-from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.run import evaluate_store
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
+from pipelines.evaluate.stage import EvaluateParams
 from pipelines.evaluate.tables import write_table
 from pipelines.report.build import SECTION_TITLES, build_report
 from storage.store import create_store
@@ -60,7 +61,7 @@ def _parse(path: Path) -> tuple[_Collect, str]:
 def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     path = tmp_path_factory.mktemp("report")
     url = make_demo_store(path)
-    opts = EvaluateOptions(k=5, faithfulness_ks=(1, 5), n_random=1)
+    opts = EvaluateParams(k=5, faithfulness_ks=(1, 5), n_random=1)
     evaluate_store(url, opts)
     params = SaturationParams(enabled=True, axes=["references"], pool=4, samples=4, n_steps=8, draws=1)
     for table, df in saturation_part(url, opts, params).items():

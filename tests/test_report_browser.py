@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from test_evaluate_store import make_demo_store
 
-from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.run import evaluate_store
+from pipelines.evaluate.stage import EvaluateParams
 from pipelines.report.build import SECTION_TITLES, build_report
 
 BROWSERS = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -81,7 +82,7 @@ def test_browser_detects_console_errors(tmp_path: Path) -> None:
 
 def test_report_loads_without_console_errors(tmp_path: Path) -> None:
     url = make_demo_store(tmp_path)
-    evaluate_store(url, EvaluateOptions(k=5, faithfulness_ks=(1, 5), n_random=1))
+    evaluate_store(url, EvaluateParams(k=5, faithfulness_ks=(1, 5), n_random=1))
     report = build_report(url, tmp_path / "report.html")
     dom, console = load_in_browser(report, tmp_path / "profile")
     assert console == []

@@ -144,15 +144,18 @@ def test_force_reruns_everything_from_the_cli(probe, monkeypatch):
 
 
 def test_cluster_addresses_are_routed_and_checked(probe):
-    from pipelines.cli.run import route_cluster_address
+    from pipelines.config import route_cluster_address
 
     assert route_cluster_address("auto") == ("auto", None)
     assert route_cluster_address("ray://head:10001") == ("ray://head:10001", None)
     assert route_cluster_address("tcp://sched:8786") == (None, "tcp://sched:8786")
     with pytest.raises(InputError, match="--cluster 'head:8786'"):
         route_cluster_address("head:8786")
-    cfg = _config(probe / "c.toml", extra='[cluster]\naddress = "tcp://sched:8786"\n')
-    with pytest.raises(InputError, match="cluster.address.*dask_address"):
+    # the config's address follows the same rule as --cluster: a Dask scheduler goes to dask_address
+    cfg = parse_config(_config(probe / "c.toml", extra='[cluster]\naddress = "tcp://sched:8786"\n'))
+    assert (cfg.cluster.address, cfg.cluster.dask_address) == ("", "tcp://sched:8786")
+    cfg = _config(probe / "c.toml", extra='[cluster]\naddress = "tcp://a:1"\ndask_address = "tcp://b:2"\n')
+    with pytest.raises(InputError, match="cluster.*give the scheduler once"):
         parse_config(cfg)
 
 

@@ -1,30 +1,19 @@
-"""``gexplain report STORE --out report.html``: the self-contained HTML report of a store."""
+"""``gexplain report STORE``: the ``report`` stage (options from its params model)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import typer
 
-from pipelines.report.build import build_report
+from pipelines.cli.generate import stage_command
+
+
+def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:
+    typer.echo(f"report: {outputs['report']}")
+    typer.echo(f"tables: {outputs['tables']}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``report`` command to ``app``."""
-
-    @app.command("report")
-    def report(
-        store: str = typer.Argument(..., help="Store path or URL."),
-        out: Path = typer.Option(
-            Path("report.html"), "--out", help="HTML file to write (tables go beside it)."
-        ),
-        evaluation: str = typer.Option(
-            "", "--evaluation", help="Evaluation whose tables are shown ('' = all)."
-        ),
-        alpha: float = typer.Option(0.05, "--alpha", help="DE significance level shown."),
-        top_n: int = typer.Option(15, "--top-n", help="Top genes per class in the heatmap."),
-    ) -> None:
-        """Write one HTML page (plots embedded) with data, models, DE, attributions and their evaluation."""
-        path = build_report(store, out, evaluation=evaluation or None, alpha=alpha, top_n=top_n)
-        typer.echo(f"report: {path}")
-        typer.echo(f"tables: {path.with_name(path.stem + '_tables')}")
+    stage_command(app, "report", show=_show)

@@ -2,69 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
+import click
 import typer
 
+from pipelines.cli.generate import RUNTIME, cluster_options, option_parameters
 from pipelines.config import parse_config
 from pipelines.runner import run_config
-from storage.errors import InputError
-
-DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
-
-
-def route_cluster_address(address: str) -> tuple[str | None, str | None]:
-    """Split a ``--cluster`` address into (ray address, dask address).
-
-    Parameters
-    ----------
-    address
-        ``auto`` or ``ray://host:port`` (Ray), ``tcp://host:8786`` or ``tls://...`` (Dask scheduler),
-        ``local`` (the embedded default).
-
-    Raises
-    ------
-    InputError
-        For anything else, naming ``--cluster`` and the accepted forms.
-    """
-    if address in ("", "local"):
-        return "", None
-    if address == "auto" or address.startswith("ray://"):
-        return address, None
-    if address.startswith(DASK_SCHEMES):
-        return None, address
-    raise InputError(
-        f"--cluster {address!r} is not an address gexplain understands; use 'auto' or 'ray://host:10001' "
-        "for Ray, 'tcp://host:8786' for a Dask scheduler, or 'local' for the embedded runtime"
-    )
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``run`` command to ``app``."""
 
-    @app.command("run")
-    def run(
-        config: Path = typer.Argument(..., help="Run config (TOML), e.g. pipelines/configs/quickstart.toml."),
-        force: bool = typer.Option(False, "--force", help="Rerun every stage even if done."),
-        cluster: str = typer.Option(
-            None,
-            "--cluster",
-            help="Cluster to run on: 'auto' or 'ray://host:10001' (Ray), 'tcp://host:8786' (Dask scheduler), "
-            "'local' (embedded). Overrides the config's [cluster].",
-        ),
-        dask: str = typer.Option(None, "--dask", help="Dask scheduler address, e.g. tcp://host:8786."),
-    ) -> None:
-        """Run the configured stages in order; finished stages with unchanged parameters are skipped."""
-        cfg = parse_config(config)
-        if cluster is not None:
-            ray_address, dask_address = route_cluster_address(cluster)
-            if ray_address is not None:
-                cfg.cluster.address = ray_address
-            if dask_address is not None:
-                cfg.cluster.dask_address = dask_address
-        if dask is not None:
-            cfg.cluster.dask_address = dask
-        result = run_config(cfg, force=force)
+    def run(**values: Any) -> None:
+        ctx: click.Context = values.pop("ctx")
+        cfg = parse_config(values["config"])
+        cfg.cluster = cluster_options(values, ctx, base=cfg.cluster)
+        result = run_config(cfg, force=values["force"])
         typer.echo(f"run folder: {cfg.run_dir}")
         typer.echo(f"manifest:   {cfg.run_dir / 'manifest.json'}")
         typer.echo(f"store:      {cfg.store_url}")
@@ -73,3 +30,30 @@ def register(app: typer.Typer) -> None:
             for key, value in outputs.items():
                 if isinstance(value, str) and key in ("report", "path", "table", "tables"):
                     typer.echo(f"{stage['name']}.{key}: {value}")
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("ctx", keyword, annotation=typer.Context),
+            inspect.Parameter(
+                "config",
+                keyword,
+                annotation=Path,
+                default=typer.Argument(
+                    ..., help="Run config (TOML), e.g. pipelines/configs/quickstart.toml."
+                ),
+            ),
+            inspect.Parameter(
+                "force",
+                keyword,
+                annotation=bool,
+                default=typer.Option(False, "--force", help="Rerun every stage even if done."),
+            ),
+            *option_parameters(RUNTIME),
+        ]
+    )
+    run.__doc__ = (
+        "Run the configured stages in order; finished stages with unchanged parameters are skipped. "
+        "Runtime options given here override the config's \\[cluster]."
+    )
+    app.command("run")(run)

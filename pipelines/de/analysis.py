@@ -1,4 +1,4 @@
-"""One DE request — a method, an optional design and its contrasts — checked, then run.
+"""One DE test (:class:`pipelines.de.stage.DeTest`: a method, an optional design and its contrasts) — checked, then run.
 
 :func:`plan` resolves every contrast and checks every option against the store *before* any
 compute (unknown columns or levels, groups under 2 samples, covariates given to a rank test,
@@ -9,6 +9,7 @@ result Dataset per contrast (see :mod:`pipelines.de.output`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -22,61 +23,25 @@ from pipelines.progress import Progress
 from storage.errors import InputError
 from storage.schema import SAMPLE
 
+if TYPE_CHECKING:
+    from pipelines.de.stage import DeTest
+
 METHODS = ("deseq2", "mannwhitney", "welch")
 DEFAULT_LAYER = {"mannwhitney": "cpm", "welch": "log_expr"}
 DERIVED_LEVELS = ("level", "rest")
-
-
-@dataclass(frozen=True)
-class DeRequest:
-    """What to test.
-
-    Attributes
-    ----------
-    method
-        ``deseq2``, ``mannwhitney`` or ``welch``.
-    design
-        deseq2 formula (e.g. ``"~ cell + dex"``; default ``"~ <factor>"``). Rank and t tests take
-        no covariates: a design, if given, must be ``"~ <factor>"``.
-    contrasts
-        Pairwise contrasts ``(column, test_level, ref_level)``.
-    one_vs_rest
-        ``(column, level)``: that level vs all others; ``level`` None means every level.
-    per_group
-        ``(by, column, test_level, ref_level)``: within each level of ``by`` where both exist.
-    layer
-        Layer tested by mannwhitney/welch (default cpm / log_expr; log2(cpm+1) when the store
-        has no log_expr); deseq2 always uses raw counts.
-    preset
-        Significance call rule added as a ``call`` column (e.g. ``zhao``).
-    alpha, size_factors, gene_block
-        deseq2 options (alpha also sets the volcano threshold); gene_block bounds every method's
-        block.
-    """
-
-    method: str
-    design: str | None = None
-    contrasts: tuple[tuple[str, str, str], ...] = ()
-    one_vs_rest: tuple[str, str | None] | None = None
-    per_group: tuple[str, str, str, str] | None = None
-    layer: str | None = None
-    preset: str | None = None
-    alpha: float = 0.05
-    size_factors: str = "ratio"
-    gene_block: int = 2048
 
 
 @dataclass
 class Plan:
     """A checked request: its resolved contrasts, the layer and the groups left out."""
 
-    request: DeRequest
+    request: DeTest
     contrasts: list[cx.Contrast]
     layer: str
     skipped: list[str] = field(default_factory=list)
 
 
-def _resolve_layer(ds: xr.Dataset, req: DeRequest) -> str:
+def _resolve_layer(ds: xr.Dataset, req: DeTest) -> str:
     if req.method == "deseq2":
         if req.layer not in (None, "counts"):
             raise InputError(f"--layer {req.layer}: deseq2 models raw counts; drop --layer for deseq2")
@@ -88,7 +53,7 @@ def _resolve_layer(ds: xr.Dataset, req: DeRequest) -> str:
     return layer
 
 
-def _check_rank_design(req: DeRequest, factors: set[str]) -> None:
+def _check_rank_design(req: DeTest, factors: set[str]) -> None:
     if req.design is None:
         return
     from pipelines.de.deseq2.design import parse_terms
@@ -102,7 +67,7 @@ def _check_rank_design(req: DeRequest, factors: set[str]) -> None:
         )
 
 
-def plan(ds: xr.Dataset, req: DeRequest) -> Plan:
+def plan(ds: xr.Dataset, req: DeTest) -> Plan:
     """Resolve and check a request against the store, without computing anything.
 
     Raises
@@ -112,20 +77,16 @@ def plan(ds: xr.Dataset, req: DeRequest) -> Plan:
         covariates for a rank/t test; for deseq2, a design that is not full rank or whose
         columns are missing (checked on the sample columns only; counts are checked by deseq2).
     """
-    if req.method not in METHODS:
-        raise InputError(f"unknown method '{req.method}' (option --method); choose from {', '.join(METHODS)}")
-    if not 0 < req.alpha < 1:
-        raise InputError(f"alpha={req.alpha} must lie strictly between 0 and 1")
-    if req.gene_block < 1:
-        raise InputError(f"gene_block={req.gene_block} must be a positive number of genes")
+    policy = req.unlabelled
     if req.preset is not None:
         get_preset(req.preset)
-    found: list[cx.Contrast] = [cx.pairwise(ds, *c) for c in req.contrasts]
+    found: list[cx.Contrast] = [cx.pairwise(ds, *c, unlabelled=policy) for c in req.contrasts]
     skipped: list[str] = []
     if req.one_vs_rest is not None:
-        found += cx.one_vs_rest(ds, *req.one_vs_rest)
+        found += cx.one_vs_rest(ds, req.one_vs_rest.column, req.one_vs_rest.level, unlabelled=policy)
     if req.per_group is not None:
-        groups, skipped = cx.per_group(ds, *req.per_group)
+        pg = req.per_group
+        groups, skipped = cx.per_group(ds, pg.by, pg.column, pg.test, pg.ref, unlabelled=policy)
         found += groups
     if not found:
         raise InputError(
@@ -136,10 +97,6 @@ def plan(ds: xr.Dataset, req: DeRequest) -> Plan:
     if len(set(names)) != len(names):
         raise InputError(f"the same contrast is requested twice ({', '.join(names)}); list each once")
     if req.method == "deseq2":
-        if req.size_factors not in ("ratio", "poscounts"):
-            raise InputError(
-                f"size_factors='{req.size_factors}' is not supported; use 'ratio' or 'poscounts'"
-            )
         for contrast in found:
             _check_deseq2(ds, req, contrast)
     else:
@@ -163,7 +120,7 @@ def _deseq2_design(design: str | None, factor: str, replace: str | None = None) 
 
 
 def _deseq2_inputs(
-    ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast
+    ds: xr.Dataset, req: DeTest, contrast: cx.Contrast
 ) -> tuple[xr.Dataset, str, tuple[str, str, str]]:
     """The samples, design and contrast of one deseq2 fit: all samples (pairwise), a derived
     two-level factor (one vs rest) or the group's samples (per group)."""
@@ -176,7 +133,7 @@ def _deseq2_inputs(
         data = ds.assign({f"sample_{derived}": (SAMPLE, labels)}).isel({SAMPLE: rows})
         return data, _deseq2_design(req.design, factor, derived), (derived, *DERIVED_LEVELS)
     if contrast.within is not None:
-        inside = cx.levels(ds, contrast.within[0]) == contrast.within[1]
+        inside = cx.levels(ds, contrast.within[0], req.unlabelled) == contrast.within[1]
         return (
             ds.isel({SAMPLE: np.flatnonzero(inside)}),
             _deseq2_design(req.design, factor),
@@ -185,7 +142,7 @@ def _deseq2_inputs(
     return ds, _deseq2_design(req.design, factor), (factor, test, ref)
 
 
-def _check_deseq2(ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast) -> None:
+def _check_deseq2(ds: xr.Dataset, req: DeTest, contrast: cx.Contrast) -> None:
     """Build the design of one deseq2 fit and check its contrast (no counts are read)."""
     from pipelines.de.deseq2.design import build_design, check_contrast
 
@@ -193,7 +150,7 @@ def _check_deseq2(ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast) -> None
     check_contrast(build_design(data, design), triple)
 
 
-def _run_deseq2(ds: xr.Dataset, req: DeRequest, contrast: cx.Contrast, progress: Progress) -> xr.Dataset:
+def _run_deseq2(ds: xr.Dataset, req: DeTest, contrast: cx.Contrast, progress: Progress) -> xr.Dataset:
     """Fit DESeq2 for one contrast (see :func:`_deseq2_inputs`)."""
     from pipelines.de.deseq2 import run_deseq2
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from pipelines.labels import UnlabelledPolicy, labelled_samples
 from storage.errors import InputError
 
 MIN_GROUP = 2
@@ -81,19 +82,23 @@ def column_name(ds: xr.Dataset, column: str) -> str:
     )
 
 
-def levels(ds: xr.Dataset, column: str) -> np.ndarray:
-    """Per-sample level labels of a column as strings; missing values (NaN, None) become ``""``.
+def levels(ds: xr.Dataset, column: str, unlabelled: UnlabelledPolicy = "exclude") -> np.ndarray:
+    """Per-sample level labels of a column as strings; unlabelled samples become ``""``.
+
+    Which samples are unlabelled, and whether that is an error, is the one label policy
+    (:func:`pipelines.labels.labelled_samples`).
 
     Returns
     -------
     numpy.ndarray
         Dims (sample,), object array of str.
     """
-    values = np.asarray(ds[column_name(ds, column)].values)
+    name = column_name(ds, column)
+    values = np.asarray(ds[name].values)
+    keep = labelled_samples(values, name, unlabelled)
     out = np.empty(values.shape, dtype=object)
     for i, v in enumerate(values):
-        missing = v is None or (isinstance(v, float) and np.isnan(v))
-        out[i] = "" if missing else str(v)
+        out[i] = str(v) if keep[i] else ""
     return out
 
 
@@ -121,7 +126,9 @@ def _check_size(contrast: Contrast, column: str) -> Contrast:
     return contrast
 
 
-def pairwise(ds: xr.Dataset, column: str, test: str, ref: str) -> Contrast:
+def pairwise(
+    ds: xr.Dataset, column: str, test: str, ref: str, *, unlabelled: UnlabelledPolicy = "exclude"
+) -> Contrast:
     """Level ``test`` vs level ``ref`` of ``column``.
 
     Raises
@@ -129,7 +136,7 @@ def pairwise(ds: xr.Dataset, column: str, test: str, ref: str) -> Contrast:
     InputError
         Unknown column, missing level (lists those present), equal levels, a group under 2 samples.
     """
-    labels = levels(ds, column)
+    labels = levels(ds, column, unlabelled)
     factor = column_name(ds, column).removeprefix("sample_")
     for level in (test, ref):
         _check_level(labels, factor, level)
@@ -148,7 +155,9 @@ def pairwise(ds: xr.Dataset, column: str, test: str, ref: str) -> Contrast:
     return _check_size(contrast, factor)
 
 
-def one_vs_rest(ds: xr.Dataset, column: str, level: str | None = None) -> list[Contrast]:
+def one_vs_rest(
+    ds: xr.Dataset, column: str, level: str | None = None, *, unlabelled: UnlabelledPolicy = "exclude"
+) -> list[Contrast]:
     """One level vs every other sample with a value in ``column`` (every level when ``level`` is None).
 
     Raises
@@ -156,7 +165,7 @@ def one_vs_rest(ds: xr.Dataset, column: str, level: str | None = None) -> list[C
     InputError
         Unknown column or level, fewer than two levels, a group under 2 samples.
     """
-    labels = levels(ds, column)
+    labels = levels(ds, column, unlabelled)
     factor = column_name(ds, column).removeprefix("sample_")
     present = _present(labels)
     if len(present) < 2:
@@ -177,7 +186,9 @@ def one_vs_rest(ds: xr.Dataset, column: str, level: str | None = None) -> list[C
     return out
 
 
-def per_group(ds: xr.Dataset, by: str, column: str, test: str, ref: str) -> tuple[list[Contrast], list[str]]:
+def per_group(
+    ds: xr.Dataset, by: str, column: str, test: str, ref: str, *, unlabelled: UnlabelledPolicy = "exclude"
+) -> tuple[list[Contrast], list[str]]:
     """Within each level of ``by``, level ``test`` vs level ``ref`` of ``column``.
 
     Groups where either level has fewer than 2 samples are skipped.
@@ -194,8 +205,8 @@ def per_group(ds: xr.Dataset, by: str, column: str, test: str, ref: str) -> tupl
     InputError
         Unknown columns or levels, or no group with at least 2 samples of each level.
     """
-    groups = levels(ds, by)
-    labels = levels(ds, column)
+    groups = levels(ds, by, unlabelled)
+    labels = levels(ds, column, unlabelled)
     by_name = column_name(ds, by).removeprefix("sample_")
     factor = column_name(ds, column).removeprefix("sample_")
     for level in (test, ref):

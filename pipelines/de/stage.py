@@ -19,30 +19,40 @@ Config example::
     method = "welch"
     per_group = { by = "tissue", column = "status", test = "tumour", ref = "normal" }
 
+``gexplain de`` is generated from the same models and runs one test (its fields as options,
+e.g. ``--method``, ``--contrast COLUMN TEST REF``, ``--one-vs-rest COLUMN``).
+
 Every test is checked against the store before any is computed (deseq2's count checks, which
 read the data, run first). Results are written to the
 store under ``results/de/<method>/<contrast>``, tables and volcano plots to
-``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``.
+``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``, or to ``out`` (one test only).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from pipelines.de.analysis import DeRequest, execute, plan
-from pipelines.de.output import export_table, result_group, save_result
+from pipelines.de.analysis import execute, plan
+from pipelines.de.output import check_table_path, export_table, result_group, save_result
 from pipelines.de.volcano import volcano_png
-from pipelines.stages import Stage, StageContext, StageParams
+from pipelines.labels import UnlabelledPolicy
+from pipelines.params import StageParams, cli
+from pipelines.stages import Stage, StageContext
 from storage.store import open_store
 
 
 class OneVsRest(StageParams):
     """One level of ``column`` vs all other samples (every level when ``level`` is unset)."""
 
-    column: str
-    level: str | None = None
+    column: str = Field(
+        description="COLUMN: each level vs all others.", json_schema_extra=cli("--one-vs-rest")
+    )
+    level: str | None = Field(
+        None, description="With one_vs_rest: only this level.", json_schema_extra=cli("--level")
+    )
 
 
 class PerGroup(StageParams):
@@ -57,66 +67,84 @@ class PerGroup(StageParams):
 class DeTest(StageParams):
     """One DE method with its design and contrasts."""
 
-    method: Literal["deseq2", "mannwhitney", "welch"]
+    method: Literal["deseq2", "mannwhitney", "welch"] = Field(description="DE method.")
     design: str | None = Field(None, description="deseq2 formula, e.g. '~ cell + dex'.")
     contrasts: list[tuple[str, str, str]] = Field(
-        default_factory=list, description="[column, test_level, ref_level] pairs."
+        default_factory=list,
+        description="COLUMN TEST_LEVEL REF_LEVEL, e.g. dex trt untrt (repeatable).",
+        json_schema_extra=cli("--contrast"),
     )
     one_vs_rest: OneVsRest | None = None
-    per_group: PerGroup | None = None
+    per_group: PerGroup | None = Field(
+        None, description="BY COLUMN TEST REF, e.g. tissue status tumour normal: within each BY level."
+    )
     layer: str | None = Field(None, description="Layer for mannwhitney/welch (default cpm / log_expr).")
-    preset: str | None = Field(None, description="Significance call rule, e.g. 'zhao'.")
-    alpha: float = 0.05
-    size_factors: Literal["ratio", "poscounts"] = "ratio"
-    gene_block: int = Field(2048, ge=1)
-
-    def request(self) -> DeRequest:
-        """The equivalent :class:`pipelines.de.analysis.DeRequest`."""
-        return DeRequest(
-            method=self.method,
-            design=self.design,
-            contrasts=tuple(tuple(c) for c in self.contrasts),  # type: ignore[misc]
-            one_vs_rest=(self.one_vs_rest.column, self.one_vs_rest.level) if self.one_vs_rest else None,
-            per_group=(
-                (self.per_group.by, self.per_group.column, self.per_group.test, self.per_group.ref)
-                if self.per_group
-                else None
-            ),
-            layer=self.layer,
-            preset=self.preset,
-            alpha=self.alpha,
-            size_factors=self.size_factors,
-            gene_block=self.gene_block,
-        )
+    preset: str | None = Field(None, description="Significance call rule, e.g. 'zhao' (FDR<=0.001, FC>=3).")
+    alpha: float = Field(0.05, gt=0, lt=1, description="FDR threshold (deseq2 filtering, volcano, counts).")
+    size_factors: Literal["ratio", "poscounts"] = Field("ratio", description="deseq2 size factors.")
+    gene_block: int = Field(2048, ge=1, description="Genes per block (bounds memory).")
+    unlabelled: UnlabelledPolicy = Field(
+        "exclude", description="Samples without a level in a contrast column: left out, or an error."
+    )
 
 
 class DeParams(StageParams):
     """Parameters of the ``de`` stage."""
 
-    tests: list[DeTest] = Field(min_length=1)
-    export: Literal["csv", "parquet", "none"] = "csv"
-    volcano: bool = True
+    tests: list[DeTest] = Field(min_length=1, description="The tests (the CLI runs one).")
+    export: Literal["csv", "parquet", "none"] = Field("csv", description="Table format written per contrast.")
+    volcano: bool = Field(True, description="Write a volcano PNG beside each table.")
+    out: str | None = Field(
+        None,
+        description="Table file (.csv/.parquet) of the one test, relative to the run folder; with several "
+        "contrasts <stem>.<contrast><suffix>. Default de/<method>/<contrast>.<export>.",
+    )
+
+    @field_validator("out")
+    @classmethod
+    def _table_suffix(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_table_path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _out_needs_one_test(self) -> DeParams:
+        if self.out is not None and len(self.tests) > 1:
+            raise ValueError("out names the table of one test; with several tests leave it unset")
+        return self
+
+
+def table_paths(out: Path, names: list[str]) -> dict[str, Path]:
+    """Output table per contrast: ``out`` itself for one contrast, ``<stem>.<name><suffix>`` for several."""
+    if len(names) == 1:
+        return {names[0]: out}
+    return {name: out.with_name(f"{out.stem}.{name}{out.suffix}") for name in names}
 
 
 def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
     """Check every test, then run them; return per-result store groups, files and call counts."""
     ds = open_store(ctx.store_url)
-    plans = [plan(ds, test.request()) for test in params.tests]
+    plans = [plan(ds, test) for test in params.tests]
     # deseq2 first: its count checks (integers, non-negative) need a pass over the data, so a bad
     # count matrix fails the stage before the other methods compute anything
     plans.sort(key=lambda p: p.request.method != "deseq2")
     outputs: dict[str, Any] = {}
     for checked in plans:
         method = checked.request.method
-        for name, result in execute(ds, checked, progress=ctx.progress).items():
+        results = execute(ds, checked, progress=ctx.progress)
+        if params.out is not None:
+            paths = table_paths(ctx.run_dir / params.out, list(results))
+        else:
+            folder = ctx.run_dir / "de" / method
+            paths = {name: folder / f"{name}.{params.export}" for name in results}
+        for name, result in results.items():
             group = result_group(method, name)
             entry: dict[str, Any] = {"store_group": save_result(ctx.store_url, method, name, result)}
-            folder = ctx.run_dir / "de" / method
-            if params.export != "none":
-                entry["table"] = str(export_table(result, folder / f"{name}.{params.export}"))
+            if params.export != "none" or params.out is not None:
+                entry["table"] = str(export_table(result, paths[name]))
             if params.volcano:
                 entry["volcano"] = str(
-                    volcano_png(result, folder / f"{name}.png", alpha=checked.request.alpha)
+                    volcano_png(result, paths[name].with_suffix(".png"), alpha=checked.request.alpha)
                 )
             padj = result["padj"].values
             entry["n_genes"] = int(padj.size)

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,39 +43,19 @@ from pipelines.evaluate.inputs import (
 )
 from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
 from pipelines.evaluate.tables import write_table
+from pipelines.labels import labelled_samples
 from pipelines.progress import Progress
 from storage.checkpoints import list_model_sets
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE
 from storage.store import open_store
 
+if TYPE_CHECKING:
+    from pipelines.evaluate.stage import EvaluateParams
+
 log = logging.getLogger(__name__)
 
 TPM_BLOCK_VALUES = 8_000_000  # TPM values per gene block read for class medians (~32 MiB float32)
-
-
-@dataclass(frozen=True)
-class EvaluateOptions:
-    """Options of an evaluation (see :class:`pipelines.evaluate.stage.EvaluateParams`)."""
-
-    name: str = "default"
-    label: str = ""
-    explain_runs: tuple[str, ...] = ()
-    de_methods: tuple[str, ...] = ()
-    pairs: tuple[tuple[str, str], ...] = ()
-    k: int = 100
-    alpha: float = 0.05
-    model_set: str = "default"
-    faithfulness_samples: int = 64
-    faithfulness_ks: tuple[int, ...] = ()
-    n_random: int = 5
-    reference: str = "mean"
-    min_samples: int = 2
-    min_frac: float = 0.5
-    min_z: float = 3.0
-    max_class_samples: int = 500
-    block: int = 1024
-    seed: int = 0
 
 
 @dataclass
@@ -94,7 +75,7 @@ def _values(var: xr.DataArray, sample_pos: np.ndarray | slice, gene_pos: np.ndar
 
 
 def ground_truth_part(
-    ds: xr.Dataset, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateOptions
+    ds: xr.Dataset, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateParams
 ) -> pd.DataFrame | None:
     """Ground-truth table of every attribution and DE result, or None without ground truth."""
     if "truth_informative" not in ds:
@@ -115,7 +96,7 @@ def _truth_rows(
     genes: np.ndarray,
     attrs: dict[str, np.ndarray],
     de: dict[str, xr.Dataset],
-    opts: EvaluateOptions,
+    opts: EvaluateParams,
 ) -> pd.DataFrame:
     inf = gene_values(ds, "truth_informative", genes).astype(bool)
     mode = gene_values(ds, "truth_mode", genes).astype(str) if "truth_mode" in ds else None
@@ -123,7 +104,7 @@ def _truth_rows(
 
 
 def reproducibility_part(
-    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateOptions
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Per-sample and per-class reproducibility between pairs of runs (shared explainers), and
     between the models of a run that kept per-model means (``run_a`` = ``<run>/model<i>``)."""
@@ -170,7 +151,7 @@ def reproducibility_part(
 
 
 def _between_models(
-    ds: xr.Dataset, label: str, run: str, res: xr.Dataset, opts: EvaluateOptions
+    ds: xr.Dataset, label: str, run: str, res: xr.Dataset, opts: EvaluateParams
 ) -> list[tuple[pd.DataFrame, dict[str, object]]]:
     """Per-sample reproducibility between the per-model means of one run (``attr_<e>_model``)."""
     out = []
@@ -207,7 +188,7 @@ def sample_subset(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def faithfulness_part(
-    store_url: str, ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateOptions
+    store_url: str, ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams
 ) -> pd.DataFrame | None:
     """PGI / PGU / random-floor curves of every attribution, with the model set's ensemble."""
     if opts.model_set not in list_model_sets(store_url) or not runs:
@@ -264,7 +245,7 @@ def _de_called(de: dict[str, xr.Dataset], genes: np.ndarray, alpha: float) -> di
 
 
 def biology_part(
-    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateOptions
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateParams
 ) -> dict[str, pd.DataFrame]:
     """Per-class top genes, their overlaps against chance, and hidden-to-DE genes."""
     tops, overlaps, hidden = [], [], []
@@ -328,7 +309,7 @@ def _hidden_rows(
     labels: np.ndarray,
     genes: np.ndarray,
     de: dict[str, xr.Dataset],
-    opts: EvaluateOptions,
+    opts: EvaluateParams,
 ) -> list[pd.DataFrame]:
     rows = []
     name = ATTR + src.explainer
@@ -354,8 +335,24 @@ def _hidden_rows(
     return rows
 
 
+def _labelled_only(
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams
+) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+    """The store and the runs without unlabelled samples (the one label policy, ``opts.unlabelled``)."""
+    keep = labelled_samples(np.asarray(ds[label].values), label, opts.unlabelled)
+    if keep.all():
+        return ds, runs
+    ds = ds.isel({SAMPLE: np.flatnonzero(keep)})
+    ids = np.asarray(ds[SAMPLE].values).astype(str)
+    runs = {
+        name: res.isel({SAMPLE: np.flatnonzero(np.isin(np.asarray(res[SAMPLE].values).astype(str), ids))})
+        for name, res in runs.items()
+    }
+    return ds, runs
+
+
 def evaluate_store(
-    store_url: str, opts: EvaluateOptions, csv_dir: Path | None = None, progress: Progress | None = None
+    store_url: str, opts: EvaluateParams, csv_dir: Path | None = None, progress: Progress | None = None
 ) -> EvaluateOutput:
     """Run every evaluation whose inputs exist and write its tables.
 
@@ -380,6 +377,7 @@ def evaluate_store(
     label = label_column(ds, opts.label)
     runs = explain_runs(store_url, list(opts.explain_runs) or None)
     de = de_results(store_url, list(opts.de_methods) or None)
+    ds, runs = _labelled_only(ds, label, runs, opts)
     out = EvaluateOutput()
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)

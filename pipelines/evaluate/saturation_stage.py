@@ -26,7 +26,7 @@ import xarray as xr
 from pydantic import Field
 
 from pipelines.evaluate.inputs import explain_runs
-from pipelines.evaluate.run import EvaluateOptions, sample_subset
+from pipelines.evaluate.run import sample_subset
 from pipelines.evaluate.saturation import saturation_curve, summarise_saturation
 from pipelines.stages import StageParams
 from storage.checkpoints import list_model_sets
@@ -34,6 +34,7 @@ from storage.schema import SAMPLE
 from storage.store import open_store
 
 if TYPE_CHECKING:
+    from pipelines.evaluate.stage import EvaluateParams as EvaluateOptions
     from pipelines.explain.engine import ModelSetInfo
 
 Axis = Literal["repeats", "references", "models"]

@@ -6,21 +6,32 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipelines.evaluate.run import EvaluateOptions, evaluate_store
+from pipelines.evaluate.run import evaluate_store
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
 from pipelines.evaluate.tables import write_table
-from pipelines.stages import Stage, StageContext, StageParams
+from pipelines.labels import UnlabelledPolicy
+from pipelines.params import Name, StageParams, cli
+from pipelines.stages import Stage, StageContext
 
 
 class EvaluateParams(StageParams):
-    """Parameters of the ``evaluate`` stage."""
+    """Parameters of the ``evaluate`` stage (and of ``gexplain evaluate``); the evaluation functions
+    of :mod:`pipelines.evaluate.run` take them as they are."""
 
-    name: str = Field(
+    name: Name = Field(
         "default", description="Evaluation name: results/evaluate/<name>, CSVs in <run>/evaluate/<name>."
     )
+    out_dir: str = Field(
+        "", description="Folder for the CSV tables, relative to the run folder ('' = evaluate/<name>)."
+    )
     label: str = Field("", description="Label column ('' = the store's label_column).")
+    unlabelled: UnlabelledPolicy = Field(
+        "exclude", description="Samples without a label: left out of every table, or an error."
+    )
     explain_runs: list[str] = Field(
-        default_factory=list, description="Attribution runs to evaluate (all when empty)."
+        default_factory=list,
+        description="Attribution runs to evaluate (all when empty).",
+        json_schema_extra=cli("--runs"),
     )
     de_methods: list[str] = Field(default_factory=list, description="DE methods to compare (all when empty).")
     pairs: list[tuple[str, str]] = Field(
@@ -29,7 +40,7 @@ class EvaluateParams(StageParams):
     )
     k: int = Field(100, ge=1, description="Top-k size of overlaps, precision/recall and top genes.")
     alpha: float = Field(0.05, gt=0, lt=1, description="DE significance level on padj.")
-    model_set: str = Field("default", description="Model set used for faithfulness and saturation.")
+    model_set: Name = Field("default", description="Model set used for faithfulness and saturation.")
     faithfulness_samples: int = Field(64, ge=1, description="Samples used for PGI/PGU.")
     faithfulness_ks: list[int] = Field(
         default_factory=list, description="Grid of k for PGI/PGU (default 1,2,5,10,...)."
@@ -45,40 +56,20 @@ class EvaluateParams(StageParams):
     min_z: float = Field(3.0, ge=0, description="Hidden-to-DE: class-mean |attr| in standard errors.")
     max_class_samples: int = Field(500, ge=1, description="Samples per class read for hidden-to-DE.")
     block: int = Field(1024, ge=1, description="Samples per block when streaming attributions.")
-    saturation: SaturationParams = Field(default_factory=SaturationParams, description="Saturation curves.")
-
-
-def options(params: EvaluateParams, seed: int) -> EvaluateOptions:
-    """Translate stage parameters into :class:`EvaluateOptions`."""
-    return EvaluateOptions(
-        name=params.name,
-        label=params.label,
-        explain_runs=tuple(params.explain_runs),
-        de_methods=tuple(params.de_methods),
-        pairs=tuple(tuple(p) for p in params.pairs),  # type: ignore[misc]
-        k=params.k,
-        alpha=params.alpha,
-        model_set=params.model_set,
-        faithfulness_samples=params.faithfulness_samples,
-        faithfulness_ks=tuple(params.faithfulness_ks),
-        n_random=params.n_random,
-        reference=params.reference,
-        min_samples=params.min_samples,
-        min_frac=params.min_frac,
-        min_z=params.min_z,
-        max_class_samples=params.max_class_samples,
-        block=params.block,
-        seed=seed,
+    seed: int = Field(
+        0, ge=0, description="Seed of the sample subsets; when unset in a config, the run's seed."
     )
+    saturation: SaturationParams = Field(default_factory=SaturationParams, description="Saturation curves.")
 
 
 def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
     """Evaluate the store and write tables; return where they are."""
-    csv_dir = ctx.run_dir / "evaluate" / params.name
-    opts = options(params, ctx.seed)
-    out = evaluate_store(ctx.store_url, opts, csv_dir=csv_dir, progress=ctx.progress)
+    csv_dir = ctx.run_dir / (params.out_dir or f"evaluate/{params.name}")
+    if "seed" not in params.model_fields_set:
+        params = params.model_copy(update={"seed": ctx.seed})
+    out = evaluate_store(ctx.store_url, params, csv_dir=csv_dir, progress=ctx.progress)
     if params.saturation.enabled:
-        for table, df in saturation_part(ctx.store_url, opts, params.saturation).items():
+        for table, df in saturation_part(ctx.store_url, params, params.saturation).items():
             out.tables[table] = df
             out.groups.append(write_table(ctx.store_url, params.name, table, df, csv_dir))
     return {"tables": str(csv_dir), "results": sorted(out.groups), "n_tables": len(out.tables)}

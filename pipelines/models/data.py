@@ -117,7 +117,12 @@ def _check_finite(block: np.ndarray, samples: np.ndarray, genes: np.ndarray, lay
 
 
 def read_training_data(
-    source: str | xr.Dataset, label: str, layer: str = "log_expr", *, sample_block: int | None = None
+    source: str | xr.Dataset,
+    label: str,
+    layer: str = "log_expr",
+    *,
+    sample_block: int | None = None,
+    unlabelled: UnlabelledPolicy = "exclude",
 ) -> TrainingData:
     """Read a layer and a label column from a store into memory, block by block.
 
@@ -131,6 +136,8 @@ def read_training_data(
         (sample, gene) layer to train on.
     sample_block
         Samples per read; default = the stored sample chunk.
+    unlabelled
+        Samples without a label: ``exclude`` (default) or ``error`` (:mod:`pipelines.labels`).
 
     Raises
     ------
@@ -143,7 +150,7 @@ def read_training_data(
         raise InputError(
             f"layer '{layer}' is not in the store; option --layer must be one of: {', '.join(layer_names(ds))}"
         )
-    keep, y, classes = encode_labels(ds[name].values, name)
+    keep, y, classes = encode_labels(ds[name].values, name, unlabelled)
     samples_all = ds[SAMPLE].values.astype(str)
     genes = ds[GENE].values.astype(str)
     rows = np.nonzero(keep)[0]

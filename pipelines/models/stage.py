@@ -11,12 +11,14 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from cluster.runtime import Runtime
+from pipelines.labels import UnlabelledPolicy
 from pipelines.models.cv import cross_validate
 from pipelines.models.data import TrainingData, read_training_data, stratified_split
 from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
 from pipelines.models.train import TrainParams
+from pipelines.params import Name, StageParams
 from pipelines.progress import Progress
-from pipelines.stages import Stage, StageContext, StageParams
+from pipelines.stages import Stage, StageContext
 from storage.checkpoints import save_model_set_report
 from storage.errors import InputError
 from storage.store import open_store
@@ -25,16 +27,29 @@ log = logging.getLogger(__name__)
 
 
 class TrainStageParams(TrainParams, StageParams):
-    """Parameters of the ``train`` stage: the training hyper-parameters plus what to train on."""
+    """Parameters of the ``train`` stage (and of ``gexplain train``): the training hyper-parameters
+    (:class:`pipelines.models.train.TrainParams`) plus what to train on and where."""
 
-    label: str | None = Field(None, description="label column; None = the store's label_column attribute")
-    layer: str = "log_expr"
-    model_set: str = "default"
-    replicates: int = Field(1, ge=0)
-    cv: int | None = Field(None, ge=2, description="k of a k-fold cross-validation, or None")
-    seed: int | None = Field(None, description="None = the run seed")
-    gpus_per_task: float | None = Field(None, gt=0)
-    overwrite: bool = False
+    label: str | None = Field(None, description="Label column; unset = the store's label_column attribute.")
+    unlabelled: UnlabelledPolicy = Field(
+        "exclude", description="Samples without a label: left out (their number is logged), or an error."
+    )
+    layer: str = Field("log_expr", description="Store layer to train on.")
+    model_set: Name = Field(
+        "default", description="Name of the stored model set: <store>/models/<model_set>."
+    )
+    replicates: int = Field(1, ge=0, description="Models differing by seed, trained in parallel.")
+    cv: int | None = Field(
+        None, ge=2, description="k of a k-fold cross-validation (tables in the run folder)."
+    )
+    seed: int | None = Field(
+        None, ge=0, description="Seed; replicate seeds derive from it (default: the run seed)."
+    )
+    gpus_per_task: float | None = Field(None, gt=0, description="GPU share per task when GPUs exist.")
+    ray: bool = Field(
+        True, description="Train on Ray tasks; false trains one model after another in this process."
+    )
+    overwrite: bool = Field(False, description="Replace an existing model set of this name.")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> TrainStageParams:
@@ -105,7 +120,7 @@ def run_training(
     seed = params.seed if params.seed is not None else seed
     ds = open_store(store_url)
     label = params.label or ds.attrs.get("label_column") or "sample_tissue"
-    data = read_training_data(ds, label, params.layer)
+    data = read_training_data(ds, label, params.layer, unlabelled=params.unlabelled)
     positions = _gene_positions(store_url, data) if params.gene_order == "position" else None
     if params.arch == "cnn" and params.gene_order == "position" and positions is None:
         raise InputError(
@@ -160,8 +175,9 @@ def run_training(
 
 
 def _run(ctx: StageContext, params: TrainStageParams) -> dict[str, Any]:
+    runtime = ctx.runtime if params.ray else None
     return run_training(
-        ctx.store_url, params, ctx.seed, runtime=ctx.runtime, progress=ctx.progress, run_dir=ctx.run_dir
+        ctx.store_url, params, ctx.seed, runtime=runtime, progress=ctx.progress, run_dir=ctx.run_dir
     )
 
 

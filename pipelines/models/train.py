@@ -27,6 +27,7 @@ from pipelines.models.architectures import build_model, gene_order
 from pipelines.models.data import Split, standardization_stats, upsampled_epoch
 from pipelines.models.metrics import classification_metrics
 from pipelines.models.persist import state_bytes
+from pipelines.params import cli
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,13 @@ class TrainParams(BaseModel):
     lr: float | None = Field(None, gt=0, description="Adam learning rate; None = 1e-3 (MLP) / 6e-4 (CNN)")
     weight_decay: float = Field(1e-3, ge=0.0)
     batch_size: int = Field(256, ge=2)
-    max_epochs: int = Field(100, ge=1)
-    early_stopping: int = Field(10, ge=1, description="epochs without validation-loss improvement")
+    max_epochs: int = Field(100, ge=1, description="Maximum epochs.", json_schema_extra=cli("--epochs"))
+    early_stopping: int = Field(
+        10,
+        ge=1,
+        description="Early-stopping patience: epochs without validation-loss improvement.",
+        json_schema_extra=cli("--patience"),
+    )
     lr_factor: float = Field(0.25, gt=0.0, lt=1.0, description="ReduceLROnPlateau factor")
     lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (epochs)")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)

@@ -11,7 +11,8 @@ Config example::
     n_classes = 4
 
 Options that the chosen simulator does not use are errors. The store is ``run.store``; a rerun
-(changed parameters) replaces it. The seed defaults to the run's seed.
+(changed parameters) replaces it. The seed defaults to the run's seed (0 from the CLI).
+``gexplain simulate <simulator>`` is generated from :class:`SimulateParams`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from pipelines.params import StageParams, cli
 from pipelines.simulate.cohort import simulate_cohort
 from pipelines.simulate.lda import simulate_lda
 from pipelines.simulate.sabbatini import simulate_sabbatini
-from pipelines.stages import Stage, StageContext, StageParams
+from pipelines.stages import Stage, StageContext
 
 USES: dict[str, set[str]] = {
     "cohort": {"n_samples", "n_genes", "n_classes", "n_program_genes", "n_xor_pairs", "n_circle_pairs"},
@@ -37,17 +39,37 @@ class SimulateParams(StageParams):
     """Parameters of the ``simulate`` stage."""
 
     simulator: Literal["cohort", "sabbatini", "lda"] = Field("cohort", description="Which simulator.")
-    n_samples: int = Field(600, ge=1, description="Samples (cohort, lda).")
-    n_genes: int = Field(2000, ge=1, description="Genes (cohort, lda).")
-    n_classes: int = Field(4, ge=1, description="Tissue classes (cohort, lda).")
-    n_program_genes: int = Field(40, ge=0, description="Genes up in each class (cohort).")
-    n_xor_pairs: int = Field(4, ge=0, description="XOR gene pairs per class (cohort).")
-    n_circle_pairs: int = Field(4, ge=0, description="Ring/cross gene pairs per class (cohort).")
-    n_programs: int = Field(8, ge=2, description="Topics: one per class plus shared ones (lda).")
+    n_samples: int = Field(
+        600, ge=1, description="Samples (cohort, lda).", json_schema_extra=cli("--samples")
+    )
+    n_genes: int = Field(2000, ge=1, description="Genes (cohort, lda).", json_schema_extra=cli("--genes"))
+    n_classes: int = Field(
+        4, ge=1, description="Tissue classes (cohort, lda).", json_schema_extra=cli("--classes")
+    )
+    n_program_genes: int = Field(
+        40, ge=0, description="Genes up in each class (cohort).", json_schema_extra=cli("--program-genes")
+    )
+    n_xor_pairs: int = Field(
+        4, ge=0, description="XOR gene pairs per class (cohort).", json_schema_extra=cli("--xor-pairs")
+    )
+    n_circle_pairs: int = Field(
+        4,
+        ge=0,
+        description="Ring/cross gene pairs per class (cohort).",
+        json_schema_extra=cli("--circle-pairs"),
+    )
+    n_programs: int = Field(
+        8,
+        ge=2,
+        description="Topics: one per class plus shared ones (lda).",
+        json_schema_extra=cli("--programs"),
+    )
     count_model: Literal["multinomial", "nb"] = Field("multinomial", description="Count model (lda).")
     dataset: Literal["A", "B", "C", "D"] = Field("B", description="Sabbatini dataset (sabbatini).")
     n_per_group: int = Field(1000, ge=1, description="Samples per group (sabbatini).")
-    seed: int | None = Field(None, ge=0, description="Seed; default the run's seed.")
+    seed: int | None = Field(
+        None, ge=0, description="Seed of every draw (default: the run's seed; 0 from the CLI)."
+    )
     chunk_samples: int | None = Field(None, ge=1, description="Stored chunk length along samples.")
     chunk_genes: int | None = Field(None, ge=1, description="Stored chunk length along genes.")
 
@@ -72,7 +94,7 @@ def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
         "seed": seed,
         "chunks": chunks or None,
         "progress": ctx.progress,
-        "overwrite": True,
+        "overwrite": ctx.overwrite,
     }
     with ctx.runtime.dask_scheduler():
         if params.simulator == "cohort":
