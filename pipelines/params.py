@@ -70,7 +70,10 @@ class StageParams(BaseModel):
         for field in NAME_FIELDS:
             value = getattr(self, field, None) if field in type(self).model_fields else None
             if isinstance(value, str) and value:
-                _name(value)
+                try:
+                    _name(value)
+                except ValueError as exc:
+                    raise ValueError(f"{field} ({flag(field)} {value!r}): {exc}") from None
         return self
 
 

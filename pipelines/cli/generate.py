@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
+import tempfile
 import types
 import typing
 from collections.abc import Callable
@@ -319,17 +319,24 @@ def cluster_options(
         raise InputError(f"runtime options: {exc}") from None
 
 
-def check_writable(path: str, option: str) -> None:
-    """Refuse (exit 2) a local output whose nearest existing folder cannot be written to."""
-    if not is_local(path):
+def check_writable(path: str | Path, option: str) -> None:
+    """Refuse (exit 2, before any work) a local output whose nearest existing folder cannot be written.
+
+    The folder is probed by creating (and removing) a temporary file in it, so read-only file
+    systems and missing permissions are both found, whoever runs the command.
+    """
+    if not is_local(str(path)):
         return
     parent = Path(path).absolute()
-    while not parent.exists() and parent != parent.parent:
+    while not parent.is_dir() and parent != parent.parent:
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
         raise InputError(
-            f"{option} {path}: cannot write in {parent} (permission denied); choose a writable folder"
-        )
+            f"{option} {path}: cannot write in {parent} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
 
 
 def run_stage(

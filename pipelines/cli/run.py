@@ -9,7 +9,7 @@ from typing import Any
 import click
 import typer
 
-from pipelines.cli.generate import RUNTIME, cluster_options, option_parameters
+from pipelines.cli.generate import RUNTIME, check_writable, cluster_options, option_parameters
 from pipelines.config import parse_config
 from pipelines.runner import run_config
 
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         ctx: click.Context = values.pop("ctx")
         cfg = parse_config(values["config"])
         cfg.cluster = cluster_options(values, ctx, base=cfg.cluster)
+        check_writable(cfg.run_dir, f"{cfg.path}: run.out")
         result = run_config(cfg, force=values["force"])
         typer.echo(f"run folder: {cfg.run_dir}")
         typer.echo(f"manifest:   {cfg.run_dir / 'manifest.json'}")
