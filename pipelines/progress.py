@@ -1,4 +1,14 @@
-"""Progress reporting: rich bars on a terminal, periodic log lines in batch jobs."""
+"""Progress reporting, the one mechanism every stage uses.
+
+A stage receives a :class:`Progress` (``StageContext.progress``), opens a :meth:`Progress.task` per
+piece of work and calls :meth:`Task.advance` (items finished) or :meth:`Task.report` (absolute
+``done, total``: the callback that storage-level code, which cannot import pipelines, is given).
+Library functions default to :data:`SILENT`.
+
+One default, ``Progress()``: live bars when stderr is a terminal, quiet otherwise (status lines from
+:meth:`Progress.print` still appear). ``Progress(enabled=True)`` asks for a log line every
+``log_every`` seconds in batch jobs; ``Progress(enabled=False)`` prints nothing.
+"""
 
 from __future__ import annotations
 
@@ -40,21 +50,24 @@ class Task:
 
 
 class Progress:
-    """Progress bars (interactive) or one log line every ``log_every`` seconds (batch).
+    """Progress bars on a terminal; quiet, or one log line every ``log_every`` seconds, otherwise.
 
     Parameters
     ----------
     enabled
-        False silences all output (tests, library use).
+        ``None`` (default): bars on a terminal, no task output otherwise. ``True``: bars on a
+        terminal, log lines otherwise. ``False``: nothing at all (tests, library use).
     log_every
-        Seconds between log lines when stderr is not a terminal.
+        Seconds between log lines when ``enabled=True`` and stderr is not a terminal.
     """
 
-    def __init__(self, *, enabled: bool = True, log_every: float = 30.0) -> None:
-        self.enabled = enabled
+    def __init__(self, *, enabled: bool | None = None, log_every: float = 30.0) -> None:
+        tty = sys.stderr.isatty()
+        self.enabled = enabled is not False
+        self.log_tasks = enabled is True and not tty
         self.log_every = log_every
         self.console = Console(stderr=True)
-        self.interactive = enabled and sys.stderr.isatty()
+        self.interactive = self.enabled and tty
         self._rich: RichProgress | None = None
 
     @contextlib.contextmanager
@@ -80,15 +93,15 @@ class Progress:
         finally:
             if self._rich is not None and task._id is not None:
                 self._rich.update(task._id, completed=task.done)
-            if self.enabled and not self.interactive:
+            if self.log_tasks:
                 log.info("%s: done %s in %.1f s", description, _fmt(task), time.monotonic() - start)
 
     def _update(self, task: Task) -> None:
         if not self.enabled:
             return
         if self._rich is not None and task._id is not None:
-            self._rich.update(task._id, completed=task.done)
-        elif time.monotonic() - task._last_log >= self.log_every:
+            self._rich.update(task._id, completed=task.done, total=task.total)
+        elif self.log_tasks and time.monotonic() - task._last_log >= self.log_every:
             task._last_log = time.monotonic()
             log.info("%s: %s", task.description, _fmt(task))
 

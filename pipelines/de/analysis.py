@@ -19,7 +19,7 @@ from pipelines.de.blockwise import check_layer
 from pipelines.de.mannwhitney import run_mannwhitney
 from pipelines.de.presets import get_preset, with_calls
 from pipelines.de.welch import run_welch
-from pipelines.progress import Progress
+from pipelines.progress import SILENT, Progress
 from storage.errors import InputError
 from storage.schema import SAMPLE
 
@@ -175,7 +175,7 @@ def _run_deseq2(ds: xr.Dataset, req: DeTest, contrast: cx.Contrast, progress: Pr
 
 def execute(ds: xr.Dataset, checked: Plan, *, progress: Progress | None = None) -> dict[str, xr.Dataset]:
     """Run a checked request; return one result Dataset per contrast, keyed by contrast name."""
-    progress = progress or Progress(enabled=False)
+    progress = progress or SILENT
     req = checked.request
     out: dict[str, xr.Dataset] = {}
     for contrast in checked.contrasts:

@@ -20,7 +20,7 @@ import xarray as xr
 
 from pipelines.normalize.size_factors import median_of_ratios
 from pipelines.normalize.transforms import cpm, normalized_counts, tpm
-from pipelines.progress import Progress
+from pipelines.progress import SILENT, Progress
 from storage.errors import InputError
 
 LAYERS = ("counts", "cpm", "tpm", "norm_counts", "log_expr")
@@ -141,7 +141,7 @@ def map_gene_blocks(
     def one(block: np.ndarray) -> np.ndarray:
         return func(np.asarray(block, dtype=np.float64))
 
-    progress = progress or Progress(enabled=False)
+    progress = progress or SILENT
     with progress.task(description, total=len(starts)) as task, ThreadPoolExecutor(batch) as pool:
         for first in range(0, len(starts), batch):
             chunk = starts[first : first + batch]

@@ -44,7 +44,7 @@ from pipelines.evaluate.inputs import (
 from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
 from pipelines.evaluate.tables import write_table
 from pipelines.labels import labelled_samples
-from pipelines.progress import Progress
+from pipelines.progress import SILENT, Progress
 from storage.checkpoints import list_model_sets
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE
@@ -372,7 +372,7 @@ def evaluate_store(
     EvaluateOutput
         Tables by name and their store groups (``evaluate/<name>/<table>``).
     """
-    progress = progress or Progress()
+    progress = progress or SILENT
     ds = open_store(store_url)
     label = label_column(ds, opts.label)
     runs = explain_runs(store_url, list(opts.explain_runs) or None)

@@ -251,7 +251,7 @@ def load_models(
                 raise InputError(
                     f"model set '{model_set}' replicate {replicate} needs {lacking.size} genes the given gene list "
                     f"lacks (e.g. {', '.join(lacking[:5])}); pass fill=<value> or fill='mean' "
-                    "(CLI: --fill) to feed a constant for them, or use a store with those genes"
+                    "to feed a constant for them, or use a store with those genes"
                 )
             fill_values = None
             if lacking.size:

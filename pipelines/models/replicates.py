@@ -22,7 +22,7 @@ from cluster.resources import gpu_fraction
 from pipelines.models.data import Split, TrainingData
 from pipelines.models.persist import save_model
 from pipelines.models.train import TrainParams, TrainResult, jittered, train_model
-from pipelines.progress import Progress, Task
+from pipelines.progress import SILENT, Progress, Task
 from storage.checkpoints import delete_model_set, list_checkpoints
 from storage.errors import InputError
 
@@ -85,7 +85,7 @@ def run_jobs(
     max_parallel
         At most this many tasks in flight (``None`` = all; Ray still queues them by resources).
     """
-    progress = progress or Progress(enabled=False)
+    progress = progress or SILENT
     with progress.task("training models", total=len(jobs)) as task:
         if not use_ray:
             out = []

@@ -31,7 +31,6 @@ def run(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
         top_n=params.top_n,
         max_plots=params.max_plots,
     )
-    ctx.progress.print(f"report: {path}")
     return {"report": str(path), "tables": str(path.with_name(path.stem + "_tables"))}
 
 

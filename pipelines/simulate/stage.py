@@ -17,6 +17,7 @@ Options that the chosen simulator does not use are errors. The store is ``run.st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -27,12 +28,18 @@ from pipelines.simulate.lda import simulate_lda
 from pipelines.simulate.sabbatini import simulate_sabbatini
 from pipelines.stages import Stage, StageContext
 
+# the options each simulator takes: field names equal the simulator's keyword names
 USES: dict[str, set[str]] = {
     "cohort": {"n_samples", "n_genes", "n_classes", "n_program_genes", "n_xor_pairs", "n_circle_pairs"},
     "sabbatini": {"dataset", "n_per_group"},
     "lda": {"n_samples", "n_genes", "n_classes", "n_programs", "count_model"},
 }
 COMMON = {"simulator", "seed", "chunk_samples", "chunk_genes"}
+SIMULATORS: dict[str, Callable[..., str]] = {
+    "cohort": simulate_cohort,
+    "sabbatini": simulate_sabbatini,
+    "lda": simulate_lda,
+}
 
 
 class SimulateParams(StageParams):
@@ -96,32 +103,10 @@ def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
         "progress": ctx.progress,
         "overwrite": ctx.overwrite,
     }
+    simulate = SIMULATORS[params.simulator]
+    options = params.model_dump(include=USES[params.simulator])  # field names = keyword names
     with ctx.runtime.dask_scheduler():
-        if params.simulator == "cohort":
-            url = simulate_cohort(
-                ctx.store_url,
-                n_samples=params.n_samples,
-                n_genes=params.n_genes,
-                n_classes=params.n_classes,
-                n_program_genes=params.n_program_genes,
-                n_xor_pairs=params.n_xor_pairs,
-                n_circle_pairs=params.n_circle_pairs,
-                **common,
-            )
-        elif params.simulator == "sabbatini":
-            url = simulate_sabbatini(
-                ctx.store_url, dataset=params.dataset, n_per_group=params.n_per_group, **common
-            )
-        else:
-            url = simulate_lda(
-                ctx.store_url,
-                n_samples=params.n_samples,
-                n_genes=params.n_genes,
-                n_classes=params.n_classes,
-                n_programs=params.n_programs,
-                count_model=params.count_model,
-                **common,
-            )
+        url = simulate(ctx.store_url, **options, **common)
     return {"store": url, "simulator": params.simulator, "seed": seed}
 
 
