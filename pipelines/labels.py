@@ -25,7 +25,7 @@ UnlabelledPolicy = Literal["exclude", "error"]
 MISSING_LABELS = ("", "nan", "NaN", "None", "NA", "<NA>")
 
 
-def resolve_label(ds: xr.Dataset, label: str) -> str:
+def resolve_label(ds: xr.Dataset, label: str | None, option: str = "option --label") -> str:
     """Return the store variable of a label column (``tissue`` and ``sample_tissue`` both work).
 
     Parameters
@@ -33,20 +33,24 @@ def resolve_label(ds: xr.Dataset, label: str) -> str:
     ds
         The expression store.
     label
-        Column name as the user gave it, with or without the ``sample_`` prefix.
+        Column name as the user gave it, with or without the ``sample_`` prefix; empty or None
+        means the store's ``label_column`` attribute (``sample_tissue`` when it has none).
+    option
+        What named the column, for the message (``"option --label"``).
 
     Raises
     ------
     InputError
         When no such per-sample column exists (the message lists the ones that do).
     """
+    label = label or str(ds.attrs.get("label_column") or "sample_tissue")
     candidates = [label] if label.startswith("sample_") else [label, f"sample_{label}"]
     for name in candidates:
         if name in ds.data_vars and ds[name].dims == (SAMPLE,):
             return name
     known = sorted(str(n) for n in ds.data_vars if ds[n].dims == (SAMPLE,) and str(n).startswith("sample_"))
     raise InputError(
-        f"label column '{label}' is not in the store; option --label must be one of: {', '.join(known) or 'none'}"
+        f"label column '{label}' is not in the store; {option} must be one of: {', '.join(known) or 'none'}"
     )
 
 

@@ -66,6 +66,8 @@ class CliField:
         For ``tuple`` fields: the nested model's field names, in order.
     width
         Values per occurrence of a ``tuples`` option (``--contrast COLUMN TEST REF``: 3).
+    choices
+        The allowed values (shown in the help; the model checks them).
     """
 
     path: tuple[str | int, ...]
@@ -79,6 +81,7 @@ class CliField:
     presets: dict[str, Any] = field(default_factory=dict)
     names: tuple[str, ...] = ()
     width: int = 1
+    choices: tuple[Any, ...] = ()
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -99,9 +102,8 @@ def _choices(tp: Any) -> list[Any]:
     return list(typing.get_args(tp)) if typing.get_origin(tp) is Literal else []
 
 
-def _help(description: str | None, tp: Any) -> str:
+def _help(description: str | None, choices: tuple[Any, ...]) -> str:
     text = description or ""
-    choices = _choices(tp)
     if choices:
         text += f" One of: {', '.join(map(str, choices))}."
     return text.strip()
@@ -152,6 +154,7 @@ def _fields(
             kind, annotation = "list", Optional[list[str]]  # noqa: UP045
         else:
             kind, annotation = "json", str
+        choices = tuple(_choices(tp) or (_choices(args[0]) if kind == "list" and args else ()))
         default = info.get_default(call_default_factory=True)
         if optional_parent and default is PydanticUndefined:
             default, optional = None, True  # required only once the optional parent is given
@@ -165,11 +168,12 @@ def _fields(
                 kind=kind,
                 annotation=annotation,
                 default=default,
-                help=_help(info.description, tp),
+                help=_help(info.description, choices),
                 argument=bool(extra.get("cli_argument")),
                 presets=dict(extra.get("cli_presets", {})),
                 names=tuple(tp.model_fields) if kind == "tuple" else (),
                 width=width,
+                choices=choices,
             )
         )
     return out
@@ -185,18 +189,32 @@ def _shown_default(f: CliField) -> Any:
     return f.default
 
 
+def _metavar(f: CliField) -> str | None:
+    if f.kind == "tuple":
+        return " ".join(n.upper() for n in f.names)
+    if f.kind == "tuples":
+        return " ".join(["TEXT"] * f.width)
+    if f.choices:
+        return "|".join(map(str, f.choices)) + ("[,...]" if f.kind == "list" else "")
+    if f.kind == "list":
+        return "TEXT[,TEXT...]"
+    return None
+
+
 def option_parameters(fields: list[CliField]) -> list[inspect.Parameter]:
     """The typer parameters of ``fields`` (plus one boolean flag per preset)."""
     params = []
     for f in fields:
         default = _shown_default(f)
         if f.argument:
-            spec: Any = typer.Argument(default, help=f.help, show_default=default is not ...)
+            spec: Any = typer.Argument(default, help=f.help, show_default=default is not ..., metavar="PATH...")
         elif f.kind == "bool":
             decls = [f"{f.flags[0]}/--no-{f.flags[0][2:]}", *f.flags[1:]]
             spec = typer.Option(default, *decls, help=f.help)
         else:
-            spec = typer.Option(default, *f.flags, help=f.help, show_default=default not in (None, ...))
+            spec = typer.Option(
+                default, *f.flags, help=f.help, show_default=default not in (None, ...), metavar=_metavar(f)
+            )
         params.append(
             inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=spec, annotation=f.annotation)
         )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pipelines.labels import UnlabelledPolicy, labelled_samples
+from pipelines.labels import UnlabelledPolicy, labelled_samples, resolve_label
 from storage.errors import InputError
 
 MIN_GROUP = 2
@@ -67,19 +67,14 @@ def safe_name(text: str) -> str:
 def column_name(ds: xr.Dataset, column: str) -> str:
     """Resolve ``column`` (with or without ``sample_``) to a store variable along ``sample``.
 
+    The one label-column rule (:func:`pipelines.labels.resolve_label`).
+
     Raises
     ------
     InputError
         When no such sample column exists (lists those that do).
     """
-    for name in (f"sample_{column}", column):
-        if name.startswith("sample_") and name in ds and ds[name].dims == ("sample",):
-            return name
-    have = sorted(str(n) for n in ds.variables if str(n).startswith("sample_") and ds[n].dims == ("sample",))
-    raise InputError(
-        f"unknown sample column '{column}'; columns present: {', '.join(have) or 'none'} "
-        "(name one of them, with or without the 'sample_' prefix)"
-    )
+    return resolve_label(ds, column, option="a contrast column")
 
 
 def levels(ds: xr.Dataset, column: str, unlabelled: UnlabelledPolicy = "exclude") -> np.ndarray:

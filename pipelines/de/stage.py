@@ -39,6 +39,7 @@ from pipelines.de.analysis import execute, plan
 from pipelines.de.output import check_table_path, export_table, result_group, save_result
 from pipelines.de.volcano import volcano_png
 from pipelines.labels import UnlabelledPolicy
+from pipelines.normalize.size_factors import SizeFactorMethod
 from pipelines.params import StageParams, cli
 from pipelines.stages import Stage, StageContext
 from storage.store import open_store
@@ -81,7 +82,7 @@ class DeTest(StageParams):
     layer: str | None = Field(None, description="Layer for mannwhitney/welch (default cpm / log_expr).")
     preset: str | None = Field(None, description="Significance call rule, e.g. 'zhao' (FDR<=0.001, FC>=3).")
     alpha: float = Field(0.05, gt=0, lt=1, description="FDR threshold (deseq2 filtering, volcano, counts).")
-    size_factors: Literal["ratio", "poscounts"] = Field("ratio", description="deseq2 size factors.")
+    size_factors: SizeFactorMethod = Field("ratio", description="deseq2 size factors (median of ratios).")
     gene_block: int = Field(2048, ge=1, description="Genes per block (bounds memory).")
     unlabelled: UnlabelledPolicy = Field(
         "exclude", description="Samples without a level in a contrast column: left out, or an error."

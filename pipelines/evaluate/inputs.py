@@ -23,7 +23,7 @@ def label_column(ds: xr.Dataset, label: str = "") -> str:
     InputError
         When the column does not exist (lists the ones that do).
     """
-    return resolve_label(ds, label or str(ds.attrs.get("label_column", "sample_tissue")))
+    return resolve_label(ds, label)
 
 
 def explainers_of(result: xr.Dataset) -> list[str]:

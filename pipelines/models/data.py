@@ -118,7 +118,7 @@ def _check_finite(block: np.ndarray, samples: np.ndarray, genes: np.ndarray, lay
 
 def read_training_data(
     source: str | xr.Dataset,
-    label: str,
+    label: str | None,
     layer: str = "log_expr",
     *,
     sample_block: int | None = None,
@@ -131,7 +131,8 @@ def read_training_data(
     source
         Store path/URL or an opened Dataset (dims ``sample``, ``gene``).
     label
-        Label column, e.g. ``"sample_tissue"`` (``"tissue"`` also works).
+        Label column, e.g. ``"sample_tissue"`` (``"tissue"`` also works); None = the store's
+        ``label_column`` (:func:`pipelines.labels.resolve_label`).
     layer
         (sample, gene) layer to train on.
     sample_block

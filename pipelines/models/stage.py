@@ -119,8 +119,7 @@ def run_training(
     """
     seed = params.seed if params.seed is not None else seed
     ds = open_store(store_url)
-    label = params.label or ds.attrs.get("label_column") or "sample_tissue"
-    data = read_training_data(ds, label, params.layer, unlabelled=params.unlabelled)
+    data = read_training_data(ds, params.label, params.layer, unlabelled=params.unlabelled)
     positions = _gene_positions(store_url, data) if params.gene_order == "position" else None
     if params.arch == "cnn" and params.gene_order == "position" and positions is None:
         raise InputError(

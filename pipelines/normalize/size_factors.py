@@ -13,6 +13,7 @@ bounded by ``block_bytes``, never by the number of samples.
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
 import dask.array as da
@@ -77,7 +78,14 @@ def log_geometric_means(counts: np.ndarray | da.Array, *, method: SizeFactorMeth
             sums = logs.sum(axis=0)
             any_pos = (pos > 0).any(axis=0)
         return np.where(any_pos, np.asarray(sums) / n_samples, -np.inf)
-    raise InputError(f"unknown size-factor method '{method}'; use 'ratio' or 'poscounts'")
+    check_method(method)
+    raise AssertionError("unreachable")
+
+
+def check_method(method: str) -> None:
+    """The one check of a size-factor method name (library callers; stages are checked by their model)."""
+    if method not in typing.get_args(SizeFactorMethod):
+        raise InputError(f"unknown size-factor method '{method}'; use 'ratio' or 'poscounts'")
 
 
 def _rows_per_block(n_genes: int, block_bytes: int) -> int:
@@ -118,8 +126,7 @@ def median_of_ratios(
         For an unknown ``method``, negative counts, or (``"ratio"``) when every gene has a zero
         in some sample (the fix: use ``"poscounts"``).
     """
-    if method not in ("ratio", "poscounts"):
-        raise InputError(f"unknown size-factor method '{method}'; use 'ratio' or 'poscounts'")
+    check_method(method)
     arr = _as_array(counts)
     if arr.ndim != 2:
         raise InputError(f"counts must be a (sample, gene) matrix, got shape {arr.shape}")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipelines.normalize.size_factors import median_of_ratios
 from pipelines.normalize.transforms import cpm, log2p1, normalized_counts, tpm
@@ -40,27 +40,25 @@ class NormalizeParams(StageParams):
         "none", description="Write log_expr = log2(<layer> + 1) of this layer ('none': leave log_expr)."
     )
 
+    @model_validator(mode="after")
+    def _norm_counts_need_size_factors(self) -> NormalizeParams:
+        if self.size_factors == "none" and "norm_counts" in (*self.layers, self.log):
+            raise ValueError(
+                "layer 'norm_counts' needs size factors; set size_factors to 'ratio' or 'poscounts'"
+            )
+        return self
 
-def normalize_dataset(
-    ds: xr.Dataset,
-    *,
-    size_factors: str = "ratio",
-    layers: list[str] | tuple[str, ...] = ("cpm",),
-    log: str = "none",
-) -> xr.Dataset:
+
+def normalize_dataset(ds: xr.Dataset, params: NormalizeParams) -> xr.Dataset:
     """Compute normalized layers of a store's counts (lazily when the counts are dask-backed).
 
     Parameters
     ----------
     ds
         A store Dataset with ``counts`` (sample, gene) and, for TPM, ``gene_length`` (gene,) in bp.
-    size_factors
-        ``"ratio"`` or ``"poscounts"`` (DESeq2 median of ratios, computed now: two streamed
-        passes) or ``"none"``.
-    layers
-        Any of ``"cpm"``, ``"tpm"``, ``"norm_counts"`` (the last needs size factors).
-    log
-        Layer whose ``log2(x + 1)`` becomes ``log_expr``, or ``"none"``.
+    params
+        Which size factors (DESeq2 median of ratios, computed now: two streamed passes), layers
+        and log layer (checked by the model).
 
     Returns
     -------
@@ -71,23 +69,17 @@ def normalize_dataset(
     Raises
     ------
     InputError
-        Missing counts, unknown layer names, ``norm_counts`` without size factors, TPM without
-        gene lengths.
+        Missing counts, TPM without gene lengths.
     """
     if "counts" not in ds:
         raise InputError("the store has no 'counts' layer; normalization needs raw read counts")
-    known = ("cpm", "tpm", "norm_counts")
-    for name in [*layers, log]:
-        if name not in (*known, "none"):
-            raise InputError(f"unknown layer '{name}'; choose from {', '.join(known)}")
+    size_factors, layers, log = params.size_factors, params.layers, params.log
     wanted = list(dict.fromkeys([*layers, *([log] if log != "none" else [])]))
-    if "norm_counts" in wanted and size_factors == "none":
-        raise InputError("layer 'norm_counts' needs size factors; set size_factors to 'ratio' or 'poscounts'")
     counts = ds["counts"]
     out: dict[str, xr.DataArray] = {}
     sf: np.ndarray | None = None
     if size_factors != "none":
-        sf = median_of_ratios(counts.data, method=size_factors)  # type: ignore[arg-type]
+        sf = median_of_ratios(counts.data, method=size_factors)
         out["size_factors"] = xr.DataArray(sf, dims=(SAMPLE,), attrs={"method": size_factors})
     computed: dict[str, xr.DataArray] = {}
     for name in wanted:
@@ -110,7 +102,7 @@ def run(ctx: StageContext, params: NormalizeParams) -> dict[str, Any]:
     """Normalize the run's store and add the new variables to it."""
     ds = open_store(ctx.store_url)
     with ctx.progress.task("normalize: size factors and layer graph", total=None):
-        new = normalize_dataset(ds, size_factors=params.size_factors, layers=params.layers, log=params.log)
+        new = normalize_dataset(ds, params)
     with ctx.progress.task("normalize: write layers", total=None):
         names = add_variables(ctx.store_url, new)
     outputs: dict[str, Any] = {"variables": names}

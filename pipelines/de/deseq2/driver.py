@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from pipelines.de.deseq2 import cooks, dispersion, filtering, irls, wald
 from pipelines.de.deseq2.design import Design, build_design, check_contrast
-from pipelines.normalize.size_factors import median_of_ratios
+from pipelines.normalize.size_factors import check_method, median_of_ratios
 from storage.errors import InputError
 
 RESULT_VARS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
@@ -329,8 +329,7 @@ def run_deseq2(
         )
     if not contrasts:
         raise InputError("no contrast given; pass at least one [factor, test_level, ref_level]")
-    if size_factors not in ("ratio", "poscounts"):
-        raise InputError(f"size_factors='{size_factors}' is not supported; use 'ratio' or 'poscounts'")
+    check_method(size_factors)
     if gene_block < 1:
         raise InputError(f"gene_block={gene_block} must be a positive number of genes")
     if not 0 < alpha < 1:
