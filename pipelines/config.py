@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.params import Name, StageParams, cli, format_error
+from pipelines.params import Name, StageParams, StoreUrl, cli, format_error
 from pipelines.stages import get_stage
 from storage.errors import InputError
 from storage.paths import is_local
@@ -46,7 +46,7 @@ class RunSection(_Strict):
 
     name: Name = Field(description="Run name, used in result names.")
     out: str = Field(description="Run folder (manifest, tables, plots).")
-    store: str = Field(description="Expression store: relative to the run folder, absolute, or a URL.")
+    store: StoreUrl = Field(description="Expression store: relative to the run folder, absolute, or a URL.")
     seed: int = Field(0, description="Seed of every random draw of the run.")
 
 

@@ -8,14 +8,17 @@ command of the stage is generated from it (:mod:`pipelines.cli.generate`): the f
 
 One validator per concept lives here or is called from here: user-given names
 (:func:`storage.names.validate_name`, applied to every :data:`Name` field and to every field
-called ``name``, ``model_set`` or ``evaluation``), and :func:`format_errors`, the one wording of a bad value that
-the config and the CLI both print.
+called ``name``, ``model_set`` or ``evaluation``), store locations (:func:`check_store_url`), and
+:func:`format_errors`, the one wording of a bad value that the config and the CLI both print.
+Cluster addresses: :func:`pipelines.config.route_cluster_address`; label columns and unlabelled
+samples: :mod:`pipelines.labels`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fsspec.registry import known_implementations
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from storage.errors import InputError
@@ -33,6 +36,49 @@ def _name(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_name)]
 """A user-given name (result, model set, evaluation, run, stage): :data:`storage.names.NAME_RULE`."""
+
+
+def check_store_url(url: str, what: str = "store") -> str:
+    """The one check of a store location: a local path, or a URL whose scheme fsspec knows.
+
+    Parameters
+    ----------
+    url
+        Path or URL (``memory://``, ``s3://``, ``gs://``, ...).
+    what
+        Where it came from, for the message (``--out``, ``run.store``).
+
+    Raises
+    ------
+    InputError
+        For an empty location, an unknown scheme or a URL without a path.
+    """
+    text = str(url).strip()
+    if not text:
+        raise InputError(f"{what}: empty; give a path or a URL such as s3://bucket/cohort.zarr")
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme not in known_implementations:
+            raise InputError(
+                f"{what} {url!r}: unknown URL scheme '{scheme}://'; use a path or an fsspec URL "
+                "(memory://, s3://, gs://, ...)"
+            )
+        if not rest.strip("/"):
+            raise InputError(
+                f"{what} {url!r}: no path after '{scheme}://'; e.g. {scheme}://bucket/cohort.zarr"
+            )
+    return text
+
+
+def _store_url(value: str) -> str:
+    try:
+        return check_store_url(value, "")
+    except InputError as exc:
+        raise ValueError(str(exc).strip()) from None
+
+
+StoreUrl = Annotated[str, AfterValidator(_store_url)]
+"""A store location (:func:`check_store_url`)."""
 
 
 def cli(*aliases: str, argument: bool = False, presets: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -345,3 +345,29 @@ def test_messages_name_only_flags_that_exist() -> None:
                 if found not in flags:
                     unknown.append(f"{rel}:{number}: {found}")
     assert not unknown, unknown
+
+
+@pytest.mark.parametrize("store", ["foo://bucket/x.zarr", "s3://", ""])
+def test_store_locations_follow_one_rule(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["normalize", store]) == 2
+    assert main(["simulate", "cohort", "--out", store, "--samples", "10"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "STORE" in err and "--out" in err
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[run]\nname = "t"\nout = "o"\nstore = "{store}"\n')
+    with pytest.raises(InputError, match="run.store"):
+        parse_config(cfg)
+
+
+def test_runtime_options_override_the_config_cluster_section() -> None:
+    from pipelines.config import ClusterSection
+
+    base = ClusterSection(address="auto", num_cpus=2)
+    dask = base.override({"address": "tcp://sched:8786"})  # --cluster tcp://...: only Dask changes
+    assert (dask.address, dask.dask_address, dask.num_cpus) == ("auto", "tcp://sched:8786", 2)
+    local = base.override({"address": "local", "num_gpus": 1})
+    assert (local.address, local.num_gpus) == ("", 1)
+    with pytest.raises(InputError, match="--cluster 'head'"):
+        base.override({"address": "head"})

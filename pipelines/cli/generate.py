@@ -29,7 +29,7 @@ from typer.core import TyperCommand
 
 from cluster.runtime import start_runtime
 from pipelines.config import ClusterSection
-from pipelines.params import StageParams, flag, validate_params
+from pipelines.params import StageParams, check_store_url, flag, validate_params
 from pipelines.progress import Progress
 from pipelines.stages import StageContext, get_stage
 from storage.errors import InputError
@@ -207,7 +207,9 @@ def option_parameters(fields: list[CliField]) -> list[inspect.Parameter]:
     for f in fields:
         default = _shown_default(f)
         if f.argument:
-            spec: Any = typer.Argument(default, help=f.help, show_default=default is not ..., metavar="PATH...")
+            spec: Any = typer.Argument(
+                default, help=f.help, show_default=default is not ..., metavar="PATH..."
+            )
         elif f.kind == "bool":
             decls = [f"{f.flags[0]}/--no-{f.flags[0][2:]}", *f.flags[1:]]
             spec = typer.Option(default, *decls, help=f.help)
@@ -483,7 +485,9 @@ def stage_command(
         raw = {**collect(fields, values, ctx), **(fixed or {})}
         params = validate_params(stage.params, raw, what)
         cluster = cluster_options(values, ctx)
-        store = values["out"] if creates_store else values["store"]
+        store = check_store_url(
+            values["out"] if creates_store else values["store"], "--out" if creates_store else "STORE"
+        )
         if creates_store:
             check_writable(store, "--out")
         outputs = run_stage(
