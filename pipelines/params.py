@@ -16,6 +16,7 @@ samples: :mod:`pipelines.labels`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fsspec.registry import known_implementations
@@ -27,13 +28,19 @@ from storage.names import validate_name
 NAME_FIELDS = ("name", "model_set", "evaluation")
 
 
-def _name(value: str) -> str:
-    try:
-        return validate_name(value, "")
-    except InputError as exc:
-        raise ValueError(str(exc).strip()) from None
+def field_check(check: Callable[[str, str], str]) -> Callable[[str], str]:
+    """A pydantic field validator from a ``check(value, what)`` that raises :class:`InputError`."""
+
+    def validate(value: str) -> str:
+        try:
+            return check(value, "")
+        except InputError as exc:
+            raise ValueError(str(exc).strip()) from None
+
+    return validate
 
 
+_name = field_check(validate_name)
 Name = Annotated[str, AfterValidator(_name)]
 """A user-given name (result, model set, evaluation, run, stage): :data:`storage.names.NAME_RULE`."""
 
@@ -70,14 +77,7 @@ def check_store_url(url: str, what: str = "store") -> str:
     return text
 
 
-def _store_url(value: str) -> str:
-    try:
-        return check_store_url(value, "")
-    except InputError as exc:
-        raise ValueError(str(exc).strip()) from None
-
-
-StoreUrl = Annotated[str, AfterValidator(_store_url)]
+StoreUrl = Annotated[str, AfterValidator(field_check(check_store_url))]
 """A store location (:func:`check_store_url`)."""
 
 
