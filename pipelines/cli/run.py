@@ -6,10 +6,10 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 
-from pipelines.cli.generate import RUNTIME, check_writable, cluster_options, option_parameters
+from pipelines.cli.generate import RUNTIME, check_writable, cluster_options
+from pipelines.cli.options import option_parameters
 from pipelines.config import parse_config
 from pipelines.runner import run_config
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``run`` command to ``app``."""
 
     def run(**values: Any) -> None:
-        ctx: click.Context = values.pop("ctx")
+        ctx: typer.Context = values.pop("ctx")
         cfg = parse_config(values["config"])
         cfg.cluster = cluster_options(values, ctx, base=cfg.cluster)
         check_writable(cfg.run_dir, f"{cfg.path}: run.out")
