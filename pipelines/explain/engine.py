@@ -47,7 +47,7 @@ from pipelines.explain.references import (
     draw_reference_sets,
 )
 from pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
-from pipelines.labels import labelled_samples, resolve_label
+from pipelines.labels import labelled_samples
 from storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE
@@ -199,13 +199,12 @@ def sample_targets(ds: xr.Dataset, info: ModelSetInfo, unlabelled: str = "exclud
         When the store lacks the label column, a label is not one of the classes, or a sample is
         unlabelled under the ``error`` policy.
     """
-    try:
-        name = resolve_label(ds, info.label)
-    except InputError:
+    name = info.label if info.label in ds else f"sample_{info.label}"
+    if name not in ds:
         raise InputError(
             f"the store has no label column '{info.label}' that the models were trained on; "
             "explain a store with that sample column"
-        ) from None
+        )
     raw = np.asarray(ds[name].values)
     keep = labelled_samples(raw, name, unlabelled)  # type: ignore[arg-type]
     labels = raw.astype(str)
