@@ -142,9 +142,7 @@ def reference_run(ray_runtime, cohort) -> dict[str, np.ndarray]:
 def test_two_actors_with_one_killed_mid_task_give_the_one_actor_result(cohort, reference_run, tmp_path):
     url = cohort[0]
     marker = tmp_path / "crash-marker"
-    killed = run_explain(
-        url, MC_SPEC.model_copy(update={"actors": 2}), name="killed", crash_once=str(marker)
-    )
+    killed = run_explain(url, MC_SPEC.model_copy(update={"actors": 2}), name="killed", crash_once=str(marker))
     assert killed.actors == 2
     assert marker.exists() and killed.actor_deaths == 1
     got = _values(url, "killed", MC_SPEC.explainers)
@@ -186,7 +184,9 @@ def test_bad_options_raise_input_errors(cohort, reference_run):
     with pytest.raises(ValueError, match="repeats"):
         ExplainParams(repeats=0)
     with pytest.raises(InputError, match="other parameters"):
-        run_explain(url, MC_SPEC.model_copy(update={"repeats": MC_REPEATS + 1, "overwrite": False}), name="one")
+        run_explain(
+            url, MC_SPEC.model_copy(update={"repeats": MC_REPEATS + 1, "overwrite": False}), name="one"
+        )
     # a CNN-only explainer on an MLP model set fails on the driver, before any result group exists
     with pytest.raises(InputError, match="guided_gradcam.*needs a CNN"):
         run_explain(url, spec.model_copy(update={"explainers": ["guided_gradcam"]}), name="cnn_only")
@@ -290,7 +290,9 @@ def test_unlabelled_samples_are_excluded_and_counted(ray_runtime, cohort, tmp_pa
                 "metrics": {},
             },
         )
-    params = ExplainParams(explainers=["deeplift"], references="zero", repeats=2, actors=1, sample_block=BLOCK)
+    params = ExplainParams(
+        explainers=["deeplift"], references="zero", repeats=2, actors=1, sample_block=BLOCK
+    )
     with caplog.at_level("WARNING", logger="gexplain"):
         run_explain(url2, params, name="some")
     assert "2 samples without a label are left out" in caplog.text
