@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import DeepLift
-
 from explain_params import sample_scope_params
+
 from pipelines.explain.aggregate import Moments, reduce_references
 from pipelines.explain.compute import BlockPartial, compute_reference_stats, explain_block
 from pipelines.explain.references import draw_references

@@ -17,9 +17,9 @@ from captum.attr import (
     KernelShap,
     Saliency,
 )
+from explain_params import sample_scope_params
 from torch import nn
 
-from explain_params import sample_scope_params
 from pipelines.explain.compute import compute_reference_stats, explain_block
 from pipelines.explain.gradcampp import gradcampp_weights
 from pipelines.explain.references import draw_references

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency
+from explain_params import sample_scope_params
 from torch import nn
 
-from explain_params import sample_scope_params
 from pipelines.explain.compute import explain_block
 from pipelines.explain.fastpath import MLPFastPath, fast_attributions
 from pipelines.models.architectures import MLP
