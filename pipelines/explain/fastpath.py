@@ -143,11 +143,7 @@ class MLPFastPath:
         a, w = ig_steps(method, n_steps, h)
         z_ref = h_ref * self.bn_scale + self.bn_shift
         z_span = (h - h_ref) * self.bn_scale
-        weight_active = torch.zeros_like(h)
-        chunk = max(1, STEP_ELEMENTS // max(h.numel(), 1))
-        for s0 in range(0, n_steps, chunk):
-            path = z_ref.unsqueeze(0) + a[s0 : s0 + chunk, None, None] * z_span.unsqueeze(0)
-            weight_active += torch.tensordot(w[s0 : s0 + chunk], (path > 0).to(h.dtype), dims=1)
+        weight_active = active_weight(z_ref, z_span, a, w)
         return self.project(weight_active * self._head(masks, targets)) * delta
 
     def deeplift(
@@ -240,13 +236,35 @@ def path_weights(
     if name != "integrated_gradients":
         raise ValueError(f"no path weights for '{name}'")
     a, w = ig_steps(method, n_steps, h)
-    span = z - z_ref
-    out = torch.zeros(span.shape, dtype=h.dtype, device=h.device)
-    chunk = max(1, STEP_ELEMENTS // max(span.numel(), 1))
-    for s0 in range(0, n_steps, chunk):
-        path = z_ref.unsqueeze(0) + a[s0 : s0 + chunk, None, None, None] * span.unsqueeze(0)
-        out += torch.tensordot(w[s0 : s0 + chunk], (path > 0).to(h.dtype), dims=1)
-    return out
+    return active_weight(z_ref, z - z_ref, a, w)
+
+
+def active_weight(z_ref: torch.Tensor, span: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_s w_s [z_ref + a_s span > 0]`` elementwise, without a step axis.
+
+    The path ``z_ref + a span`` is linear in ``a``, so the unit is active on one side of
+    ``t = -z_ref / span``: the weight is a prefix or suffix sum of the (sorted) step weights, found
+    by binary search. Equal to the per-step comparison except where ``a_s`` lies within rounding
+    of ``t`` (as the per-step comparison itself differs from Captum's input-space path there).
+
+    Parameters
+    ----------
+    z_ref, span
+        Broadcastable tensors: post-BN activation at the reference and its change to the input.
+    a, w
+        (steps,) integration points and step weights.
+    """
+    order = torch.argsort(a)
+    a_sorted = a[order].contiguous()
+    cum = torch.cat([w.new_zeros(1), torch.cumsum(w[order], 0)])
+    total = cum[-1]
+    z_ref, span = torch.broadcast_tensors(z_ref, span)
+    safe = torch.where(span == 0, torch.ones_like(span), span)
+    t = (-z_ref / safe).contiguous()
+    above = total - cum[torch.searchsorted(a_sorted, t, right=True)]  # steps with a_s > t
+    below = cum[torch.searchsorted(a_sorted, t, right=False)]  # steps with a_s < t
+    flat = torch.where(z_ref > 0, total, torch.zeros_like(total))
+    return torch.where(span > 0, above, torch.where(span < 0, below, flat))
 
 
 def contract_references(
