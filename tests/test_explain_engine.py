@@ -303,3 +303,15 @@ def test_unlabelled_samples_are_excluded_and_counted(ray_runtime, cohort, tmp_pa
     assert np.isfinite(np.delete(ds["attr_deeplift"].values, [3, 40], axis=0)).all()
     with pytest.raises(InputError, match="2 samples have no label"):
         run_explain(url2, params.model_copy(update={"unlabelled": "error"}), name="strict")
+
+
+def test_fingerprint_covers_device_and_threads():
+    from pipelines.explain.engine import ModelSetInfo, fingerprint
+
+    info = ModelSetInfo((0,), "log_expr", "tissue", ("a", "b"), ("x",))
+    params = ExplainParams()
+    sizes = {"sample": 4, "gene": 3}
+    base = fingerprint(params, info, 0, 10, sizes, "cpu")
+    assert fingerprint(params, info, 0, 10, sizes, "cuda") != base
+    assert fingerprint(params.model_copy(update={"cpus_per_actor": 2}), info, 0, 10, sizes, "cpu") != base
+    assert fingerprint(params.model_copy(update={"actors": 3}), info, 0, 10, sizes, "cpu") == base
