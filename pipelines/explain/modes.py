@@ -87,6 +87,7 @@ class DropoutMasks:
         self.samples = np.zeros(0, dtype=np.int64)
         self.repeats = np.zeros(0, dtype=np.int64)
         self.collapse: range | None = None
+        self._mean_memo: dict[tuple[int, int, int, int, tuple[int, ...]], np.ndarray] = {}
         self._cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
 
@@ -109,14 +110,7 @@ class DropoutMasks:
             if self.collapse is not None:
                 samples, inverse = np.unique(self.samples, return_inverse=True)
                 unique = (
-                    np.stack(
-                        [
-                            mean_dropout_mask(
-                                self.run_seed, self.model_id, s, self.collapse, module, shape, p
-                            )
-                            for s in samples
-                        ]
-                    )
+                    np.stack([self._mean_mask(int(s), module, shape, p) for s in samples])
                     if len(samples)
                     else np.zeros((0, *shape))
                 )
@@ -133,6 +127,17 @@ class DropoutMasks:
                 )
             self._cache[key] = torch.from_numpy(unique[inverse.reshape(-1)]).to(device)
         return self._cache[key]
+
+    def _mean_mask(self, sample: int, module: int, shape: tuple[int, ...], p: float) -> np.ndarray:
+        """Mean mask of ``sample`` over ``self.collapse``, memoised for the life of the hooks
+        (every explainer of a block reuses it)."""
+        assert self.collapse is not None
+        key = (sample, module, self.collapse.start, self.collapse.stop, shape)
+        if key not in self._mean_memo:
+            self._mean_memo[key] = mean_dropout_mask(
+                self.run_seed, self.model_id, sample, self.collapse, module, shape, p
+            )
+        return self._mean_memo[key]
 
     def _hook(self, index: int):  # noqa: ANN202 - torch hook signature
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
