@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency
+from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
 from pipelines.explain.collapse import model_arch, probe_linear
@@ -75,6 +75,8 @@ def captum(name: str, model: nn.Module, x: torch.Tensor, ref: torch.Tensor, t: t
         return DeepLift(model).attribute(x, baselines=ref, target=t)
     if name == "saliency":
         return Saliency(model).attribute(x, target=t, abs=False)
+    if name == "guided_backprop":
+        return GuidedBackprop(model).attribute(x, target=t)
     return InputXGradient(model).attribute(x, target=t)
 
 
@@ -110,7 +112,15 @@ def assert_rel(actual: np.ndarray, expected: np.ndarray, rel: float) -> None:
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rel * scale)
 
 
-LINEAR = ["integrated_gradients", "deeplift", "deeplift_shap", "input_x_gradient", "saliency"]
+LINEAR = [
+    "integrated_gradients",
+    "deeplift",
+    "deeplift_shap",
+    "input_x_gradient",
+    "saliency",
+    "guided_backprop",
+]
+REFERENCE_FREE = ("saliency", "input_x_gradient", "guided_backprop")
 
 
 @pytest.mark.parametrize("name", LINEAR)
@@ -143,7 +153,7 @@ def test_collapsed_mc_dropout_equals_explicit_captum(
     )
     expected = explicit_mean(name, mlp, x, targets, refs, range(0, 4))
     assert_rel(part.moments[name].mean, expected, rel)  # float64 accumulator, before the float32 output cast
-    assert (part.moments[name].count == 4 * (3 if name not in ("saliency", "input_x_gradient") else 1)).all()
+    assert (part.moments[name].count == 4 * (3 if name not in REFERENCE_FREE else 1)).all()
 
 
 @pytest.mark.parametrize("backend", ["auto", "captum"])

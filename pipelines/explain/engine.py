@@ -39,6 +39,7 @@ from cluster.pool import ActorPool
 from cluster.resources import cluster_gpus, gpu_fraction
 from pipelines.blocks import sample_blocks
 from pipelines.explain.compute import BlockPartial, check_architectures
+from pipelines.explain.fastpath import FAST_EXPLAINERS
 from pipelines.explain.params import ExplainParams
 from pipelines.explain.references import (
     ReferenceSets,
@@ -284,7 +285,7 @@ def _template(
         values[f"attr_{name}"] = plane()
         if not collapsed[name]:
             values[f"attr_{name}_std"] = plane()
-        elif _writes_repeat_std(params, info):
+        elif _writes_repeat_std(params, info) and name in FAST_EXPLAINERS:
             values[f"attr_{name}_repeat_std"] = plane()
         values[f"attr_{name}_count"] = (SAMPLE, da.zeros(n_s, dtype=np.int32, chunks=block))
         if params.per_model:
@@ -299,7 +300,7 @@ def _template(
 
 
 def _writes_repeat_std(params: ExplainParams, info: ModelSetInfo) -> bool:
-    """Collapsed explainers write ``attr_<e>_repeat_std`` (the MLP backend computes it)."""
+    """Collapsed explainers of the MLP backend write ``attr_<e>_repeat_std``."""
     return (
         params.repeat_std
         and info.arch == "mlp"
