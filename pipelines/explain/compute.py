@@ -21,6 +21,7 @@ on the same keys plus the reference index. Blocks can be split, reordered or rec
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -466,7 +467,7 @@ def _run_collapsed(
                 reduce_refs=True,
                 spread=spread,
             )
-            with torch.no_grad() if hasattr(backend, "fast") else _nullcontext():
+            with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
                 out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
             mean = out.values[:, 0].detach().cpu().numpy().astype(np.float64)
             mom.add_mean(mean, count, rows=pos)
@@ -481,14 +482,6 @@ def _run_collapsed(
     if rep_var is not None and hasattr(backend, "fast"):
         partial.repeat_var.setdefault(e.name, {})[model_id] = rep_var
     return mom
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _run_explicit(
@@ -532,7 +525,7 @@ def _run_explicit(
                     ctx.subset(sel),
                     reduce_refs=reduce,
                 )
-                with torch.no_grad() if hasattr(backend, "fast") else _nullcontext():
+                with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
                     out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
                 values.append((members, out.values.detach().cpu().numpy()))
             for members, v in values:

@@ -14,8 +14,6 @@ from pipelines.explain.references import parse_references
 from pipelines.stages import StageParams
 from storage.errors import InputError
 
-IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
-
 
 class ExplainParams(StageParams):
     """Parameters of the ``explain`` stage (and of ``gexplain explain``).
