@@ -35,8 +35,9 @@ from captum.attr import DeepLift, IntegratedGradients, Saliency
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import write_result  # noqa: E402
 
-from pipelines.explain.compute import ExplainSpec, compute_reference_stats, explain_block  # noqa: E402
+from pipelines.explain.compute import compute_reference_stats, explain_block  # noqa: E402
 from pipelines.explain.fastpath import MLPFastPath, fast_attributions  # noqa: E402
+from pipelines.explain.params import ExplainParams  # noqa: E402
 from pipelines.explain.references import draw_references  # noqa: E402
 from pipelines.models.architectures import MLP  # noqa: E402
 
@@ -195,18 +196,17 @@ def main() -> None:
 
             seconds, first = best_of(run_fast, args.repeats, device)
             results[method] = (seconds, n * refs_per_sample, first)
-        spec = ExplainSpec(
-            explainers=(name,),
-            references="universal",
-            n_references=refs_per_sample,
+        spec = ExplainParams(
+            explainers=[name],
+            references=f"universal_range:{refs_per_sample}",
+            reference_scope="sample",
             mode="deterministic",
             n_steps=steps,
             memory_budget_mb=1024,
-            device=args.device,
         )
         seconds, _ = best_of(
             lambda spec=spec: explain_block(
-                [model], [0], x_np, labels, np.arange(n), range(0, 1), stats, spec, 0
+                [model], [0], x_np, labels, np.arange(n), range(0, 1), stats, spec, 0, device=args.device
             ),
             args.repeats,
             device,

@@ -39,8 +39,8 @@ from machine import write_result  # noqa: E402
 
 from cluster.runtime import start_runtime  # noqa: E402
 from pipelines.explain.compute import compute_reference_stats, explain_block  # noqa: E402
-from pipelines.explain.engine import EngineOptions, run_explain  # noqa: E402
-from pipelines.explain.spec import ExplainSpec  # noqa: E402
+from pipelines.explain.engine import run_explain  # noqa: E402
+from pipelines.explain.params import ExplainParams  # noqa: E402
 from pipelines.memory import tree_rss  # noqa: E402
 from pipelines.models.architectures import MLP  # noqa: E402
 from pipelines.models.load import load_models  # noqa: E402
@@ -150,7 +150,7 @@ def build_store(root: Path, sizes: Sizes, n_samples: int, tag: str) -> str:
     return url
 
 
-def in_process(url: str, spec: ExplainSpec, repeats: int, models: list[int]) -> float:
+def in_process(url: str, spec: ExplainParams, repeats: int, models: list[int]) -> float:
     """Seconds for the same work as the engine, by ``explain_block`` in this process (1 thread)."""
     torch.set_num_threads(1)
     ds = open_store(url)
@@ -178,8 +178,12 @@ def main() -> int:
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     e2e_samples = args.e2e_samples or sizes.e2e_samples
-    spec = ExplainSpec(
-        explainers=("integrated_gradients", "deeplift"), references="universal", n_references=sizes.references
+    spec = ExplainParams(
+        explainers=["integrated_gradients", "deeplift"],
+        references=f"universal_range:{sizes.references}",
+        reference_scope="sample",
+        repeat_mode="explicit",
+        repeats=sizes.repeats,
     )
     load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="gexplain-e2e-"))
@@ -199,11 +203,8 @@ def main() -> int:
             with Peak() as peak:
                 summary = run_explain(
                     url,
-                    spec,
-                    repeats=sizes.repeats,
+                    spec.model_copy(update={"models": [0], "actors": actors, "sample_block": sizes.sample_block // 2}),
                     name=f"scaling{actors}",
-                    models=[0],
-                    options=EngineOptions(actors=actors, sample_block=sizes.sample_block // 2),
                 )
             work_s = summary.wall_s - summary.pool_start_s
             print(rows[-1], flush=True)
@@ -216,11 +217,7 @@ def main() -> int:
         url = build_store(root, sizes, e2e_samples, "e2e")
         with Peak() as peak:
             summary = run_explain(
-                url,
-                spec,
-                repeats=sizes.repeats,
-                name="e2e",
-                options=EngineOptions(actors=2, sample_block=sizes.sample_block),
+                url, spec.model_copy(update={"actors": 2, "sample_block": sizes.sample_block}), name="e2e"
             )
         scale = sizes.samples / e2e_samples
         full_blocks = -(-sizes.samples // sizes.sample_block)

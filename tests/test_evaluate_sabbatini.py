@@ -26,8 +26,8 @@ from pipelines.de.mannwhitney import run_mannwhitney
 from pipelines.de.welch import run_welch
 from pipelines.evaluate.run import evaluate_store
 from pipelines.evaluate.stage import EvaluateParams
-from pipelines.explain.engine import EngineOptions, run_explain
-from pipelines.explain.spec import ExplainSpec
+from pipelines.explain.engine import run_explain
+from pipelines.explain.params import ExplainParams
 from pipelines.models.stage import TrainStageParams, run_training
 from pipelines.simulate.sabbatini import simulate_sabbatini
 from storage.store import open_store, write_result
@@ -73,14 +73,15 @@ def _evaluate(root: Path, dataset: str) -> tuple[pd.DataFrame, float]:
     )
     settings = TRAIN_SPARSE if dataset == "C" else TRAIN
     trained = run_training(url, TrainStageParams(label="group", replicates=1, **settings), 0, runtime=None)
-    spec = ExplainSpec(
-        explainers=("integrated_gradients",),
-        references="universal",
-        n_references=4,
+    spec = ExplainParams(
+        explainers=["integrated_gradients"],
+        references="universal:4",
         mode="deterministic",
         n_steps=32,
+        repeats=1,
+        actors=1,
     )
-    run_explain(url, spec, repeats=1, name="ig", seed=0, options=EngineOptions(actors=1))
+    run_explain(url, spec, name="ig", seed=0)
     gt = evaluate_store(url, EvaluateParams(k=2)).tables["ground_truth"]
     return gt[gt["subset"] == "all"].set_index("source"), float(trained["test_accuracy"][0])
 

@@ -167,3 +167,47 @@ def test_models_pool_from_stored_per_model_means(tmp_path: Path, monkeypatch: py
     ]
     assert curve.loc[1, "n_pairs"] == 3
     assert curve.loc[1, "spearman_mean"] == pytest.approx(np.mean(rho))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_repeat_pool_is_the_exact_decomposition_of_explicit_repeats(store: str) -> None:
+    """Repeats-axis items come from the per-unit terms, not from recomputing: item k equals Captum
+    IG with repeat k's keyed dropout mask and the cohort references, averaged over references."""
+    from pipelines.evaluate.saturation_stage import EXACT_REPEAT_VARIANCE
+    from pipelines.explain.modes import dropout_mask
+    from pipelines.explain.references import draw_reference_sets
+
+    params = SaturationParams(enabled=True, axes=["repeats"], pool=4, samples=3, n_steps=16, n_references=2)
+    pool = saturation_pools(store, OPTS, params)[("integrated_gradients", "repeats")]
+    ds = open_store(store)
+    pick = sample_subset(np.asarray(ds["sample"].values), 3, OPTS.seed)
+    x_all = np.asarray(ds["log_expr"].values, dtype=np.float32)
+    targets_all = (np.asarray(ds["sample_tissue"].values).astype(str) == "B").astype(np.int64)
+    stats = compute_reference_stats(x_all, targets_all)
+    loaded = load_models(store, "default")[0]
+    model = loaded.module.eval()
+    sets = draw_reference_sets("universal", 2, stats, OPTS.seed, 2, 50)
+    hidden = model.fc1.out_features
+    for k in range(4):
+        for j, s in enumerate(pick):
+            mask = torch.from_numpy(
+                dropout_mask(OPTS.seed, loaded.replicate, int(s), k, 0, (hidden,), model.dropout.p)
+            )
+
+            def masked(v: torch.Tensor, mask: torch.Tensor = mask) -> torch.Tensor:
+                z = model.act(model.bn(model.fc1(model.standardize(v))))
+                return model.fc2(z * mask)
+
+            xi = torch.tensor(x_all[s : s + 1])
+            want = np.mean(
+                [
+                    IntegratedGradients(masked)
+                    .attribute(xi, baselines=torch.tensor(r[None]), target=int(targets_all[s]), n_steps=16)
+                    .detach()
+                    .numpy()[0]
+                    for r in sets.values[0]
+                ],
+                axis=0,
+            )
+            np.testing.assert_allclose(pool[k, j], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    assert EXACT_REPEAT_VARIANCE["integrated_gradients"] > 0

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import DeepLift
+from explain_params import sample_scope_params
 
 from pipelines.explain.aggregate import Moments, reduce_references
-from pipelines.explain.compute import BlockPartial, ExplainSpec, compute_reference_stats, explain_block
+from pipelines.explain.compute import BlockPartial, compute_reference_stats, explain_block
 from pipelines.explain.references import draw_references
 from pipelines.models.architectures import MLP
 
@@ -79,7 +80,7 @@ def test_block_abs_median_and_per_model_equal_numpy_over_captum() -> None:
         m = MLP(10, 2, hidden=8, mean=x.mean(0), std=x.std(0) + 0.1).eval()
         models.append(m)
     stats = compute_reference_stats(x, labels)
-    spec = ExplainSpec(
+    spec = sample_scope_params(
         explainers=("deeplift",),
         references="universal",
         n_references=3,
@@ -93,7 +94,7 @@ def test_block_abs_median_and_per_model_equal_numpy_over_captum() -> None:
     for model, mid in zip(models, [3, 1], strict=True):
         vals = []
         for r in range(2):
-            refs = draw_references("universal", 3, stats, np.arange(4), r, labels, 8, 10)
+            refs = draw_references("universal_range", 3, stats, np.arange(4), r, labels, 8, 10)
             dl = [
                 DeepLift(model)
                 .attribute(

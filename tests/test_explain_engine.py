@@ -10,14 +10,14 @@ from captum.attr import IntegratedGradients, Saliency
 
 from pipelines.cli.main import main
 from pipelines.config import parse_config
-from pipelines.explain.engine import EngineOptions, run_explain
-from pipelines.explain.spec import ExplainSpec
+from pipelines.explain.engine import run_explain
+from pipelines.explain.params import ExplainParams
 from pipelines.models.architectures import MLP
 from pipelines.models.persist import save_model, state_bytes
 from pipelines.progress import SILENT
 from pipelines.runner import run_config
 from storage.errors import InputError
-from storage.store import BlockLedger, create_store, read_result
+from storage.store import BlockLedger, create_store, read_result, result_exists
 
 N_SAMPLES, N_GENES, CLASSES, HIDDEN = 64, 50, ("a", "b", "c"), 16
 BLOCK = 16
@@ -76,22 +76,24 @@ def _values(url: str, name: str, explainers: tuple[str, ...]) -> dict[str, np.nd
     ds = read_result(url, f"explain/{name}")
     out = {}
     for e in explainers:
-        for suffix in ("", "_std", "_count"):
-            out[f"attr_{e}{suffix}"] = ds[f"attr_{e}{suffix}"].values
+        for suffix in ("", "_std", "_repeat_std", "_count"):
+            if f"attr_{e}{suffix}" in ds:
+                out[f"attr_{e}{suffix}"] = ds[f"attr_{e}{suffix}"].values
     return out
 
 
 def test_engine_matches_captum_in_deterministic_mode(ray_runtime, cohort):
     url, x, labels, models = cohort
-    spec = ExplainSpec(
-        explainers=("integrated_gradients", "saliency"),
+    spec = ExplainParams(
+        explainers=["integrated_gradients", "saliency"],
         references="zero",
-        n_references=1,
         mode="deterministic",
+        repeats=2,
+        repeat_mode="explicit",
+        actors=1,
+        sample_block=BLOCK,
     )
-    summary = run_explain(
-        url, spec, repeats=2, name="captum", options=EngineOptions(actors=1, sample_block=BLOCK)
-    )
+    summary = run_explain(url, spec, name="captum")
     assert summary.blocks == N_SAMPLES // BLOCK and summary.blocks_written == summary.blocks
     got = _values(url, "captum", spec.explainers)
     xt = torch.from_numpy(x)
@@ -114,21 +116,25 @@ def test_engine_matches_captum_in_deterministic_mode(ray_runtime, cohort):
         np.testing.assert_array_equal(got[f"attr_{name}_count"], np.full(N_SAMPLES, 4))
 
 
-MC_SPEC = ExplainSpec(explainers=("integrated_gradients", "deeplift"), references="universal", n_references=3)
 MC_REPEATS = 3
+MC_SPEC = ExplainParams(
+    explainers=["integrated_gradients", "deeplift"],
+    references="universal:3",
+    repeats=MC_REPEATS,
+    actors=1,
+    sample_block=BLOCK,
+)
 
 
 @pytest.fixture(scope="module")
 def reference_run(ray_runtime, cohort) -> dict[str, np.ndarray]:
     """MC-dropout run on one actor: the result every other run of ``MC_SPEC`` must reproduce."""
     url = cohort[0]
-    summary = run_explain(
-        url, MC_SPEC, repeats=MC_REPEATS, name="one", options=EngineOptions(actors=1, sample_block=BLOCK)
-    )
+    summary = run_explain(url, MC_SPEC, name="one")
     assert summary.actors == 1 and summary.blocks_written == N_SAMPLES // BLOCK
     values = _values(url, "one", MC_SPEC.explainers)
     # non-trivial: dropout repeats and references vary, 2 models x 3 repeats x 3 references
-    assert np.all(values["attr_integrated_gradients_std"] > 0)
+    assert np.all(values["attr_integrated_gradients_repeat_std"] > 0)
     np.testing.assert_array_equal(values["attr_deeplift_count"], np.full(N_SAMPLES, 2 * 3 * 3))
     return values
 
@@ -136,13 +142,7 @@ def reference_run(ray_runtime, cohort) -> dict[str, np.ndarray]:
 def test_two_actors_with_one_killed_mid_task_give_the_one_actor_result(cohort, reference_run, tmp_path):
     url = cohort[0]
     marker = tmp_path / "crash-marker"
-    killed = run_explain(
-        url,
-        MC_SPEC,
-        repeats=MC_REPEATS,
-        name="killed",
-        options=EngineOptions(actors=2, sample_block=BLOCK, crash_once=str(marker)),
-    )
+    killed = run_explain(url, MC_SPEC.model_copy(update={"actors": 2}), name="killed", crash_once=str(marker))
     assert killed.actors == 2
     assert marker.exists() and killed.actor_deaths == 1
     got = _values(url, "killed", MC_SPEC.explainers)
@@ -161,40 +161,36 @@ def test_interrupted_run_resumes_and_skips_finished_blocks(cohort, reference_run
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_explain(
-            url,
-            MC_SPEC,
-            repeats=MC_REPEATS,
-            name="resumed",
-            options=EngineOptions(actors=2, sample_block=BLOCK),
-            on_block=stop_after_two,
-        )
+        run_explain(url, MC_SPEC.model_copy(update={"actors": 2}), name="resumed", on_block=stop_after_two)
     assert len(BlockLedger(url, "explain/resumed").done_keys()) == 2
     with pytest.raises(InputError, match="incomplete"):
         read_result(url, "explain/resumed")
-    options = EngineOptions(actors=1, sample_block=BLOCK)
-    resumed = run_explain(url, MC_SPEC, repeats=MC_REPEATS, name="resumed", options=options)
+    resumed = run_explain(url, MC_SPEC, name="resumed")
     assert (resumed.blocks_skipped, resumed.blocks_written) == (2, N_SAMPLES // BLOCK - 2)
     got = _values(url, "resumed", MC_SPEC.explainers)
     for key, ref in reference_run.items():
         np.testing.assert_array_equal(got[key], ref, err_msg=key)
-    again = run_explain(url, MC_SPEC, repeats=MC_REPEATS, name="resumed", options=options)
+    again = run_explain(url, MC_SPEC, name="resumed")
     assert (again.blocks_skipped, again.blocks_written, again.tasks) == (N_SAMPLES // BLOCK, 0, 0)
 
 
 def test_bad_options_raise_input_errors(cohort, reference_run):
     url = cohort[0]
-    spec = ExplainSpec(explainers=("saliency",), references="zero", n_references=1)
+    spec = ExplainParams(explainers=["saliency"], references="zero", repeats=1, overwrite=False)
     with pytest.raises(InputError, match="replicates \\[7\\]"):
-        run_explain(url, spec, repeats=1, name="bad", models=[7])
+        run_explain(url, spec.model_copy(update={"models": [7]}), name="bad")
     with pytest.raises(InputError, match="no model set 'nope'"):
-        run_explain(url, spec, repeats=1, name="bad", model_set="nope")
-    with pytest.raises(InputError, match="--repeats"):
-        run_explain(url, spec, repeats=0, name="bad")
+        run_explain(url, spec.model_copy(update={"model_set": "nope"}), name="bad")
+    with pytest.raises(ValueError, match="repeats"):
+        ExplainParams(repeats=0)
     with pytest.raises(InputError, match="other parameters"):
         run_explain(
-            url, MC_SPEC, repeats=MC_REPEATS + 1, name="one", options=EngineOptions(sample_block=BLOCK)
+            url, MC_SPEC.model_copy(update={"repeats": MC_REPEATS + 1, "overwrite": False}), name="one"
         )
+    # a CNN-only explainer on an MLP model set fails on the driver, before any result group exists
+    with pytest.raises(InputError, match="guided_gradcam.*needs a CNN"):
+        run_explain(url, spec.model_copy(update={"explainers": ["guided_gradcam"]}), name="cnn_only")
+    assert not result_exists(url, "explain/cnn_only")
 
 
 def test_explain_stage_in_a_run_config(ray_runtime, cohort, reference_run, tmp_path):
@@ -248,3 +244,74 @@ per_model = true
 def test_cli_bad_options_exit_2(ray_runtime, cohort, capsys, args, message):
     assert main(["explain", cohort[0], *args]) == 2
     assert message in capsys.readouterr().err.replace("\n", "")
+
+
+def test_collapsed_run_equals_explicit_run(ray_runtime, cohort, reference_run):
+    """The engine's collapsed repeats (default) equal explicit repeats on the same draws."""
+    url = cohort[0]
+    run_explain(url, MC_SPEC.model_copy(update={"repeat_mode": "explicit"}), name="explicit")
+    got = _values(url, "explicit", tuple(MC_SPEC.explainers))
+    for e in MC_SPEC.explainers:
+        np.testing.assert_allclose(got[f"attr_{e}"], reference_run[f"attr_{e}"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(got[f"attr_{e}_count"], reference_run[f"attr_{e}_count"])
+        assert f"attr_{e}_std" in got and f"attr_{e}_repeat_std" not in got
+
+
+def test_unlabelled_samples_are_excluded_and_counted(ray_runtime, cohort, tmp_path, caplog):
+    url, x, labels, models = cohort
+    partial = labels.copy()
+    partial[[3, 40]] = ""
+    url2 = str(tmp_path / "partial.zarr")
+    writer = create_store(
+        url2,
+        sample_ids=np.array([f"s{i}" for i in range(N_SAMPLES)]),
+        gene_ids=np.array([f"g{j}" for j in range(N_GENES)]),
+        coords={"sample_tissue": ("sample", partial)},
+        layers={"log_expr": "float32"},
+        chunks={"sample": 32, "gene": 32},
+    )
+    writer.write_block({}, {"log_expr": x})
+    writer.commit()
+    for k, model in enumerate(models):
+        save_model(
+            url2,
+            "default",
+            k,
+            state_bytes(model),
+            {
+                "arch": "mlp",
+                "genes": [f"g{j}" for j in range(N_GENES)],
+                "classes": list(CLASSES),
+                "hyperparameters": model.hyperparameters(),
+                "standardize": False,
+                "layer": "log_expr",
+                "label": "sample_tissue",
+                "seed": 11 + k,
+                "metrics": {},
+            },
+        )
+    params = ExplainParams(
+        explainers=["deeplift"], references="zero", repeats=2, actors=1, sample_block=BLOCK
+    )
+    with caplog.at_level("WARNING", logger="gexplain"):
+        run_explain(url2, params, name="some")
+    assert "2 samples without a label are left out" in caplog.text
+    ds = read_result(url2, "explain/some")
+    count = ds["attr_deeplift_count"].values
+    assert (count[[3, 40]] == 0).all() and (np.delete(count, [3, 40]) == 2 * 2).all()
+    assert np.isnan(ds["attr_deeplift"].values[[3, 40]]).all()
+    assert np.isfinite(np.delete(ds["attr_deeplift"].values, [3, 40], axis=0)).all()
+    with pytest.raises(InputError, match="2 samples have no label"):
+        run_explain(url2, params.model_copy(update={"unlabelled": "error"}), name="strict")
+
+
+def test_fingerprint_covers_device_and_threads():
+    from pipelines.explain.engine import ModelSetInfo, fingerprint
+
+    info = ModelSetInfo((0,), "log_expr", "tissue", ("a", "b"), ("x",))
+    params = ExplainParams()
+    sizes = {"sample": 4, "gene": 3}
+    base = fingerprint(params, info, 0, 10, sizes, "cpu")
+    assert fingerprint(params, info, 0, 10, sizes, "cuda") != base
+    assert fingerprint(params.model_copy(update={"cpus_per_actor": 2}), info, 0, 10, sizes, "cpu") != base
+    assert fingerprint(params.model_copy(update={"actors": 3}), info, 0, 10, sizes, "cpu") == base

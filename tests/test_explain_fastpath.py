@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency
+from explain_params import sample_scope_params
 from torch import nn
 
-from pipelines.explain.compute import ExplainSpec, explain_block
+from pipelines.explain.compute import explain_block
 from pipelines.explain.fastpath import MLPFastPath, fast_attributions
 from pipelines.models.architectures import MLP
 
@@ -130,7 +131,7 @@ def test_block_fast_path_equals_captum_path(mode: str) -> None:
     names = ("integrated_gradients", "deeplift", "saliency", "input_x_gradient", "deeplift_shap")
     out = []
     for fast in (True, False):
-        spec = ExplainSpec(
+        spec = sample_scope_params(
             explainers=names, references="normal", n_references=3, mode=mode, n_steps=16, fast_path=fast
         )
         out.append(

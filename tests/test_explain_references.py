@@ -81,3 +81,40 @@ def test_zero_references_and_parse() -> None:
         parse_references("universal:x")
     with pytest.raises(InputError, match="unknown kind"):
         parse_references("gaussian:3")
+
+
+def test_zhao_code_references_moments_and_bounds() -> None:
+    """``universal``/``specific`` as Zhao et al.'s code draws them: |N(mu, s)| truncated to mu +- s,
+    s = sigma + 0.01, mu/sigma over per-class medians (universal) or the class's samples (specific).
+    Checked against scipy's truncated normal (closed-form mean and variance) and the bounds."""
+    from scipy.stats import truncnorm
+
+    from pipelines.explain.references import draw_reference_sets
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 30)
+    x = rng.gamma(3.0, 1.0, size=(120, 3)) + labels[:, None] * 2.0
+    st = compute_reference_stats(x, labels, chunk=7)
+    medians = np.stack([np.median(x[labels == c], axis=0) for c in range(4)])
+    np.testing.assert_allclose(st.median_mean, medians.mean(0))
+    np.testing.assert_allclose(st.median_std, medians.std(0))
+    n = 4000
+    for kind, mu, sigma in (
+        ("universal", medians.mean(0), medians.std(0)),
+        ("specific", x[labels == 2].mean(0), x[labels == 2].std(0)),
+    ):
+        sets = draw_reference_sets(kind, n, st, 5, 4, 3)
+        drawn = sets.values[2 if kind == "specific" else 0].astype(np.float64)
+        s = sigma + 0.01
+        assert (drawn >= np.abs(mu - s) - 1e-4).all() or (mu - s < 0).any()
+        assert (np.abs(drawn) <= np.abs(mu) + s + 1e-4).all()
+        law = truncnorm(-1, 1, loc=mu, scale=s)  # all mu - s > 0 here, so abs() changes nothing
+        assert (mu - s > 0).all()
+        se = np.sqrt(law.var() / n)
+        assert (np.abs(drawn.mean(0) - law.mean()) < 5 * se).all()
+        np.testing.assert_allclose(drawn.var(0), law.var(), rtol=0.1)
+        assert drawn.min() >= (mu - s).min() - 1e-4
+    # every sample and repeat shares the set: it depends only on (seed, reference, class)
+    again = draw_reference_sets("specific", 5, st, 5, 4, 3)
+    np.testing.assert_array_equal(again.values, draw_reference_sets("specific", 5, st, 5, 4, 3).values)
+    np.testing.assert_array_equal(again.values[:, :3], draw_reference_sets("specific", 3, st, 5, 4, 3).values)

@@ -4,8 +4,13 @@ For each axis a pool of per-item attributions is computed once, with
 :func:`pipelines.explain.compute.explain_block`, on ``samples`` samples only, and kept in memory
 (items x samples x genes float32); every curve point is then a cheap average of pool items:
 
-* ``repeats``: item i = repeat i of the first model in ``mc_dropout`` mode (its own dropout mask
-  and its own ``n_references`` references);
+* ``repeats``: item i = repeat i of the first model in ``mc_dropout`` mode (its own dropout mask,
+  the ``n_references`` cohort references). For the MLP and the explainers linear in the mask the
+  items are not recomputed: the per-hidden-unit terms L (unit, sample, gene) of the exact
+  decomposition ``A(m) = sum_h m_h L_h`` (:func:`pipelines.explain.fastpath.unit_terms`) are
+  computed once and item i is ``sum_h m_ih L_h`` for its keyed mask; the curve also gets the
+  exact variance of an n-repeat mean around the infinite-repeat limit, ``p/(1-p) sum_h L_h^2 / n``
+  (column ``exact_var_mean``, averaged over samples and genes);
 * ``references``: item i = one reference (repeat i) of the first model in ``deterministic`` mode,
   so items differ only by their reference;
 * ``models``: item i = model replicate i. Taken from stored partial results where possible: the
@@ -17,7 +22,6 @@ For each axis a pool of per-item attributions is computed once, with
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -34,7 +38,7 @@ from storage.schema import SAMPLE
 from storage.store import open_store
 
 if TYPE_CHECKING:
-    from pipelines.evaluate.stage import EvaluateParams as EvaluateOptions
+    from pipelines.evaluate.stage import EvaluateParams
     from pipelines.explain.engine import ModelSetInfo
 
 Axis = Literal["repeats", "references", "models"]
@@ -101,7 +105,7 @@ def stored_model_pool(
 
 
 def saturation_pools(
-    store_url: str, opts: EvaluateOptions, params: SaturationParams
+    store_url: str, opts: EvaluateParams, params: SaturationParams
 ) -> dict[tuple[str, str], np.ndarray]:
     """(explainer, axis) -> pool (item, sample, gene) on the sample subset.
 
@@ -131,15 +135,16 @@ def saturation_pools(
 
 def _computed_pools(
     store_url: str,
-    opts: EvaluateOptions,
+    opts: EvaluateParams,
     params: SaturationParams,
     info: ModelSetInfo,
     pick: np.ndarray,
     todo: dict[str, list[str]],
 ) -> dict[tuple[str, str], np.ndarray]:
     """Pools computed with ``explain_block`` for ``todo`` (axis -> explainers) on samples ``pick``."""
-    from pipelines.explain.compute import ExplainSpec, compute_reference_stats, explain_block
+    from pipelines.explain.compute import compute_reference_stats, explain_block
     from pipelines.explain.engine import sample_targets
+    from pipelines.explain.params import ExplainParams
     from pipelines.models.load import load_models
 
     ds = open_store(store_url)
@@ -148,24 +153,32 @@ def _computed_pools(
     modules = [m.module for m in loaded]
     ids = [m.replicate for m in loaded]
     x = np.asarray(ds[info.layer].isel({SAMPLE: pick}).values, dtype=np.float32)
-    ref_stats = compute_reference_stats(ds[info.layer].data, targets)
-    base = ExplainSpec(
-        explainers=tuple(params.explainers),
-        references=params.references,
-        n_references=params.n_references,
-        n_steps=params.n_steps,
+    ref_stats = compute_reference_stats(
+        ds[info.layer].data, targets, medians=params.references == "universal"
     )
+    common = {
+        "references": f"{params.references}:{params.n_references}",
+        "reference_scope": "sample",
+        "repeat_mode": "explicit",
+        "n_steps": params.n_steps,
+    }
     specs = {
-        "repeats": dataclasses.replace(base, mode="mc_dropout"),
-        "references": dataclasses.replace(base, mode="deterministic", n_references=1),
-        "models": dataclasses.replace(base, mode="deterministic"),
+        "repeats": {**common, "mode": "mc_dropout"},
+        "references": {**common, "mode": "deterministic", "references": f"{params.references}:1"},
+        "models": {**common, "mode": "deterministic"},
     }
     pools: dict[tuple[str, str], np.ndarray] = {}
+    if "repeats" in todo:
+        exact = exact_repeat_pools(
+            modules[0], ids[0], x, targets[pick], pick, ref_stats, params, opts.seed, todo["repeats"]
+        )
+        pools.update(exact)
+        todo = {**todo, "repeats": [e for e in todo["repeats"] if (e, "repeats") not in exact]}
     for axis, names in todo.items():
         n_items = min(params.pool, len(modules)) if axis == "models" else params.pool
-        if n_items < 2:
+        if n_items < 2 or not names:
             continue
-        spec = dataclasses.replace(specs[axis], explainers=tuple(names))
+        spec = ExplainParams(explainers=list(names), **specs[axis])
         items = []
         for i in range(n_items):
             m, rep = (i, 0) if axis == "models" else (0, i)
@@ -186,8 +199,84 @@ def _computed_pools(
     return pools
 
 
+EXACT_REPEAT_EXPLAINERS = ("integrated_gradients", "deeplift", "deeplift_shap", "input_x_gradient")
+
+
+def exact_repeat_pools(
+    model: object,
+    model_id: int,
+    x: np.ndarray,
+    targets: np.ndarray,
+    sample_index: np.ndarray,
+    ref_stats: object,
+    params: SaturationParams,
+    seed: int,
+    explainers: list[str],
+) -> dict[tuple[str, str], np.ndarray]:
+    """Repeats-axis pools from the exact per-unit decomposition (MLP only), without recomputing.
+
+    Returns (explainer, "repeats") -> float32 (item, sample, gene) where item k is the attribution
+    with the mask of repeat k (keyed by (seed, model, sample, k) as in the explain stage) and the
+    ``n_references`` cohort references. Explainers or models outside the decomposition are left out
+    (the caller recomputes them). The exact variance per item, ``p/(1-p) sum_h L_h^2``, is stored
+    in :data:`EXACT_REPEAT_VARIANCE` for the curve's ``exact_var_mean`` column.
+    """
+    import torch
+
+    from pipelines.explain.fastpath import MLPFastPath, is_affine_mlp, path_weights, unit_terms
+    from pipelines.explain.modes import dropout_mask
+    from pipelines.explain.references import draw_reference_sets
+
+    if not isinstance(model, torch.nn.Module) or not is_affine_mlp(model):
+        return {}
+    model.eval()
+    fast = MLPFastPath(model)
+    p = float(model.dropout.p)
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    tt = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    n_classes = int(fast.w2.shape[0])
+    sets = draw_reference_sets(params.references, params.n_references, ref_stats, seed, n_classes, x.shape[1])  # type: ignore[arg-type]
+    masks = torch.from_numpy(
+        np.stack(
+            [
+                np.stack(
+                    [dropout_mask(seed, model_id, int(s), k, 0, (fast.hidden_size,), p) for s in sample_index]
+                )
+                for k in range(params.pool)
+            ]
+        )
+    )  # (item, sample, hidden)
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for name in explainers:
+        if name not in EXACT_REPEAT_EXPLAINERS:
+            continue
+        terms = []
+        with torch.no_grad():
+            for i in range(len(xt)):
+                refs = torch.from_numpy(sets.values[int(sets.index(tt[i : i + 1].numpy())[0])])
+                h = fast.hidden(xt[i : i + 1])
+                if name == "input_x_gradient":
+                    z = h * fast.bn_scale + fast.bn_shift
+                    w, r = (z > 0).float().unsqueeze(1), None
+                else:
+                    w, r = (
+                        path_weights(fast, name, h, fast.hidden(refs), params.n_steps, "gausslegendre"),
+                        refs,
+                    )
+                terms.append(unit_terms(fast, xt[i : i + 1], r, w, tt[i : i + 1], True)[0])
+            units = torch.stack(terms)  # (sample, hidden, gene)
+            out[(name, "repeats")] = torch.einsum("ksh,shg->ksg", masks, units).numpy().astype(np.float32)
+            EXACT_REPEAT_VARIANCE[name] = (
+                float(((p / (1 - p)) * (units * units).sum(1)).mean()) if p < 1 else 0.0
+            )
+    return out
+
+
+EXACT_REPEAT_VARIANCE: dict[str, float] = {}
+
+
 def saturation_part(
-    store_url: str, opts: EvaluateOptions, params: SaturationParams
+    store_url: str, opts: EvaluateParams, params: SaturationParams
 ) -> dict[str, pd.DataFrame]:
     """Saturation curves and their summary for every explainer and axis.
 
@@ -210,6 +299,8 @@ def saturation_part(
             seed=opts.seed,
             absolute=True,
         )
+        if axis == "repeats" and explainer in EXACT_REPEAT_VARIANCE:
+            curve = curve.assign(exact_var_mean=EXACT_REPEAT_VARIANCE[explainer] / curve["n"])
         curves[f"{explainer}/{axis}"] = curve.assign(explainer=explainer, axis=axis)
     if not curves:
         return {}

@@ -66,6 +66,27 @@ class Moments:
         idx = np.arange(self.count.shape[0]) if rows is None else np.asarray(rows)
         self._merge_rows(idx, np.full(len(idx), k, dtype=np.int64), bmean, bm2)
 
+    def copy(self) -> Moments:
+        """A deep copy (arrays from Ray's object store are read-only)."""
+        return Moments(self.count.copy(), self.mean.copy(), self.m2.copy())
+
+    def add_mean(self, mean: np.ndarray, count: int, rows: np.ndarray | None = None) -> None:
+        """Fold in the mean (n, genes) of ``count`` values per sample whose spread is not kept
+        (collapsed repeats): the mean and count are exact, M2 gains only the between-part term."""
+        self.add_summary(mean, np.zeros_like(mean, dtype=np.float64), count, rows)
+
+    def add_summary(
+        self, mean: np.ndarray, m2: np.ndarray, count: int, rows: np.ndarray | None = None
+    ) -> None:
+        """Fold in ``count`` values per sample given by their mean and M2, both (n, genes)."""
+        idx = np.arange(self.count.shape[0]) if rows is None else np.asarray(rows)
+        self._merge_rows(
+            idx,
+            np.full(len(idx), count, dtype=np.int64),
+            np.asarray(mean, np.float64),
+            np.asarray(m2, np.float64),
+        )
+
     def _merge_rows(self, idx: np.ndarray, nb: np.ndarray, mb: np.ndarray, m2b: np.ndarray) -> None:
         na = self.count[idx].astype(np.float64)[:, None]
         nbf = nb.astype(np.float64)[:, None]

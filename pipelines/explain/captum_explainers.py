@@ -12,7 +12,7 @@ import torch
 from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, LayerGradCam, Saliency
 from torch import nn
 
-from pipelines.explain.registry import NOISE_STREAM, RowContext
+from pipelines.explain.rows import NOISE_STREAM, RowContext
 
 
 def saliency(

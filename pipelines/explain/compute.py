@@ -1,14 +1,27 @@
-"""Attributions of one sample block: every (model, repeat, reference) of every explainer, batched
-within a memory budget and folded into streamed mean / std / count.
+"""Attributions of one sample block: the row expansion, the backends, the streamed folds.
 
-Random draws depend only on (run_seed, model_id, global sample index, repeat): references on
-(run_seed, sample, repeat), dropout masks on (run_seed, model_id, sample, repeat), noise on the
-same keys plus the reference index. Blocks can be split, reordered or recomputed freely.
+Row expansion (the one place where rows are formed). A task explains n samples with one model
+over the repeats ``[k0, k1)`` (K of them) and R references; for each explainer the rows are
+
+* **explicit**: one row per (repeat k, sample i), repeat-major, each with the dropout mask of
+  (model, i, k) and its R references: the cohort set of i's class (``reference_scope = "cohort"``)
+  or the references drawn for (i, k) (``"sample"``). The backend returns R values per row (one
+  after a reference mean), folded per (k, i) into the streamed moments; ``attr_<e>_std`` is the
+  standard deviation over all (model, repeat, reference) values.
+* **collapsed** (:mod:`pipelines.explain.collapse`): one row per sample i with the mean of its K
+  masks (no dropout in ``expected``/``deterministic`` mode) and the R cohort references of its
+  class. The backend returns the mean over the K x R (repeat, reference) pairs, exactly; the
+  optional ``attr_<e>_repeat_std`` is the spread across repeats of the reference-mean
+  attribution (empirical over the K masks, or analytic in ``expected`` mode).
+
+Random draws depend only on keys: cohort references on (run_seed, reference, class), sample
+references on (run_seed, sample, repeat), masks on (run_seed, model_id, sample, repeat), noise
+on the same keys plus the reference index. Blocks can be split, reordered or recomputed freely.
 """
 
 from __future__ import annotations
 
-import warnings
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,16 +30,23 @@ import torch
 from torch import nn
 
 from pipelines.explain.aggregate import Moments, reduce_references
-from pipelines.explain.fastpath import FAST_EXPLAINERS, MLPFastPath, fast_attributions, is_affine_mlp
+from pipelines.explain.backends import Attribution, Batch, make_backend
+from pipelines.explain.collapse import collapses, model_arch
+from pipelines.explain.fastpath import is_affine_mlp
 from pipelines.explain.modes import DropoutMasks, explain_mode
-from pipelines.explain.references import ReferenceStats, compute_reference_stats, draw_references
-from pipelines.explain.registry import EXPLAINERS, Explainer, RowContext
-from pipelines.explain.spec import ExplainSpec
+from pipelines.explain.params import ExplainParams
+from pipelines.explain.references import (
+    ReferenceSets,
+    ReferenceStats,
+    compute_reference_stats,
+    draw_reference_sets,
+    draw_references,
+)
+from pipelines.explain.registry import EXPLAINERS
+from pipelines.explain.rows import Explainer, RowContext
 from storage.errors import InputError
 
-__all__ = ["BlockPartial", "ExplainSpec", "ReferenceStats", "compute_reference_stats", "explain_block"]
-
-PAPER_STREAM = 5
+__all__ = ["BlockPartial", "ReferenceStats", "compute_reference_stats", "explain_block"]
 
 
 @dataclass
@@ -38,26 +58,40 @@ class BlockPartial:
     moments
         Explainer name -> :class:`Moments` over (block samples, genes).
     model_moments
-        Explainer name -> model id -> :class:`Moments` (only with ``spec.per_model``).
+        Explainer name -> model id -> :class:`Moments` (only with ``params.per_model``).
+    repeat_moments
+        Explainer name -> model id -> :class:`Moments` over the K repeat values of the
+        reference-mean attribution (collapsed ``mc_dropout`` with ``repeat_std``).
+    repeat_var
+        Explainer name -> model id -> analytic variance (samples, genes) of one repeat around
+        the limit (``expected`` mode with ``repeat_std``).
     keys
         (model_id, repeat_start, repeat_stop) pieces folded in; :meth:`combine` merges in key order.
     """
 
     moments: dict[str, Moments]
     model_moments: dict[str, dict[int, Moments]] = field(default_factory=dict)
+    repeat_moments: dict[str, dict[int, Moments]] = field(default_factory=dict)
+    repeat_var: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     keys: list[tuple[int, int, int]] = field(default_factory=list)
 
     def merge(self, other: BlockPartial) -> BlockPartial:
         """Fold ``other`` (same samples, genes and explainers) into this partial and return it."""
         for name, mom in other.moments.items():
             self.moments[name].merge(mom)
-        for name, per_model in other.model_moments.items():
-            mine = self.model_moments.setdefault(name, {})
-            for model_id, mom in per_model.items():
-                if model_id in mine:
-                    mine[model_id].merge(mom)
-                else:
-                    mine[model_id] = mom
+        for mine_all, theirs_all in (
+            (self.model_moments, other.model_moments),
+            (self.repeat_moments, other.repeat_moments),
+        ):
+            for name, per_model in theirs_all.items():
+                mine = mine_all.setdefault(name, {})
+                for model_id, mom in per_model.items():
+                    if model_id in mine:
+                        mine[model_id].merge(mom)
+                    else:
+                        mine[model_id] = mom.copy()
+        for name, per_model in other.repeat_var.items():
+            self.repeat_var.setdefault(name, {}).update({k: v.copy() for k, v in per_model.items()})
         self.keys.extend(other.keys)
         return self
 
@@ -68,32 +102,92 @@ class BlockPartial:
             raise ValueError("nothing to combine")
         ordered = sorted(partials, key=lambda p: min(p.keys) if p.keys else (-1, -1, -1))
         first = ordered[0]
-        total = BlockPartial(
-            {n: Moments(m.count.copy(), m.mean.copy(), m.m2.copy()) for n, m in first.moments.items()},
-            {
-                n: {k: Moments(m.count.copy(), m.mean.copy(), m.m2.copy()) for k, m in d.items()}
-                for n, d in first.model_moments.items()
-            },
-            list(first.keys),
-        )
+        total = BlockPartial({n: m.copy() for n, m in first.moments.items()}, keys=list(first.keys))
+        for name, per_model in first.model_moments.items():
+            total.model_moments[name] = {k: m.copy() for k, m in per_model.items()}
+        for name, per_model in first.repeat_moments.items():
+            total.repeat_moments[name] = {k: m.copy() for k, m in per_model.items()}
+        for name, per_model in first.repeat_var.items():
+            total.repeat_var[name] = {k: v.copy() for k, v in per_model.items()}
         for p in ordered[1:]:
             total.merge(p)
         return total
 
+    def embed(self, rows: np.ndarray, n: int) -> BlockPartial:
+        """This partial of a subset placed at ``rows`` of an n-sample block (others: count 0)."""
+
+        def grow(m: Moments) -> Moments:
+            out = Moments.empty(n, m.mean.shape[1])
+            out.count[rows], out.mean[rows], out.m2[rows] = m.count, m.mean, m.m2
+            return out
+
+        def grow_var(v: np.ndarray) -> np.ndarray:
+            out = np.zeros((n, v.shape[1]))
+            out[rows] = v
+            return out
+
+        return BlockPartial(
+            {k: grow(m) for k, m in self.moments.items()},
+            {k: {i: grow(m) for i, m in d.items()} for k, d in self.model_moments.items()},
+            {k: {i: grow(m) for i, m in d.items()} for k, d in self.repeat_moments.items()},
+            {k: {i: grow_var(v) for i, v in d.items()} for k, d in self.repeat_var.items()},
+            list(self.keys),
+        )
+
     def finalize(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Return explainer -> (mean float32 (samples, genes), std float32 (samples, genes; ddof=1),
-        count int32 (samples,))."""
+        count int32 (samples,)). The std is meaningful for explicit explainers only."""
         return {name: mom.finalize() for name, mom in self.moments.items()}
 
     def model_means(self) -> dict[str, dict[int, np.ndarray]]:
-        """Return explainer -> model id -> mean float32 (samples, genes) (with ``spec.per_model``)."""
+        """Return explainer -> model id -> mean float32 (samples, genes) (with ``params.per_model``)."""
         return {
             name: {k: m.finalize()[0] for k, m in sorted(d.items())} for name, d in self.model_moments.items()
         }
 
+    def repeat_std(self) -> dict[str, np.ndarray]:
+        """Explainer -> float32 (samples, genes): the square root of the mean over models of the
+        variance across repeats (ddof=1 over the drawn masks; analytic in ``expected`` mode)."""
+        out: dict[str, np.ndarray] = {}
+        for name, per_model in self.repeat_moments.items():
+            var = [m.m2 / np.maximum(m.count[:, None] - 1, 1) for _, m in sorted(per_model.items())]
+            out[name] = np.sqrt(np.mean(var, axis=0)).astype(np.float32)
+        for name, per_var in self.repeat_var.items():
+            out[name] = np.sqrt(np.mean([v for _, v in sorted(per_var.items())], axis=0)).astype(np.float32)
+        return out
 
-def _seed_int(*keys: int) -> int:
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+@dataclass(frozen=True)
+class ExplainerPlan:
+    """How one explainer runs on one model: collapsed or explicit, with which backend."""
+
+    explainer: Explainer
+    collapsed: bool
+
+
+def plan_explainers(
+    explainers: Sequence[Explainer], model: nn.Module, x: torch.Tensor, params: ExplainParams
+) -> list[ExplainerPlan]:
+    """Decide the row expansion of every explainer for ``model`` (declared architecture or probe)."""
+    arch = model_arch(model, list(explainers), x, params) if params.mode != "paper" else None
+    return [ExplainerPlan(e, collapses(e, params, arch)) for e in explainers]
+
+
+def check_architectures(explainers: Sequence[str], arch: str | None, model_id: int) -> None:
+    """Refuse an explainer that needs another architecture (before any work starts).
+
+    Raises
+    ------
+    InputError
+        Names the explainer, the model and the fix.
+    """
+    for name in explainers:
+        need = EXPLAINERS[name].arch
+        if need is not None and arch != need:
+            raise InputError(
+                f"explainers: '{name}' needs a {need.upper()} model; model {model_id} is "
+                f"{(arch or 'another architecture').upper()}: drop '{name}' or explain a model set trained with arch = \"{need}\""
+            )
 
 
 def _activation_floats(model: nn.Module, x: torch.Tensor, masks: DropoutMasks | None) -> int:
@@ -121,92 +215,74 @@ def _activation_floats(model: nn.Module, x: torch.Tensor, masks: DropoutMasks | 
     return total
 
 
-@dataclass
-class _Plan:
-    """Chunking of a block: samples and repeats per chunk, rows per explainer call."""
-
-    sample_chunk: int
-    repeat_chunk: int
-    budget: int
-
-    def rows_per_call(self, bytes_per_row: int) -> int:
-        return max(1, self.budget // 2 // max(bytes_per_row, 1))
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        return p.dtype
+    return torch.float32
 
 
-def _plan(spec: ExplainSpec, n: int, n_repeats: int, n_genes: int) -> _Plan:
-    budget = int(spec.memory_budget_mb) * 2**20
-    per_pair = spec.n_references * n_genes * 4 * 6  # references, values, float64 fold temporaries
-    pairs = max(1, budget // 2 // per_pair)
-    sample_chunk = min(n, pairs)
-    return _Plan(sample_chunk, max(1, min(n_repeats, pairs // sample_chunk)), budget)
+class _Refs:
+    """References of a block for the explicit rows and the collapsed rows."""
+
+    def __init__(
+        self,
+        params: ExplainParams,
+        stats: ReferenceStats | None,
+        sets: ReferenceSets | None,
+        sample_index: np.ndarray,
+        classes: np.ndarray,
+        run_seed: int,
+        n_genes: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.params = params
+        self.stats = stats
+        self.sample_index = sample_index
+        self.classes = classes
+        self.run_seed = run_seed
+        self.n_genes = n_genes
+        self.device = device
+        self.dtype = dtype
+        if params.reference_scope == "cohort" and sets is None:
+            n_classes = int(classes.max()) + 1 if len(classes) else 1
+            if stats is not None:
+                n_classes = max(n_classes, stats.class_mean.shape[0])
+            sets = draw_reference_sets(
+                params.reference_kind, params.n_references, stats, run_seed, n_classes, n_genes
+            )
+        self.sets = sets
+        self._tensors: dict[int, torch.Tensor] = {}
+
+    def set_index(self, pos: np.ndarray) -> np.ndarray:
+        """Cohort set of each sample position (zeros for class-free kinds)."""
+        assert self.sets is not None
+        return self.sets.index(self.classes[pos])
+
+    def shared(self, index: int) -> torch.Tensor:
+        """Cohort reference set ``index``: (R, genes)."""
+        assert self.sets is not None
+        if index not in self._tensors:
+            self._tensors[index] = torch.from_numpy(self.sets.values[index]).to(self.device, self.dtype)
+        return self._tensors[index]
+
+    def per_sample(self, pos: np.ndarray, repeat: int) -> torch.Tensor:
+        """Sample-scope references of positions ``pos`` in ``repeat``: (samples, R, genes)."""
+        drawn = draw_references(
+            self.params.reference_kind,
+            self.params.n_references,
+            self.stats,
+            self.sample_index[pos],
+            int(repeat),
+            self.classes[pos],
+            self.run_seed,
+            self.n_genes,
+        )
+        return torch.from_numpy(drawn).to(self.device, self.dtype)
 
 
-def _explain_rows(
-    explainer: Explainer,
-    model: nn.Module,
-    fast: MLPFastPath | None,
-    h_samples: torch.Tensor | None,
-    x: torch.Tensor,
-    refs: torch.Tensor | None,
-    targets: torch.Tensor,
-    ctx: RowContext,
-    row_sample: np.ndarray,
-    row_pair: np.ndarray,
-    rows_per_call: int,
-    spec: ExplainSpec,
-) -> np.ndarray:
-    """Attributions (rows, genes) of ``explainer`` for the rows of one chunk, in sub-batches."""
-    n_rows = len(row_sample)
-    out = np.empty((n_rows, x.shape[1]), dtype=np.float32)
-    use_fast = fast is not None and explainer.name in FAST_EXPLAINERS
-    step = n_rows if explainer.per_row else rows_per_call
-    for start in range(0, n_rows, step):
-        idx = np.arange(start, min(start + step, n_rows))
-        xs = x[row_sample[idx]]
-        ts = targets[row_sample[idx]]
-        if explainer.uses_reference == "each":
-            assert refs is not None
-            bs = refs.reshape(-1, x.shape[1])[idx]
-        elif explainer.uses_reference == "distribution":
-            assert refs is not None
-            bs = refs.reshape(-1, spec.n_references, x.shape[1])[row_pair[idx]]
-        else:
-            bs = None
-        sub = ctx.subset(idx)
-        if use_fast:
-            assert fast is not None and h_samples is not None
-            if ctx.masks is not None:
-                ctx.masks.set_rows(sub.samples, sub.repeats)
-                masks = ctx.masks.masks(0, (fast.hidden_size,), xs.device)
-            else:
-                masks = torch.ones(len(idx), fast.hidden_size, dtype=xs.dtype, device=xs.device)
-            with torch.no_grad():
-                attr = fast_attributions(
-                    fast,
-                    explainer.name,
-                    xs,
-                    bs,
-                    ts,
-                    masks,
-                    spec.n_steps,
-                    spec.ig_method,
-                    spec.saliency_abs,
-                    h_samples[row_sample[idx]],
-                )
-        else:
-            sub.key_rows(np.arange(len(idx)))
-            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", message=".*(require gradients|non-linear).*", category=UserWarning
-                )
-                torch.manual_seed(
-                    _seed_int(
-                        ctx.run_seed, PAPER_STREAM, ctx.model_id, sub.samples[0], sub.repeats[0], sub.refs[0]
-                    )
-                )
-                attr = explainer.fn(model, xs, bs, ts, sub)
-        out[idx] = attr.detach().cpu().numpy()
-    return out
+def _budget_rows(params: ExplainParams, bytes_per_row: int) -> int:
+    return max(1, int(params.memory_budget_mb) * 2**20 // 2 // max(bytes_per_row, 1))
 
 
 def explain_block(
@@ -217,21 +293,24 @@ def explain_block(
     sample_index: np.ndarray,
     repeat_range: range | tuple[int, int],
     ref_stats: ReferenceStats | None,
-    spec: ExplainSpec,
+    params: ExplainParams,
     run_seed: int,
     *,
     classes: np.ndarray | None = None,
+    ref_sets: ReferenceSets | None = None,
+    device: str = "cpu",
 ) -> BlockPartial:
-    """Explain a block of samples with every model, repeat, reference and explainer of ``spec``.
+    """Explain a block of samples with every model, repeat, reference and explainer of ``params``.
 
     Parameters
     ----------
     models
-        Torch modules taking (rows, genes) float32 in the stored layer's units -> (rows, classes) logits.
+        Torch modules taking (rows, genes) in the stored layer's units -> (rows, classes) logits;
+        the computation runs in the modules' dtype (float32 from checkpoints).
     model_ids
         Stable integer id of each model (keys of its dropout masks).
     x
-        (samples, genes) float32 block.
+        (samples, genes) block.
     targets
         (samples,) int class index to explain per sample.
     sample_index
@@ -239,22 +318,26 @@ def explain_block(
     repeat_range
         Repeats to compute, ``range(start, stop)`` or ``(start, stop)``.
     ref_stats
-        Cohort statistics for ``universal``, ``specific`` and ``samples`` references.
-    spec
+        Cohort statistics for drawn references (``sample`` scope, or to draw the cohort sets).
+    params
         What to compute.
     run_seed
         Run seed.
     classes
-        (samples,) class codes for ``specific`` references; default ``targets``.
+        (samples,) class codes for the ``specific`` kinds; default ``targets``.
+    ref_sets
+        Cohort reference sets (:func:`pipelines.explain.references.draw_reference_sets`); drawn
+        here from ``ref_stats`` when None.
+    device
+        Torch device.
 
     Returns
     -------
     BlockPartial
-        Streamed moments over all (model, repeat, reference) values per explainer.
+        Streamed moments per explainer (see the module docstring for what they hold).
     """
     repeats = range(*repeat_range) if isinstance(repeat_range, tuple) else repeat_range
-    x_np = np.ascontiguousarray(x, dtype=np.float32)
-    n, n_genes = x_np.shape
+    n, n_genes = x.shape
     targets_np = np.asarray(targets, dtype=np.int64)
     sample_index = np.asarray(sample_index, dtype=np.int64)
     if targets_np.shape != (n,) or sample_index.shape != (n,):
@@ -262,100 +345,191 @@ def explain_block(
     if len(models) != len(model_ids):
         raise ValueError("one model id per model")
     classes_np = targets_np if classes is None else np.asarray(classes, dtype=np.int64)
+    unlabelled = (targets_np < 0) | (classes_np < 0)
+    if unlabelled.any() and params.unlabelled == "exclude":
+        keep = np.flatnonzero(~unlabelled)
+        sub = explain_block(
+            models,
+            model_ids,
+            x[keep],
+            targets_np[keep],
+            sample_index[keep],
+            repeats,
+            ref_stats,
+            params,
+            run_seed,
+            classes=classes_np[keep],
+            ref_sets=ref_sets,
+            device=device,
+        )
+        return sub.embed(keep, n)
     if n and (targets_np.min() < 0 or classes_np.min() < 0):
         bad = int(sample_index[np.argmin(np.minimum(targets_np, classes_np))])
         raise InputError(
             f"sample {bad} has no class to explain (target {targets_np.min()}); "
-            "give every sample a label in the label column or drop unlabelled samples"
+            'give every sample a label in the label column or set unlabelled = "exclude"'
         )
-    explainers = [EXPLAINERS[name] for name in spec.explainers]
-    needs_refs = any(e.uses_reference != "none" for e in explainers)
-    device = torch.device(spec.device)
-    xt = torch.from_numpy(x_np).to(device)
-    tt = torch.from_numpy(targets_np).to(device)
-    plan = _plan(spec, n, len(repeats), n_genes)
+    explainers = [EXPLAINERS[name] for name in params.explainers]
+    dev = torch.device(device)
     partial = BlockPartial({e.name: Moments.empty(n, n_genes) for e in explainers})
     for model, model_id in sorted(zip(models, model_ids, strict=True), key=lambda p: int(p[1])):
-        for e in explainers:
-            if e.arch is not None and getattr(model, "arch", None) != e.arch:
-                raise InputError(
-                    f"--explainers: '{e.name}' needs a {e.arch.upper()} model; model {model_id} is not one"
-                )
-        model_mom = {e.name: Moments.empty(n, n_genes) for e in explainers}
-        with explain_mode(model, spec.mode, run_seed, int(model_id)) as (module, masks):
-            fast = (
-                MLPFastPath(module)
-                if spec.fast_path and spec.mode != "paper" and is_affine_mlp(module)
-                else None
-            )
+        check_architectures(params.explainers, getattr(model, "arch", None), int(model_id))
+        dtype = _model_dtype(model)
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev, dtype)
+        tt = torch.from_numpy(targets_np).to(dev)
+        refs = _Refs(params, ref_stats, ref_sets, sample_index, classes_np, run_seed, n_genes, dev, dtype)
+        with explain_mode(model, params.mode, run_seed, int(model_id)) as (module, masks):
+            mlp = params.mode != "paper" and is_affine_mlp(module)
+            plans = plan_explainers(explainers, module, xt, params)
             act = _activation_floats(module, xt, masks)
-            for s0 in range(0, n, plan.sample_chunk):
-                pos = np.arange(s0, min(s0 + plan.sample_chunk, n))
-                h_samples = fast.hidden(xt[pos]).detach() if fast is not None else None
-                for r0 in range(0, len(repeats), plan.repeat_chunk):
-                    reps = np.asarray(repeats[r0 : r0 + plan.repeat_chunk], dtype=np.int64)
-                    refs = None
-                    if needs_refs:
-                        drawn = np.stack(
-                            [
-                                draw_references(
-                                    spec.references,
-                                    spec.n_references,
-                                    ref_stats,
-                                    sample_index[pos],
-                                    int(r),
-                                    classes_np[pos],
-                                    run_seed,
-                                    n_genes,
-                                )
-                                for r in reps
-                            ]
-                        )
-                        refs = torch.from_numpy(drawn).to(device)  # (repeats, samples, R, genes)
-                    pair_pos = np.tile(np.arange(len(pos)), len(reps))  # repeat-major pairs
-                    pair_rep = np.repeat(reps, len(pos))
-                    for e in explainers:
-                        k = spec.n_references if e.uses_reference == "each" else 1
-                        row_pair = np.repeat(np.arange(len(pair_pos)), k)
-                        ctx = RowContext(
-                            samples=sample_index[pos][pair_pos[row_pair]],
-                            repeats=pair_rep[row_pair],
-                            refs=np.tile(np.arange(k), len(pair_pos)),
-                            run_seed=int(run_seed),
-                            model_id=int(model_id),
-                            spec=spec,
-                            masks=masks,
-                        )
-                        row_bytes = (
-                            16 * n_genes + 16 * fast.hidden_size
-                            if fast is not None and e.name in FAST_EXPLAINERS
-                            else 4 * (3 * act + 4 * n_genes) * e.expansion(spec)
-                        )
-                        values = _explain_rows(
-                            e,
-                            module,
-                            fast,
-                            h_samples,
-                            xt[pos],
-                            refs,
-                            tt[pos],
-                            ctx,
-                            pair_pos[row_pair],
-                            row_pair,
-                            plan.rows_per_call(row_bytes),
-                            spec,
-                        ).reshape(len(reps), len(pos), k, n_genes)
-                        if e.ref_reduce == "mean":
-                            values = values.mean(axis=2, keepdims=True)
-                        if spec.abs:
-                            values = np.abs(values)
-                        for j in range(len(reps)):
-                            model_mom[e.name].add(
-                                reduce_references(values[j], spec.reference_reduce), rows=pos
-                            )
-        for name, mom in model_mom.items():
-            partial.moments[name].merge(mom)
-            if spec.per_model:
-                partial.model_moments.setdefault(name, {})[int(model_id)] = mom
+            for plan in plans:
+                e = plan.explainer
+                row_bytes = 4 * (3 * act + 4 * n_genes) * e.expansion(params)
+                backend = make_backend(
+                    e,
+                    module,
+                    params,
+                    mlp=mlp,
+                    rows_per_call=_budget_rows(params, row_bytes),
+                    budget_bytes=int(params.memory_budget_mb) * 2**20 // 4,
+                )
+                run = _run_collapsed if plan.collapsed else _run_explicit
+                model_mom = run(
+                    backend, e, xt, tt, refs, masks, repeats, params, run_seed, int(model_id), partial
+                )
+                partial.moments[e.name].merge(model_mom)
+                if params.per_model:
+                    partial.model_moments.setdefault(e.name, {})[int(model_id)] = model_mom
         partial.keys.append((int(model_id), repeats.start, repeats.stop))
     return partial
+
+
+def _context(
+    samples: np.ndarray,
+    repeats: np.ndarray,
+    params: ExplainParams,
+    run_seed: int,
+    model_id: int,
+    masks: DropoutMasks | None,
+) -> RowContext:
+    return RowContext(
+        samples, repeats, np.zeros(len(samples), dtype=np.int64), run_seed, model_id, params, masks
+    )
+
+
+def _run_collapsed(
+    backend: object,
+    e: Explainer,
+    xt: torch.Tensor,
+    tt: torch.Tensor,
+    refs: _Refs,
+    masks: DropoutMasks | None,
+    repeats: range,
+    params: ExplainParams,
+    run_seed: int,
+    model_id: int,
+    partial: BlockPartial,
+) -> Moments:
+    """Collapsed rows: one per sample, mean mask over ``repeats``, all cohort references."""
+    n, n_genes = xt.shape
+    n_refs = params.n_references if e.uses_reference == "each" else 1
+    single_pass = masks is None  # expected / deterministic: every repeat is the same
+    spread = params.repeat_std and (params.mode == "expected" or (not single_pass and len(repeats) > 1))
+    hidden = int(getattr(getattr(backend, "fast", None), "hidden_size", 256))
+    per_sample = 4 * (n_refs * hidden * 4 + 6 * n_genes) + (12 * hidden * n_genes if spread else 0)
+    chunk = max(1, min(n, _budget_rows(params, per_sample)))
+    mom = Moments.empty(n, n_genes)
+    rep_mom = Moments.empty(n, n_genes) if spread and not single_pass else None
+    rep_var = np.zeros((n, n_genes)) if spread and single_pass else None
+    count = (1 if single_pass and params.mode == "expected" else len(repeats)) * n_refs
+    positions = np.arange(n)
+    groups = (
+        [(positions, None)]
+        if e.uses_reference == "none"
+        else [(positions[refs.set_index(positions) == g], g) for g in np.unique(refs.set_index(positions))]
+    )
+    for members, group in groups:
+        for s0 in range(0, len(members), chunk):
+            pos = members[s0 : s0 + chunk]
+            batch = Batch(
+                xt[pos],
+                tt[pos],
+                None if group is None else refs.shared(int(group)),
+                _context(
+                    refs.sample_index[pos],
+                    np.full(len(pos), repeats.start),
+                    params,
+                    run_seed,
+                    model_id,
+                    masks,
+                ),
+                collapse=None if single_pass else repeats,
+                reduce_refs=True,
+                spread=spread,
+            )
+            with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
+                out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
+            mean = out.values[:, 0].detach().cpu().numpy().astype(np.float64)
+            mom.add_mean(mean, count, rows=pos)
+            if rep_mom is not None and out.repeat_m2 is not None:
+                rep_mom.add_summary(
+                    mean, out.repeat_m2.detach().cpu().numpy().astype(np.float64), len(repeats), rows=pos
+                )
+            if rep_var is not None and out.repeat_var is not None:
+                rep_var[pos] = out.repeat_var.detach().cpu().numpy()
+    if rep_mom is not None and hasattr(backend, "fast"):
+        partial.repeat_moments.setdefault(e.name, {})[model_id] = rep_mom
+    if rep_var is not None and hasattr(backend, "fast"):
+        partial.repeat_var.setdefault(e.name, {})[model_id] = rep_var
+    return mom
+
+
+def _run_explicit(
+    backend: object,
+    e: Explainer,
+    xt: torch.Tensor,
+    tt: torch.Tensor,
+    refs: _Refs,
+    masks: DropoutMasks | None,
+    repeats: range,
+    params: ExplainParams,
+    run_seed: int,
+    model_id: int,
+    partial: BlockPartial,
+) -> Moments:
+    """Explicit rows: one per (repeat, sample), each with its own mask and R references."""
+    n, n_genes = xt.shape
+    n_refs = params.n_references if e.uses_reference != "none" else 1
+    per_sample = n_refs * n_genes * 4 * 6
+    chunk = max(1, min(n, _budget_rows(params, per_sample)))
+    reduce = e.ref_reduce == "mean"
+    mom = Moments.empty(n, n_genes)
+    for k in repeats:
+        for s0 in range(0, n, chunk):
+            pos = np.arange(s0, min(s0 + chunk, n))
+            ctx = _context(refs.sample_index[pos], np.full(len(pos), k), params, run_seed, model_id, masks)
+            values: list[tuple[np.ndarray, np.ndarray]] = []
+            if e.uses_reference == "none":
+                groups = [(pos, None)]
+            elif params.reference_scope == "cohort":
+                idx = refs.set_index(pos)
+                groups = [(pos[idx == g], refs.shared(int(g))) for g in np.unique(idx)]
+            else:
+                groups = [(pos, refs.per_sample(pos, k))]
+            for members, ref in groups:
+                sel = np.searchsorted(pos, members)
+                batch = Batch(
+                    xt[members],
+                    tt[members],
+                    ref if ref is None or ref.dim() == 2 or len(members) == len(pos) else ref[sel],
+                    ctx.subset(sel),
+                    reduce_refs=reduce,
+                )
+                with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
+                    out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
+                values.append((members, out.values.detach().cpu().numpy()))
+            for members, v in values:
+                if params.abs:
+                    v = np.abs(v)
+                mom.add(reduce_references(v, params.reference_reduce), rows=members)
+    return mom

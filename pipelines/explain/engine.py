@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -38,8 +38,17 @@ import xarray as xr
 from cluster.pool import ActorPool
 from cluster.resources import cluster_gpus, gpu_fraction
 from pipelines.blocks import sample_blocks
-from pipelines.explain.compute import BlockPartial, ExplainSpec, ReferenceStats, compute_reference_stats
+from pipelines.explain.compute import BlockPartial, check_architectures
+from pipelines.explain.fastpath import FAST_EXPLAINERS
+from pipelines.explain.params import ExplainParams
+from pipelines.explain.references import (
+    ReferenceSets,
+    ReferenceStats,
+    compute_reference_stats,
+    draw_reference_sets,
+)
 from pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
+from pipelines.labels import labelled_samples
 from storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
 from storage.errors import InputError
 from storage.schema import GENE, SAMPLE
@@ -60,37 +69,7 @@ BlockCallback = Callable[[int, int, int], None]
 MODEL = "model"
 
 
-@dataclass(frozen=True)
-class EngineOptions:
-    """How a run is spread over the cluster (does not change the numbers, except ``repeat_block``).
-
-    Attributes
-    ----------
-    actors
-        Pool size; 0 = one per GPU when the cluster has GPUs, else one per ``cpus_per_actor`` CPUs.
-    cpus_per_actor
-        CPU cores each actor reserves (its torch thread count).
-    gpus_per_actor
-        GPU share per actor; ``None`` spreads the GPUs evenly (ignored without GPUs).
-    sample_block
-        Samples per block: the unit of writing and of resuming.
-    repeat_block
-        Repeats per task; 0 = all repeats in one task. Changing it changes the order in which
-        partial sums are added and so the last bits of the result.
-    tasks_per_actor
-        Tasks in flight per actor.
-    crash_once
-        Fault drill: path of a marker file; the first task run while it is absent creates it and
-        kills its actor (the run must still finish with unchanged results).
-    """
-
-    actors: int = 0
-    cpus_per_actor: int = 1
-    gpus_per_actor: float | None = None
-    sample_block: int = 256
-    repeat_block: int = 0
-    tasks_per_actor: int = 2
-    crash_once: str | None = None
+TASKS_PER_ACTOR = 2  # tasks in flight per actor
 
 
 @dataclass
@@ -146,6 +125,8 @@ class ModelSetInfo:
         Class names in logit order.
     checksums
         SHA-256 of each used replicate's weights (part of the result's fingerprint).
+    arch
+        Architecture of the replicates (``mlp``, ``cnn``).
     """
 
     model_ids: tuple[int, ...]
@@ -153,6 +134,7 @@ class ModelSetInfo:
     label: str
     classes: tuple[str, ...]
     checksums: tuple[str, ...]
+    arch: str = "mlp"
 
 
 def model_set_info(store_url: str, model_set: str, models: list[int] | None) -> ModelSetInfo:
@@ -189,11 +171,11 @@ def model_set_info(store_url: str, model_set: str, models: list[int] | None) -> 
     metas = [read_metadata(store_url, model_set, r) for r in chosen]
     first = metas[0]
     for meta in metas[1:]:
-        for field_name in ("layer", "label", "classes"):
+        for field_name in ("layer", "label", "classes", "arch"):
             if meta[field_name] != first[field_name]:
                 raise InputError(
-                    f"model set '{model_set}': replicate {meta['replicate']} has {field_name}={meta[field_name]!r} "
-                    f"but replicate {first['replicate']} has {first[field_name]!r}; explain them in separate runs "
+                    f"model set '{model_set}': replicate {meta['replicate']} has {field_name}={meta.get(field_name)!r} "
+                    f"but replicate {first['replicate']} has {first.get(field_name)!r}; explain them in separate runs "
                     "(--models)"
                 )
     return ModelSetInfo(
@@ -202,16 +184,21 @@ def model_set_info(store_url: str, model_set: str, models: list[int] | None) -> 
         label=str(first["label"]),
         classes=tuple(str(c) for c in first["classes"]),
         checksums=tuple(str(m["sha256"]) for m in metas),
+        arch=str(first.get("arch", "mlp")),
     )
 
 
-def sample_targets(ds: xr.Dataset, info: ModelSetInfo) -> np.ndarray:
+def sample_targets(ds: xr.Dataset, info: ModelSetInfo, unlabelled: str = "exclude") -> np.ndarray:
     """Return each sample's class index in the models' logit order, shape (sample,) int64.
+
+    Unlabelled samples get -1 under the ``exclude`` policy (:func:`pipelines.labels.labelled_samples`
+    logs how many); they are left out of every computation and get count 0 and a NaN mean.
 
     Raises
     ------
     InputError
-        When the store lacks the label column or a sample's label is not one of the classes.
+        When the store lacks the label column, a label is not one of the classes, or a sample is
+        unlabelled under the ``error`` policy.
     """
     name = info.label if info.label in ds else f"sample_{info.label}"
     if name not in ds:
@@ -219,91 +206,115 @@ def sample_targets(ds: xr.Dataset, info: ModelSetInfo) -> np.ndarray:
             f"the store has no label column '{info.label}' that the models were trained on; "
             "explain a store with that sample column"
         )
-    labels = np.asarray(ds[name].values).astype(str)
+    raw = np.asarray(ds[name].values)
+    keep = labelled_samples(raw, name, unlabelled)  # type: ignore[arg-type]
+    labels = raw.astype(str)
     index = {c: i for i, c in enumerate(info.classes)}
-    unknown = sorted(set(labels.tolist()) - set(index))
+    unknown = sorted(set(labels[keep].tolist()) - set(index))
     if unknown:
-        first = int(np.nonzero(~np.isin(labels, list(index)))[0][0])
+        first = int(np.nonzero(keep & ~np.isin(labels, list(index)))[0][0])
         raise InputError(
             f"column '{name}': label {unknown[0]!r} of sample {ds[SAMPLE].values[first]!r} (and {len(unknown) - 1} "
             f"other labels) is not a class of the models ({', '.join(info.classes)}); explain a store whose "
             "samples belong to the trained classes"
         )
-    return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
-
-
-def _spec_record(spec: ExplainSpec) -> dict[str, Any]:
-    """The spec as JSON-compatible values (for attrs and the fingerprint)."""
-    record: dict[str, Any] = json.loads(json.dumps(asdict(spec), default=str))
-    return record
+    return np.array(
+        [index[v] if k else -1 for v, k in zip(labels.tolist(), keep, strict=True)], dtype=np.int64
+    )
 
 
 def fingerprint(
-    spec: ExplainSpec,
+    params: ExplainParams,
     info: ModelSetInfo,
-    model_set: str,
     seed: int,
-    repeats: int,
     repeat_block: int,
     sizes: dict[str, int],
-    sample_block: int,
+    device: str,
     data_stamp: str = "",
 ) -> str:
     """Return the hex SHA-256 of everything that decides the result's numbers.
 
     Parameters
     ----------
-    spec, info, model_set, seed, repeats
-        What is computed, with which replicates (their weights' checksums) and seed.
+    params
+        What is computed (:meth:`ExplainParams.numeric_record`: explainers, references, repeats,
+        mode, blocks, thread count per actor, TF32, ...).
+    info, seed
+        Which replicates (their weights' checksums) and seed.
     repeat_block
         Repeats per task (sets the order of the float64 sums).
     sizes
         Store sizes ``{"sample": n, "gene": g}``.
-    sample_block
-        Samples per block (the unit of the ledger).
+    device
+        The torch device type the actors compute on (``cpu`` or ``cuda``): a resumed run never
+        mixes blocks computed on different devices or thread counts.
     data_stamp
         Identity of the data explained: the store's creation time and the layer's write stamp, so a
         rewritten layer of the same shape never resumes from stale blocks.
     """
     payload = {
         "data": data_stamp,
-        "spec": _spec_record(spec),
-        "model_set": model_set,
+        "params": params.numeric_record(),
+        "model_set": params.model_set,
         "models": list(info.model_ids),
         "checksums": list(info.checksums),
         "seed": seed,
-        "repeats": repeats,
         "repeat_block": repeat_block,
         "sizes": sizes,
-        "sample_block": sample_block,
+        "device": device,
+        "threads": params.cpus_per_actor,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _template(
-    ds: xr.Dataset, spec: ExplainSpec, model_ids: tuple[int, ...], sample_block: int, fp: str
+    ds: xr.Dataset, params: ExplainParams, info: ModelSetInfo, collapsed: dict[str, bool], fp: str
 ) -> xr.Dataset:
-    """Empty result: per explainer mean, std (sample, gene) and count (sample); per-model means on
+    """Empty result: per explainer mean and count, and the std over all values (explicit
+    explainers) or the exact repeat std (collapsed ones, with ``repeat_std``); per-model means on
     request. Its ``fingerprint`` attr lets a later run recognise it as its own and resume."""
     n_s, n_g = ds.sizes[SAMPLE], ds.sizes[GENE]
+    block = params.sample_block
     gene_chunk = min(n_g, layer_chunks(ds)[GENE])
     values: dict[str, Any] = {}
-    for name in spec.explainers:
-        for suffix in ("", "_std"):
-            values[f"attr_{name}{suffix}"] = (
-                (SAMPLE, GENE),
-                da.zeros((n_s, n_g), dtype=np.float32, chunks=(sample_block, gene_chunk)),
-            )
-        values[f"attr_{name}_count"] = (SAMPLE, da.zeros(n_s, dtype=np.int32, chunks=sample_block))
-        if spec.per_model:
+
+    def plane() -> tuple[tuple[str, str], da.Array]:
+        return (SAMPLE, GENE), da.zeros((n_s, n_g), dtype=np.float32, chunks=(block, gene_chunk))
+
+    for name in params.explainers:
+        values[f"attr_{name}"] = plane()
+        if not collapsed[name]:
+            values[f"attr_{name}_std"] = plane()
+        elif _writes_repeat_std(params, info) and name in FAST_EXPLAINERS:
+            values[f"attr_{name}_repeat_std"] = plane()
+        values[f"attr_{name}_count"] = (SAMPLE, da.zeros(n_s, dtype=np.int32, chunks=block))
+        if params.per_model:
             values[f"attr_{name}_model"] = (
                 (MODEL, SAMPLE, GENE),
-                da.zeros((len(model_ids), n_s, n_g), dtype=np.float32, chunks=(1, sample_block, gene_chunk)),
+                da.zeros((len(info.model_ids), n_s, n_g), dtype=np.float32, chunks=(1, block, gene_chunk)),
             )
     coords: dict[str, Any] = {SAMPLE: ds[SAMPLE].values, GENE: ds[GENE].values}
-    if spec.per_model:
-        coords[MODEL] = np.asarray(model_ids, dtype=np.int64)
+    if params.per_model:
+        coords[MODEL] = np.asarray(info.model_ids, dtype=np.int64)
     return xr.Dataset(values, coords=coords, attrs={"fingerprint": fp})
+
+
+def _writes_repeat_std(params: ExplainParams, info: ModelSetInfo) -> bool:
+    """Collapsed explainers of the MLP backend write ``attr_<e>_repeat_std``."""
+    return (
+        params.repeat_std
+        and info.arch == "mlp"
+        and params.backend == "auto"
+        and (params.mode == "expected" or (params.mode == "mc_dropout" and params.repeats > 1))
+    )
+
+
+def collapse_plan(params: ExplainParams, info: ModelSetInfo) -> dict[str, bool]:
+    """Explainer -> runs collapsed, decided on the driver from the declared architecture."""
+    from pipelines.explain.collapse import collapses
+    from pipelines.explain.registry import EXPLAINERS
+
+    return {name: collapses(EXPLAINERS[name], params, info.arch) for name in params.explainers}
 
 
 class BlockReducer:
@@ -339,25 +350,47 @@ class BlockReducer:
         return None
 
 
-def _pool_size(options: EngineOptions, n_tasks: int) -> tuple[int, float]:
+def _pool_size(params: ExplainParams, n_tasks: int) -> tuple[int, float]:
     """Return (actors, GPU share per actor) for the running cluster."""
-    gpus = cluster_gpus()
-    actors = options.actors
+    gpus = cluster_gpus() if params.device != "cpu" else 0
+    actors = params.actors
     if actors <= 0:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        actors = int(gpus) if gpus >= 1 else int(cpus // options.cpus_per_actor)
+        actors = int(gpus) if gpus >= 1 else int(cpus // params.cpus_per_actor)
     actors = max(1, min(actors, n_tasks))
-    return actors, gpu_fraction(options.gpus_per_actor, actors=actors)
+    return actors, (gpu_fraction(params.gpus_per_actor, actors=actors) if gpus else 0.0)
 
 
-def _block_arrays(merged: BlockPartial, per_model: bool) -> dict[str, np.ndarray]:
+def resolve_device(params: ExplainParams) -> str:
+    """The device type the actors will use: ``cuda`` when requested or (``auto``) when the cluster
+    has GPUs, else ``cpu``.
+
+    Raises
+    ------
+    InputError
+        ``device = "cuda"`` on a cluster without GPUs.
+    """
+    gpus = cluster_gpus()
+    if params.device == "cuda" and gpus < 1:
+        raise InputError('device = "cuda": the cluster has no GPU; use device = "cpu" or "auto"')
+    if params.device == "cpu":
+        return "cpu"
+    return "cuda" if gpus >= 1 else "cpu"
+
+
+def _block_arrays(
+    merged: BlockPartial, params: ExplainParams, collapsed: dict[str, bool]
+) -> dict[str, np.ndarray]:
     """Arrays of one finished block, by result variable name."""
     arrays: dict[str, np.ndarray] = {}
     for explainer, (mean, std, count) in merged.finalize().items():
         arrays[f"attr_{explainer}"] = mean
-        arrays[f"attr_{explainer}_std"] = std
+        if not collapsed[explainer]:
+            arrays[f"attr_{explainer}_std"] = std
         arrays[f"attr_{explainer}_count"] = count
-    if per_model:
+    for explainer, rstd in merged.repeat_std().items():
+        arrays[f"attr_{explainer}_repeat_std"] = rstd
+    if params.per_model:
         for explainer, by_model in merged.model_means().items():
             arrays[f"attr_{explainer}_model"] = np.stack([by_model[m] for m in sorted(by_model)])
     return arrays
@@ -369,46 +402,39 @@ class _Job:
 
     store_url: str
     group: str
-    spec: ExplainSpec
+    params: ExplainParams
     seed: int
-    model_set: str
     info: ModelSetInfo
-    options: EngineOptions
     blocks: list[slice]
     ledger: BlockLedger
+    device: str
+    collapsed: dict[str, bool]
+    crash_once: str | None = None
 
 
-def _prepare_result(job: _Job, ds: xr.Dataset, fp: str, overwrite: bool) -> tuple[set[str], bool]:
+def _prepare_result(job: _Job, ds: xr.Dataset, fp: str) -> tuple[set[str], bool]:
     """Create or reopen the result group; return (finished block keys, result already complete)."""
     if result_exists(job.store_url, job.group):
         old = read_result(job.store_url, job.group, allow_incomplete=True)
         if old.attrs.get("fingerprint") == fp:
             return job.ledger.done_keys(), bool(old.attrs.get("gexplain_complete", False))
-        if not overwrite:
+        if not job.params.overwrite:
             raise InputError(
                 f"result 'results/{job.group}' in {job.store_url} exists with other parameters; choose another "
-                "--name or pass --overwrite to replace it"
+                "name or set overwrite = true to replace it"
             )
     job.ledger.clear()
-    create_result(
-        job.store_url,
-        job.group,
-        _template(ds, job.spec, job.info.model_ids, job.options.sample_block, fp),
-    )
+    create_result(job.store_url, job.group, _template(ds, job.params, job.info, job.collapsed, fp))
     return set(), False
 
 
 def run_explain(
     store_url: str,
-    spec: ExplainSpec,
+    params: ExplainParams,
     *,
-    repeats: int,
     name: str,
-    model_set: str = "default",
-    models: list[int] | None = None,
     seed: int = 0,
-    options: EngineOptions | None = None,
-    overwrite: bool = False,
+    crash_once: str | None = None,
     on_block: BlockCallback | None = None,
 ) -> ExplainSummary:
     """Explain every sample of a store with a model set and write ``results/explain/<name>``.
@@ -420,23 +446,16 @@ def run_explain(
     ----------
     store_url
         The expression store.
-    spec
-        Explainers, references, mode and options (:class:`pipelines.explain.spec.ExplainSpec`).
-    repeats
-        Repeats per (sample, model): dropout samples in ``mc_dropout`` mode, each with its own
-        references.
+    params
+        The stage parameters (:class:`pipelines.explain.params.ExplainParams`): explainers,
+        references, repeats, mode, model set and replicates, distribution and blocks.
     name
         Result name: ``results/explain/<name>``.
-    model_set
-        Model set to explain.
-    models
-        Replicate numbers, or ``None`` for all.
     seed
-        Run seed; every random draw depends only on (seed, model, sample, repeat).
-    options
-        Distribution options (:class:`EngineOptions`).
-    overwrite
-        Replace an existing result made with other parameters.
+        Run seed; every random draw depends only on (seed, model, sample, repeat, reference).
+    crash_once
+        Fault drill: path of a marker file; the first task run while it is absent creates it and
+        kills its actor (the run must still finish with unchanged results).
     on_block
         Called as ``on_block(block, blocks_done, blocks_total)`` after each block is written and
         marked done (progress; an exception raised here stops the run, which stays resumable).
@@ -448,47 +467,44 @@ def run_explain(
     Raises
     ------
     InputError
-        Bad options, a missing model set, layer or label column, or an existing result with
-        other parameters (without ``overwrite``).
+        A missing model set, layer or label column, an explainer the architecture lacks, or an
+        existing result with other parameters (without ``overwrite``); all before any work starts.
     """
-    options = options or EngineOptions()
-    checks = (
-        ("--repeats", repeats),
-        ("--sample-block", options.sample_block),
-        ("--cpus-per-actor", options.cpus_per_actor),
-    )
-    for option, value in checks:
-        if int(value) < 1:
-            raise InputError(f"{option} must be a positive integer (got {value})")
     if not name or any(c in name for c in "/\\ "):
-        raise InputError(f"--name '{name}': use a non-empty name without '/', '\\' or spaces")
+        raise InputError(f"name '{name}': use a non-empty name without '/', '\\' or spaces")
     start = time.perf_counter()
     ds = open_store(store_url)
-    info = model_set_info(store_url, model_set, models)
+    info = model_set_info(
+        store_url, params.model_set, None if params.models == "all" else list(params.models)
+    )
+    check_architectures(params.explainers, info.arch, info.model_ids[0])
     if info.layer not in ds:
         layers = [str(v) for v in ds.data_vars if ds[v].dims == (SAMPLE, GENE)]
         raise InputError(
             f"the models read layer '{info.layer}' which {store_url} lacks (layers: {', '.join(layers)}); "
             "explain the store the models were trained on"
         )
-    targets = sample_targets(ds, info)
-    repeat_block = min(options.repeat_block, repeats) if options.repeat_block > 0 else repeats
+    targets = sample_targets(ds, info, params.unlabelled)
+    repeats = params.repeats
+    repeat_block = min(params.repeat_block, repeats) if params.repeat_block > 0 else repeats
     group = f"explain/{name}"
     sizes = {SAMPLE: int(ds.sizes[SAMPLE]), GENE: int(ds.sizes[GENE])}
     stamp = f"{ds.attrs.get('created', '')}|{ds[info.layer].attrs.get('gexplain_written', '')}"
-    fp = fingerprint(spec, info, model_set, seed, repeats, repeat_block, sizes, options.sample_block, stamp)
+    device = resolve_device(params)
+    fp = fingerprint(params, info, seed, repeat_block, sizes, device, stamp)
     job = _Job(
         store_url=store_url,
         group=group,
-        spec=spec,
+        params=params,
         seed=seed,
-        model_set=model_set,
         info=info,
-        options=options,
-        blocks=sample_blocks(sizes[SAMPLE], options.sample_block),
+        blocks=sample_blocks(sizes[SAMPLE], params.sample_block),
         ledger=BlockLedger(store_url, group),
+        device=device,
+        collapsed=collapse_plan(params, info),
+        crash_once=crash_once,
     )
-    done, complete = _prepare_result(job, ds, fp, overwrite)
+    done, complete = _prepare_result(job, ds, fp)
     todo = [] if complete else [b for b in range(len(job.blocks)) if block_key(b) not in done]
     summary = ExplainSummary(
         group=f"results/{group}",
@@ -501,22 +517,36 @@ def run_explain(
         wall_s=0.0,
     )
     if todo:
-        ref_stats = compute_reference_stats(ds[info.layer].data, targets)
-        tasks = plan_tasks(job.blocks, todo, list(info.model_ids), repeats, repeat_block, spec.explainers)
-        _run_tasks(job, tasks, targets, ref_stats, summary, on_block)
+        labelled = np.flatnonzero(targets >= 0)
+        kind = params.reference_kind
+        ref_stats = compute_reference_stats(
+            ds[info.layer].data[labelled], targets[labelled], medians=kind == "universal"
+        )
+        ref_sets = (
+            draw_reference_sets(kind, params.n_references, ref_stats, seed, len(info.classes), sizes[GENE])
+            if params.reference_scope == "cohort"
+            else None
+        )
+        tasks = plan_tasks(
+            job.blocks, todo, list(info.model_ids), repeats, repeat_block, tuple(params.explainers)
+        )
+        _run_tasks(job, tasks, targets, ref_stats, ref_sets, summary, on_block)
     mark_result_complete(
         store_url,
         group,
-        explainers=list(spec.explainers),
-        references=f"{spec.references}:{spec.n_references}",
+        explainers=list(params.explainers),
+        references=params.references,
+        reference_scope=params.reference_scope,
         repeats=repeats,
         models=list(info.model_ids),
-        model_set=model_set,
-        mode=spec.mode,
+        model_set=params.model_set,
+        mode=params.mode,
         seed=seed,
-        abs=spec.abs,
-        spec=_spec_record(spec),
-        sample_block=options.sample_block,
+        abs=params.abs,
+        collapsed=[e for e, c in job.collapsed.items() if c],
+        params=params.numeric_record(),
+        device=device,
+        sample_block=params.sample_block,
         repeat_block=repeat_block,
         fingerprint=fp,
     )
@@ -529,30 +559,34 @@ def _run_tasks(
     tasks: list[TaskKey],
     targets: np.ndarray,
     ref_stats: ReferenceStats,
+    ref_sets: ReferenceSets | None,
     summary: ExplainSummary,
     on_block: BlockCallback | None,
 ) -> None:
     """Run ``tasks`` on a pool, write each finished block and mark it in the ledger."""
-    actors, gpus = _pool_size(job.options, len(tasks))
+    params = job.params
+    actors, gpus = _pool_size(params, len(tasks))
     summary.actors = actors
-    shared = (ray.put(targets), ray.put(ref_stats), ray.put(job.spec))
+    shared = (ray.put(targets), ray.put(ref_stats), ray.put(ref_sets), ray.put(params))
     reducer = BlockReducer(tasks)
     worker_args = (
         job.store_url,
-        job.model_set,
+        params.model_set,
         list(job.info.model_ids),
         job.info.layer,
-        job.options.cpus_per_actor,
-        job.options.crash_once,
+        params.cpus_per_actor,
+        job.crash_once,
+        job.device,
+        params.allow_tf32,
     )
     started = time.perf_counter()
     with ActorPool(
         ExplainWorker,
         size=actors,
         init_args=worker_args,
-        num_cpus=job.options.cpus_per_actor,
+        num_cpus=params.cpus_per_actor,
         num_gpus=gpus,
-        tasks_per_actor=job.options.tasks_per_actor,
+        tasks_per_actor=TASKS_PER_ACTOR,
     ) as pool:
         summary.pool_start_s = round(time.perf_counter() - started, 3)
         for key, partial in pool.imap_unordered((key, (key, *shared, job.seed)) for key in tasks):
@@ -562,7 +596,7 @@ def _run_tasks(
                 continue
             rows = job.blocks[key.block]
             write_result_region(
-                job.store_url, job.group, {SAMPLE: rows}, _block_arrays(merged, job.spec.per_model)
+                job.store_url, job.group, {SAMPLE: rows}, _block_arrays(merged, params, job.collapsed)
             )
             job.ledger.mark_done(block_key(key.block), {"samples": [rows.start, rows.stop]})
             summary.blocks_written += 1

@@ -21,6 +21,19 @@ STEP_ELEMENTS = 1 << 24  # hidden-space elements per vectorised step chunk (64 M
 DEEPLIFT_EPS = 1e-10  # Captum's threshold below which the rescale rule falls back to the gradient
 
 
+def ig_steps(method: str, n_steps: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integration points and step weights as Captum uses them: (n_steps,) each, in ``like``'s dtype.
+
+    Captum casts the step weights to float32 before multiplying the gradients
+    (``torch.tensor(step_sizes).float()``); the same rounding is applied here so that float64
+    results agree with Captum's to 1e-12 rather than 1e-8.
+    """
+    step_sizes, alphas = approximation_parameters(method)
+    a = torch.tensor(alphas(n_steps), dtype=like.dtype, device=like.device)
+    w = torch.tensor(step_sizes(n_steps)).float().to(like.device, like.dtype)
+    return a, w
+
+
 def is_affine_mlp(model: nn.Module) -> bool:
     """True for modules shaped like :class:`pipelines.models.architectures.MLP` (the fast path applies)."""
     parts = {
@@ -127,16 +140,10 @@ class MLPFastPath:
         n_steps, method
             Captum's step count and quadrature.
         """
-        step_sizes, alphas = approximation_parameters(method)
-        a = torch.tensor(alphas(n_steps), dtype=h.dtype, device=h.device)
-        w = torch.tensor(step_sizes(n_steps), dtype=h.dtype, device=h.device)
+        a, w = ig_steps(method, n_steps, h)
         z_ref = h_ref * self.bn_scale + self.bn_shift
         z_span = (h - h_ref) * self.bn_scale
-        weight_active = torch.zeros_like(h)
-        chunk = max(1, STEP_ELEMENTS // max(h.numel(), 1))
-        for s0 in range(0, n_steps, chunk):
-            path = z_ref.unsqueeze(0) + a[s0 : s0 + chunk, None, None] * z_span.unsqueeze(0)
-            weight_active += torch.tensordot(w[s0 : s0 + chunk], (path > 0).to(h.dtype), dims=1)
+        weight_active = active_weight(z_ref, z_span, a, w)
         return self.project(weight_active * self._head(masks, targets)) * delta
 
     def deeplift(
@@ -187,3 +194,160 @@ def fast_attributions(
     if name in ("deeplift", "deeplift_shap"):
         return fast.deeplift(h, h_ref, delta, masks, targets)
     raise ValueError(f"no fast path for '{name}'")
+
+
+def head(fast: MLPFastPath, targets: torch.Tensor) -> torch.Tensor:
+    """d logit_t / d pre-BN hidden activation at an active unit, without the mask: (rows, hidden)."""
+    return fast.w2[targets] * fast.bn_scale
+
+
+def path_weights(
+    fast: MLPFastPath,
+    name: str,
+    h: torch.Tensor,
+    h_ref: torch.Tensor,
+    n_steps: int,
+    method: str,
+) -> torch.Tensor:
+    """Hidden-space path weights of every (sample, shared reference) pair: (samples, R, hidden).
+
+    For integrated gradients, the step-weighted fraction of the straight path from reference r to
+    sample i on which unit h is active; for DeepLIFT (rescale rule), the unit's multiplier. The
+    input attribution of the pair is ``(x - r) * ((weights * head * mask) @ W~)``.
+
+    Parameters
+    ----------
+    fast
+        The MLP.
+    name
+        ``integrated_gradients``, ``deeplift`` or ``deeplift_shap``.
+    h, h_ref
+        Pre-BN hidden activations of the samples (samples, hidden) and of the references (R, hidden).
+    n_steps, method
+        Integrated-gradients steps and quadrature (Captum's names).
+    """
+    z = (h * fast.bn_scale + fast.bn_shift).unsqueeze(1)  # (n, 1, H)
+    z_ref = (h_ref * fast.bn_scale + fast.bn_shift).unsqueeze(0)  # (1, R, H)
+    if name in ("deeplift", "deeplift_shap"):
+        dz = z - z_ref
+        small = dz.abs() < DEEPLIFT_EPS
+        ratio = (torch.relu(z) - torch.relu(z_ref)) / torch.where(small, torch.ones_like(dz), dz)
+        return torch.where(small, (z > 0).to(z.dtype).expand_as(dz), ratio)
+    if name != "integrated_gradients":
+        raise ValueError(f"no path weights for '{name}'")
+    a, w = ig_steps(method, n_steps, h)
+    return active_weight(z_ref, z - z_ref, a, w)
+
+
+def active_weight(z_ref: torch.Tensor, span: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_s w_s [z_ref + a_s span > 0]`` elementwise, without a step axis.
+
+    The path ``z_ref + a span`` is linear in ``a``, so the unit is active on one side of
+    ``t = -z_ref / span``: the weight is a prefix or suffix sum of the (sorted) step weights, found
+    by binary search. Equal to the per-step comparison except where ``a_s`` lies within rounding
+    of ``t`` (as the per-step comparison itself differs from Captum's input-space path there).
+
+    Parameters
+    ----------
+    z_ref, span
+        Broadcastable tensors: post-BN activation at the reference and its change to the input.
+    a, w
+        (steps,) integration points and step weights.
+    """
+    order = torch.argsort(a)
+    a_sorted = a[order].contiguous()
+    cum = torch.cat([w.new_zeros(1), torch.cumsum(w[order], 0)])
+    total = cum[-1]
+    z_ref, span = torch.broadcast_tensors(z_ref, span)
+    safe = torch.where(span == 0, torch.ones_like(span), span)
+    t = (-z_ref / safe).contiguous()
+    above = total - cum[torch.searchsorted(a_sorted, t, right=True)]  # steps with a_s > t
+    below = cum[torch.searchsorted(a_sorted, t, right=False)]  # steps with a_s < t
+    flat = torch.where(z_ref > 0, total, torch.zeros_like(total))
+    return torch.where(span > 0, above, torch.where(span < 0, below, flat))
+
+
+def contract_references(
+    fast: MLPFastPath,
+    x: torch.Tensor,
+    refs: torch.Tensor,
+    gamma: torch.Tensor,
+    budget_bytes: int,
+) -> torch.Tensor:
+    """Reference-averaged attribution from hidden-space weights, as one BLAS-3 contraction.
+
+    ``mean_r (x - r) * (gamma_r @ W~) = x * (mean_r gamma_r @ W~) - (1/R) gamma.reshape(n, R*H) @ M``
+    with ``M[(r, h), j] = r_j W~_hj``, built and multiplied in reference chunks so that a chunk of M
+    stays within ``budget_bytes``.
+
+    Parameters
+    ----------
+    fast
+        The MLP (``weight`` is W~ = W1 / sd, (hidden, genes)).
+    x
+        (samples, genes) inputs.
+    refs
+        (R, genes) references shared by the samples.
+    gamma
+        (samples, R, hidden) path weights times head and mask.
+    budget_bytes
+        Bytes for one chunk of M.
+
+    Returns
+    -------
+    torch.Tensor
+        (samples, genes) mean over the R references.
+    """
+    n, n_refs, hidden = gamma.shape
+    weight = fast.weight.to(x.dtype)
+    out = x * (gamma.mean(dim=1) @ weight)
+    per_ref = hidden * weight.shape[1] * x.element_size()
+    step = max(1, min(n_refs, budget_bytes // max(per_ref, 1)))
+    for r0 in range(0, n_refs, step):
+        r1 = min(r0 + step, n_refs)
+        m = (refs[r0:r1, None, :] * weight[None, :, :]).reshape((r1 - r0) * hidden, -1)
+        out.addmm_(gamma[:, r0:r1].reshape(n, -1), m, alpha=-1.0 / n_refs)
+    return out
+
+
+def unit_terms(
+    fast: MLPFastPath,
+    x: torch.Tensor,
+    refs: torch.Tensor | None,
+    weights: torch.Tensor,
+    targets: torch.Tensor,
+    times_input: bool,
+) -> torch.Tensor:
+    """Per-hidden-unit terms of the reference-averaged attribution: (samples, hidden, genes).
+
+    ``L[i, h, j] = c_ih W~_hj (y_ij mean_r a_irh - mean_r a_irh r_rj)`` with c the head, a the
+    path weights and y = x (or 1 for saliency, without references). An attribution with dropout
+    mask m is ``sum_h m_ih L[i, h, j]``: the repeat mean uses the mean mask, and the repeat
+    variance follows from the masks' law (:mod:`pipelines.explain.collapse`).
+
+    Parameters
+    ----------
+    fast
+        The MLP.
+    x
+        (samples, genes) inputs.
+    refs
+        (R, genes) shared references, or None for reference-free explainers.
+    weights
+        (samples, R, hidden) path weights (R = 1 without references: the unit's gradient gate).
+    targets
+        (samples,) target classes.
+    times_input
+        Multiply by the input (input x gradient, IG, DeepLIFT) or not (saliency).
+    """
+    n, n_refs, hidden = weights.shape
+    weight = fast.weight.to(x.dtype)
+    c = head(fast, targets).to(x.dtype)
+    mean_w = weights.mean(dim=1) * c  # (n, H)
+    terms = mean_w[:, :, None] * weight[None]
+    if times_input:
+        terms = terms * x[:, None, :]
+    if refs is not None:
+        rho = (weights.permute(0, 2, 1).reshape(n * hidden, n_refs) @ refs).reshape(n, hidden, -1)
+        terms -= (c[:, :, None] / n_refs) * weight[None] * rho
+    return terms

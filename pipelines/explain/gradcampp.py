@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipelines.explain.captum_explainers import guided_backprop
-from pipelines.explain.registry import RowContext
+from pipelines.explain.rows import RowContext
 
 
 def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,9 @@
   ``nn.Dropout`` replaced by an explicit mask drawn from ``(run_seed, model_id, sample, repeat,
   module)``. All rows of one (sample, repeat) -- its references, integration steps, noise draws --
   share one mask, samples never influence each other, and results do not depend on order.
+* ``expected``: eval mode, dropout off: the exact K -> infinity limit of ``mc_dropout`` for
+  explainers that are linear in the mask (the mean mask tends to E[mask] = 1); the engine also
+  reports the analytic spread of one repeat around it (:mod:`pipelines.explain.collapse`).
 * ``deterministic``: eval mode, dropout off.
 * ``paper``: train mode as in Zhao et al.'s code: BatchNorm uses the statistics of the batch being
   explained and dropout is torch's random dropout. Results depend on batch composition; kept only
@@ -22,7 +25,7 @@ from torch import nn
 
 from storage.errors import InputError
 
-MODES = ("mc_dropout", "deterministic", "paper")
+MODES = ("mc_dropout", "expected", "deterministic", "paper")
 MASK_STREAM = 2
 
 
@@ -56,6 +59,19 @@ def dropout_mask(
     return keep.astype(np.float32) / np.float32(1.0 - p)
 
 
+def mean_dropout_mask(
+    run_seed: int, model_id: int, sample: int, repeats: range, module: int, shape: tuple[int, ...], p: float
+) -> np.ndarray:
+    """Mean of the masks of ``repeats`` (:func:`dropout_mask`) of one sample and module, float64 ``shape``.
+
+    The mean is kept in float64; the hooks cast it to the activations' dtype.
+    """
+    total = np.zeros(shape, dtype=np.float64)
+    for r in repeats:
+        total += dropout_mask(run_seed, model_id, sample, r, module, shape, p)
+    return total / max(len(repeats), 1)
+
+
 class DropoutMasks:
     """Forward hooks that apply explicit per-row dropout masks on a model in eval mode.
 
@@ -70,13 +86,20 @@ class DropoutMasks:
         self.modules = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         self.samples = np.zeros(0, dtype=np.int64)
         self.repeats = np.zeros(0, dtype=np.int64)
+        self.collapse: range | None = None
+        self._mean_memo: dict[tuple[int, int, int, int, tuple[int, ...]], np.ndarray] = {}
         self._cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
 
-    def set_rows(self, samples: np.ndarray, repeats: np.ndarray) -> None:
-        """Key the rows of the next forward passes: (rows,) global sample and repeat indices."""
+    def set_rows(self, samples: np.ndarray, repeats: np.ndarray, collapse: range | None = None) -> None:
+        """Key the rows of the next forward passes: (rows,) global sample and repeat indices.
+
+        With ``collapse``, every row gets the mean of its sample's masks over those repeats
+        (``repeats`` is then ignored): the repeat collapse of :mod:`pipelines.explain.collapse`.
+        """
         self.samples = np.asarray(samples, dtype=np.int64)
         self.repeats = np.asarray(repeats, dtype=np.int64)
+        self.collapse = collapse
         self._cache.clear()
 
     def masks(self, module: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -84,16 +107,37 @@ class DropoutMasks:
         key = (module, shape)
         if key not in self._cache:
             p = float(self.modules[module].p)
-            pairs, inverse = np.unique(np.stack([self.samples, self.repeats], 1), axis=0, return_inverse=True)
-            unique = (
-                np.stack(
-                    [dropout_mask(self.run_seed, self.model_id, s, r, module, shape, p) for s, r in pairs]
+            if self.collapse is not None:
+                samples, inverse = np.unique(self.samples, return_inverse=True)
+                unique = (
+                    np.stack([self._mean_mask(int(s), module, shape, p) for s in samples])
+                    if len(samples)
+                    else np.zeros((0, *shape))
                 )
-                if len(pairs)
-                else np.zeros((0, *shape), dtype=np.float32)
-            )
+            else:
+                pairs, inverse = np.unique(
+                    np.stack([self.samples, self.repeats], 1), axis=0, return_inverse=True
+                )
+                unique = (
+                    np.stack(
+                        [dropout_mask(self.run_seed, self.model_id, s, r, module, shape, p) for s, r in pairs]
+                    )
+                    if len(pairs)
+                    else np.zeros((0, *shape), dtype=np.float32)
+                )
             self._cache[key] = torch.from_numpy(unique[inverse.reshape(-1)]).to(device)
         return self._cache[key]
+
+    def _mean_mask(self, sample: int, module: int, shape: tuple[int, ...], p: float) -> np.ndarray:
+        """Mean mask of ``sample`` over ``self.collapse``, memoised for the life of the hooks
+        (every explainer of a block reuses it)."""
+        assert self.collapse is not None
+        key = (sample, module, self.collapse.start, self.collapse.stop, shape)
+        if key not in self._mean_memo:
+            self._mean_memo[key] = mean_dropout_mask(
+                self.run_seed, self.model_id, sample, self.collapse, module, shape, p
+            )
+        return self._mean_memo[key]
 
     def _hook(self, index: int):  # noqa: ANN202 - torch hook signature
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
@@ -121,7 +165,8 @@ def explain_mode(
     Yields
     ------
     (module, masks)
-        The module to explain (a copy in ``paper`` mode) and the mask hooks (``mc_dropout`` only).
+        The module to explain (a copy in ``paper`` mode) and the mask hooks (``mc_dropout`` only;
+        ``expected`` and ``deterministic`` run with dropout off).
     """
     if mode not in MODES:
         raise InputError(f"unknown explain mode '{mode}'; use one of {', '.join(MODES)}")

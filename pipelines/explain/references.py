@@ -1,17 +1,27 @@
-"""Reference (baseline) inputs for attributions, drawn deterministically per (seed, sample, repeat).
+"""Reference (baseline) inputs for attributions, drawn deterministically.
 
-Kinds (all in the stored layer's units, e.g. log2(TPM + 1)):
+Kinds (all in the stored layer's units, e.g. log2(TPM + 1)); docs/explain.md compares the three
+versions of ``universal``/``specific`` (Zhao et al.'s released code, their paper's text, and
+gexplain's earlier definition):
 
 * ``zero``: the all-zero input.
 * ``normal``: per gene a truncated N(0, 1) restricted to [0, 1].
-* ``universal``: per gene a truncated N(mu, sigma) with mu, sigma, min and max of the gene over all
-  samples; draws lie within the observed [min, max].
-* ``specific``: the same with the statistics of the sample's own class.
+* ``universal`` (Zhao et al.'s code, ``src/prepareDatasets_v2.0.0.py``): per gene, mu and sigma are
+  the mean and the standard deviation (ddof=0) of the per-class medians; values are drawn from
+  N(mu, sigma + 0.01) truncated to mu +- (sigma + 0.01) and made absolute.
+* ``specific`` (Zhao et al.'s code): the same with mu, sigma the mean and standard deviation of the
+  sample's own class.
+* ``universal_range`` (gexplain's earlier ``universal``): per gene a truncated N(mu, sigma) with mu,
+  sigma, min and max of the gene over all samples; draws lie within the observed [min, max].
+* ``specific_range``: the same with the statistics of the sample's own class.
 * ``samples``: real samples drawn uniformly from a pool of the cohort.
 
-Every reference of sample ``s`` in repeat ``r`` comes from a generator seeded by
-``(run_seed, REFERENCE_STREAM, s, r)``: references are shared by all models and independent of
-block composition and processing order.
+Scopes: with ``reference_scope = "cohort"`` (default, as Zhao et al.) reference ``r`` comes from a
+generator seeded by ``(run_seed, SHARED_STREAM, r, class)`` (class -1 for class-free kinds), so
+every sample and repeat sees the same R references (:func:`draw_reference_sets`). With
+``"sample"`` the references of sample ``s`` in repeat ``r`` come from ``(run_seed, REFERENCE_STREAM,
+s, r)`` (:func:`draw_references`). Either way they are shared by all models and independent of block
+composition and processing order.
 """
 
 from __future__ import annotations
@@ -23,9 +33,21 @@ from scipy.special import ndtr, ndtri
 
 from storage.errors import InputError
 
-REFERENCE_KINDS = ("zero", "normal", "universal", "specific", "samples")
+REFERENCE_KINDS = (
+    "zero",
+    "normal",
+    "universal",
+    "specific",
+    "universal_range",
+    "specific_range",
+    "samples",
+)
+CLASS_KINDS = ("specific", "specific_range")
 REFERENCE_STREAM = 1
+SHARED_STREAM = 6
 POOL_SIZE = 512
+ZHAO_SIGMA_OFFSET = 0.01  # Zhao et al.'s code widens sigma by 0.01 before truncating at mu +- sigma
+MEDIAN_BUDGET_BYTES = 256 * 2**20  # rows held at once while computing per-class medians
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,9 @@ class ReferenceStats:
         float64 (classes, genes): the same per class; row ``c`` is class code ``c``.
     pool
         float32 (pool, genes): up to ``POOL_SIZE`` real samples (evenly spaced rows) for ``samples``.
+    median_mean, median_std
+        float64 (genes,): mean and standard deviation (ddof=0) over classes of the per-class
+        medians (Zhao et al.'s ``universal``); NaN when not computed.
     """
 
     mean: np.ndarray
@@ -51,9 +76,62 @@ class ReferenceStats:
     class_low: np.ndarray
     class_high: np.ndarray
     pool: np.ndarray
+    median_mean: np.ndarray
+    median_std: np.ndarray
 
 
-def compute_reference_stats(x: np.ndarray, labels: np.ndarray, *, chunk: int = 1024) -> ReferenceStats:
+def class_medians(
+    x: np.ndarray, labels: np.ndarray, *, chunk: int = 1024, budget_bytes: int = MEDIAN_BUDGET_BYTES
+) -> np.ndarray:
+    """Per-class medians of every gene, float64 (classes, genes), exact.
+
+    Classes are packed into passes over ``x`` so that one pass holds at most about ``budget_bytes``
+    of rows (float32); a class larger than the budget gets a pass of its own.
+
+    Parameters
+    ----------
+    x
+        (samples, genes) expression with row slicing (numpy or dask).
+    labels
+        (samples,) class codes ``0 .. classes-1``.
+    chunk
+        Rows read at a time.
+    budget_bytes
+        Rows kept per pass, in bytes.
+    """
+    labels = np.asarray(labels)
+    n, g = x.shape
+    k = int(labels.max()) + 1 if labels.size else 0
+    out = np.full((k, g), np.nan)
+    counts = np.bincount(labels, minlength=k) if labels.size else np.zeros(0, dtype=np.int64)
+    passes: list[list[int]] = []
+    held = 0
+    for c in range(k):
+        size = int(counts[c]) * g * 4
+        if not passes or held + size > budget_bytes:
+            passes.append([])
+            held = 0
+        passes[-1].append(c)
+        held += size
+    for classes in passes:
+        rows: dict[int, list[np.ndarray]] = {c: [] for c in classes}
+        for start in range(0, n, chunk):
+            lab = labels[start : start + chunk]
+            if not np.isin(lab, classes).any():
+                continue
+            block = np.asarray(x[start : start + chunk], dtype=np.float32)
+            for c in classes:
+                if (lab == c).any():
+                    rows[c].append(block[lab == c])
+        for c in classes:
+            if rows[c]:
+                out[c] = np.median(np.concatenate(rows[c]).astype(np.float64), axis=0)
+    return out
+
+
+def compute_reference_stats(
+    x: np.ndarray, labels: np.ndarray, *, chunk: int = 1024, medians: bool = True
+) -> ReferenceStats:
     """Compute :class:`ReferenceStats` from a cohort, streaming over sample chunks.
 
     Parameters
@@ -66,6 +144,9 @@ def compute_reference_stats(x: np.ndarray, labels: np.ndarray, *, chunk: int = 1
         as the explain targets), used for ``specific`` references.
     chunk
         Rows read at a time (memory is ``chunk x genes``).
+    medians
+        Also compute the per-class medians for Zhao et al.'s ``universal`` (extra passes, see
+        :func:`class_medians`).
 
     Returns
     -------
@@ -104,6 +185,12 @@ def compute_reference_stats(x: np.ndarray, labels: np.ndarray, *, chunk: int = 1
     cmean, cstd = moments(count, s1, s2)
     pool_rows = np.unique(np.linspace(0, max(n - 1, 0), min(n, POOL_SIZE)).astype(np.int64))
     pool = np.asarray(x[pool_rows] if n else np.zeros((0, g)), dtype=np.float32)
+    if medians and n:
+        med = class_medians(x, labels, chunk=chunk)
+        med = med[~np.isnan(med).all(axis=1)]
+        med_mean, med_std = med.mean(axis=0), med.std(axis=0)
+    else:
+        med_mean = med_std = np.full(g, np.nan)
     return ReferenceStats(
         mean=mean[0],
         std=std[0],
@@ -114,6 +201,8 @@ def compute_reference_stats(x: np.ndarray, labels: np.ndarray, *, chunk: int = 1
         class_low=low + shift,
         class_high=high + shift,
         pool=pool,
+        median_mean=med_mean,
+        median_std=med_std,
     )
 
 
@@ -178,6 +267,123 @@ class TruncatedNormal:
         return np.clip(z, self.low, self.high, out=z)
 
 
+class FoldedTruncatedNormal(TruncatedNormal):
+    """Zhao et al.'s reference law: N(mean, s) truncated to mean +- s with s = std + 0.01, then
+    made absolute (``np.absolute(truncated_norm(mu, sigma))`` in their code).
+
+    Parameters
+    ----------
+    mean, std
+        (genes,) location and the standard deviation before the 0.01 offset.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        mean = np.asarray(mean, dtype=np.float64)
+        scale = np.asarray(std, dtype=np.float64) + ZHAO_SIGMA_OFFSET
+        super().__init__(mean, scale, mean - scale, mean + scale)
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Return float64 (size, genes) absolute values of the truncated draws."""
+        return np.abs(super().draw(rng, size))
+
+
+def reference_law(kind: str, stats: ReferenceStats | None, cls: int, n_genes: int) -> TruncatedNormal:
+    """The per-gene law of a drawn reference kind (``normal``, ``universal*``, ``specific*``).
+
+    Parameters
+    ----------
+    kind
+        Reference kind.
+    stats
+        Cohort statistics (not needed for ``normal``).
+    cls
+        Class code for the ``specific`` kinds (ignored otherwise).
+    n_genes
+        Number of genes.
+    """
+    if kind == "normal":
+        zeros, ones = np.zeros(n_genes), np.ones(n_genes)
+        return TruncatedNormal(zeros, ones, zeros, ones)
+    if stats is None:
+        raise ValueError(f"references '{kind}' need ReferenceStats")
+    if kind in CLASS_KINDS and cls >= stats.class_mean.shape[0]:
+        raise InputError(f"class code {cls} never occurs in the reference statistics' labels")
+    if kind == "universal":
+        if np.isnan(stats.median_mean).all():
+            raise ValueError("references 'universal' need ReferenceStats computed with medians=True")
+        return FoldedTruncatedNormal(stats.median_mean, stats.median_std)
+    if kind == "specific":
+        return FoldedTruncatedNormal(stats.class_mean[cls], stats.class_std[cls])
+    if kind == "universal_range":
+        return TruncatedNormal(stats.mean, stats.std, stats.low, stats.high)
+    if kind == "specific_range":
+        return TruncatedNormal(
+            stats.class_mean[cls], stats.class_std[cls], stats.class_low[cls], stats.class_high[cls]
+        )
+    raise ValueError(f"reference kind '{kind}' has no law")
+
+
+@dataclass(frozen=True)
+class ReferenceSets:
+    """The cohort-scope references: one set of R references per class (or one for every class).
+
+    Attributes
+    ----------
+    values
+        float32 (sets, R, genes).
+    by_class
+        True when set ``c`` belongs to class code ``c`` (``specific`` kinds); else one set.
+    """
+
+    values: np.ndarray
+    by_class: bool
+
+    def index(self, classes: np.ndarray) -> np.ndarray:
+        """Set index of each sample, int64 (samples,), from its class codes."""
+        classes = np.asarray(classes, dtype=np.int64)
+        return classes if self.by_class else np.zeros(len(classes), dtype=np.int64)
+
+
+def draw_reference_sets(
+    kind: str, n_references: int, stats: ReferenceStats | None, run_seed: int, n_classes: int, n_genes: int
+) -> ReferenceSets:
+    """Draw the shared (cohort-scope) references.
+
+    Reference ``r`` of class ``c`` comes from a generator seeded by ``(run_seed, SHARED_STREAM, r, c)``
+    (``c = -1`` for kinds without classes), so a set does not depend on R beyond its length.
+
+    Parameters
+    ----------
+    kind, n_references
+        Reference kind and R.
+    stats
+        Cohort statistics (not needed for ``zero`` and ``normal``).
+    run_seed
+        Run seed.
+    n_classes
+        Number of class codes (sets drawn for the ``specific`` kinds).
+    n_genes
+        Number of genes.
+    """
+    if kind not in REFERENCE_KINDS:
+        raise InputError(f"unknown reference kind '{kind}'; use one of {', '.join(REFERENCE_KINDS)}")
+    by_class = kind in CLASS_KINDS
+    classes = list(range(n_classes)) if by_class else [-1]
+    out = np.zeros((len(classes), n_references, n_genes), dtype=np.float32)
+    if kind == "zero":
+        return ReferenceSets(out, by_class)
+    for i, c in enumerate(classes):
+        law = None if kind == "samples" else reference_law(kind, stats, c, n_genes)
+        for r in range(n_references):
+            rng = np.random.default_rng([int(run_seed), SHARED_STREAM, r, c + 1])
+            if law is None:
+                assert stats is not None
+                out[i, r] = stats.pool[rng.integers(0, stats.pool.shape[0])]
+            else:
+                out[i, r] = law.draw(rng, 1)[0]
+    return ReferenceSets(out, by_class)
+
+
 def truncated_normal(
     rng: np.random.Generator, mean: np.ndarray, std: np.ndarray, low: np.ndarray, high: np.ndarray, size: int
 ) -> np.ndarray:
@@ -195,7 +401,7 @@ def draw_references(
     run_seed: int,
     n_genes: int,
 ) -> np.ndarray:
-    """Draw the references of a set of samples for one repeat.
+    """Draw the sample-scope references of a set of samples for one repeat.
 
     Parameters
     ----------
@@ -229,26 +435,13 @@ def draw_references(
         raise InputError(f"unknown reference kind '{kind}'; use one of {', '.join(REFERENCE_KINDS)}")
     if kind != "normal" and stats is None:
         raise ValueError(f"references '{kind}' need ReferenceStats")
-    if kind == "specific" and classes is None:
+    if kind in CLASS_KINDS and classes is None:
         raise ValueError("references 'specific' need the samples' classes")
     laws: dict[int, TruncatedNormal] = {}
 
     def law(c: int) -> TruncatedNormal:
-        """The truncated normal of class ``c`` (-1: all samples; -2: standard on [0, 1])."""
         if c not in laws:
-            if c == -2:
-                zeros, ones = np.zeros(n_genes), np.ones(n_genes)
-                laws[c] = TruncatedNormal(zeros, ones, zeros, ones)
-            elif c == -1:
-                assert stats is not None
-                laws[c] = TruncatedNormal(stats.mean, stats.std, stats.low, stats.high)
-            else:
-                assert stats is not None
-                if c >= stats.class_mean.shape[0]:
-                    raise InputError(f"class code {c} never occurs in the reference statistics' labels")
-                laws[c] = TruncatedNormal(
-                    stats.class_mean[c], stats.class_std[c], stats.class_low[c], stats.class_high[c]
-                )
+            laws[c] = reference_law(kind, stats, c, n_genes)
         return laws[c]
 
     for i, s in enumerate(np.asarray(sample_index, dtype=np.int64)):
@@ -257,9 +450,6 @@ def draw_references(
             assert stats is not None
             out[i] = stats.pool[rng.integers(0, stats.pool.shape[0], size=n_references)]
         else:
-            c = {"normal": -2, "universal": -1}.get(kind)
-            if c is None:
-                assert classes is not None
-                c = int(classes[i])
+            c = int(classes[i]) if kind in CLASS_KINDS and classes is not None else -1
             out[i] = law(c).draw(rng, n_references)
     return out

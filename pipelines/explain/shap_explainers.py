@@ -13,7 +13,7 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from captum.attr import KernelShap, Lime
 from torch import nn
 
-from pipelines.explain.registry import RowContext
+from pipelines.explain.rows import RowContext
 
 SHAP_STREAM = 4
 

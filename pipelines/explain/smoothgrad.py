@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.explain.registry import NOISE_STREAM, ExplainFn, RowContext
+from pipelines.explain.rows import NOISE_STREAM, ExplainFn, RowContext
 
 SMOOTHGRAD_STREAM = NOISE_STREAM + 10
 

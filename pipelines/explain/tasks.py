@@ -9,14 +9,16 @@ its actor died) and give the same partial sums: every random draw inside depends
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import dask
 import numpy as np
 import ray
 import torch
 
-from pipelines.explain.compute import BlockPartial, ExplainSpec, ReferenceStats, explain_block
+from pipelines.explain.compute import BlockPartial, explain_block
+from pipelines.explain.params import ExplainParams
+from pipelines.explain.references import ReferenceSets, ReferenceStats
 from pipelines.models.load import load_models
 from storage.store import open_store
 
@@ -111,9 +113,10 @@ def _claim(marker: str) -> bool:
     return True
 
 
-def actor_device() -> torch.device:
-    """Return the torch device of the current Ray actor: its GPU when Ray assigned one, else CPU."""
-    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+def actor_device(device: str = "auto") -> torch.device:
+    """Return the torch device of the current Ray actor: its GPU when Ray assigned one (and
+    ``device`` is not ``cpu``), else CPU."""
+    if device != "cpu" and ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -137,6 +140,10 @@ class ExplainWorker:
     crash_marker
         Fault drill: when set and the file does not exist, the first task creates it and then
         kills this actor's process before returning, as an out-of-memory kill would.
+    device
+        ``cpu`` or ``cuda`` (resolved by the driver; part of the result's fingerprint).
+    allow_tf32
+        Allow TF32 matmuls on CUDA (the user's opt-in; off by default).
     """
 
     def __init__(
@@ -147,9 +154,14 @@ class ExplainWorker:
         layer: str,
         threads: int = 1,
         crash_marker: str | None = None,
+        device: str = "cpu",
+        allow_tf32: bool = False,
     ) -> None:
         torch.set_num_threads(max(1, threads))
-        self.device = actor_device()
+        self.device = actor_device(device)
+        if self.device.type == "cuda":  # pragma: no cover - needs a GPU (unvalidated, see docs/explain.md)
+            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+            torch.backends.cudnn.allow_tf32 = allow_tf32
         self.store_url = store_url
         self.layer = layer
         self.crash_marker = crash_marker
@@ -162,7 +174,13 @@ class ExplainWorker:
         }
 
     def run(
-        self, key: TaskKey, targets: np.ndarray, ref_stats: ReferenceStats, spec: ExplainSpec, run_seed: int
+        self,
+        key: TaskKey,
+        targets: np.ndarray,
+        ref_stats: ReferenceStats,
+        ref_sets: ReferenceSets | None,
+        params: ExplainParams,
+        run_seed: int,
     ) -> BlockPartial:
         """Explain one sample block with one model over one repeat range.
 
@@ -174,8 +192,10 @@ class ExplainWorker:
             Class index (logit position) of every sample of the store, shape (sample,) int64.
         ref_stats
             Reference statistics of the whole store (broadcast once).
-        spec
-            Explainers, references, mode and options of the run.
+        ref_sets
+            Cohort-scope reference sets (broadcast once), or None for sample scope.
+        params
+            The run's parameters.
         run_seed
             The run's seed.
 
@@ -197,6 +217,8 @@ class ExplainWorker:
             np.arange(key.sample_start, key.sample_stop),
             range(key.repeat_start, key.repeat_stop),
             ref_stats,
-            replace(spec, device=str(self.device)),
+            params,
             run_seed,
+            ref_sets=ref_sets,
+            device=str(self.device),
         )

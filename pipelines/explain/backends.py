@@ -1,0 +1,326 @@
+"""Backends: one ``attribute(batch)`` call that turns a batch of rows into attributions.
+
+A :class:`Batch` holds rows formed by the row expansion of :mod:`pipelines.explain.compute`:
+explicit rows (one dropout mask each) or collapsed rows (the mean mask of a repeat range, all R
+shared references). Two backends implement it:
+
+* :class:`CaptumBackend`: any explainer of the registry through Captum (or SHAP), with the dropout
+  masks applied by forward hooks; sub-batched within the memory budget.
+* :class:`MLPBackend`: closed forms for the one-hidden-layer MLP (integrated gradients, DeepLIFT,
+  DeepLIFT-SHAP, saliency, input x gradient). Collapsed rows use one BLAS-3 contraction over the
+  shared references (:func:`pipelines.explain.fastpath.contract_references`) and, on request, the
+  exact spread across repeats from the per-unit terms (:func:`pipelines.explain.fastpath.unit_terms`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipelines.explain.fastpath import (
+    FAST_EXPLAINERS,
+    MLPFastPath,
+    contract_references,
+    fast_attributions,
+    head,
+    path_weights,
+    unit_terms,
+)
+from pipelines.explain.modes import DropoutMasks, dropout_mask
+from pipelines.explain.params import ExplainParams
+from pipelines.explain.rows import Explainer, RowContext
+
+PAPER_STREAM = 5
+
+
+def seed_int(*keys: int) -> int:
+    """A 32-bit seed from integer keys."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+@dataclass
+class Batch:
+    """Rows of one backend call.
+
+    Attributes
+    ----------
+    x
+        (rows, genes) inputs.
+    targets
+        (rows,) target classes.
+    refs
+        References: (rows, R, genes) per row, (R, genes) shared by every row, or None.
+    ctx
+        Row keys (sample, repeat) of the masks and noise draws.
+    collapse
+        Repeats whose masks are averaged into each row's mask (collapsed rows), or None.
+    reduce_refs
+        Return the mean over the R references (one value per row) instead of R values.
+    spread
+        For collapsed rows, also return the exact spread across repeats (MLP only).
+    """
+
+    x: torch.Tensor
+    targets: torch.Tensor
+    refs: torch.Tensor | None
+    ctx: RowContext
+    collapse: range | None = None
+    reduce_refs: bool = False
+    spread: bool = False
+
+
+@dataclass
+class Attribution:
+    """What a backend returns.
+
+    Attributes
+    ----------
+    values
+        (rows, R', genes): R' = 1 with ``reduce_refs`` or without references, else R.
+    repeat_m2
+        (rows, genes) sum over the collapsed repeats of the squared deviation of the
+        reference-mean attribution from its repeat mean (mc_dropout, ``spread``), or None.
+    repeat_var
+        (rows, genes) analytic variance of one repeat around the dropout-off limit (``expected``
+        mode, ``spread``), or None.
+    """
+
+    values: torch.Tensor
+    repeat_m2: torch.Tensor | None = None
+    repeat_var: torch.Tensor | None = None
+
+
+class CaptumBackend:
+    """Any registry explainer, rows expanded over references and sub-batched.
+
+    Parameters
+    ----------
+    explainer
+        The registry entry.
+    model
+        The module in its explain mode.
+    params
+        Explain parameters.
+    rows_per_call
+        Forward rows per Captum call (memory).
+    """
+
+    def __init__(
+        self, explainer: Explainer, model: nn.Module, params: ExplainParams, rows_per_call: int
+    ) -> None:
+        self.explainer = explainer
+        self.model = model
+        self.params = params
+        self.rows_per_call = max(1, rows_per_call)
+
+    def attribute(self, batch: Batch) -> Attribution:
+        """Attributions of the batch's rows (see :class:`Batch`)."""
+        e = self.explainer
+        n, genes = batch.x.shape
+        k = 1
+        if e.uses_reference == "each":
+            assert batch.refs is not None
+            k = batch.refs.shape[-2]
+        # rows x references, row-major: row i, reference r -> i * k + r
+        row = np.repeat(np.arange(n), k)
+        ref = np.tile(np.arange(k), n)
+        ctx = RowContext(
+            batch.ctx.samples[row],
+            batch.ctx.repeats[row],
+            ref if e.uses_reference == "each" else batch.ctx.refs[row],
+            batch.ctx.run_seed,
+            batch.ctx.model_id,
+            batch.ctx.spec,
+            batch.ctx.masks,
+        )
+        out = torch.empty((n * k, genes), dtype=batch.x.dtype, device=batch.x.device)
+        step = n * k if e.per_row else self.rows_per_call
+        for start in range(0, n * k, step):
+            idx = np.arange(start, min(start + step, n * k))
+            xs = batch.x[row[idx]]
+            ts = batch.targets[row[idx]]
+            if e.uses_reference == "each":
+                assert batch.refs is not None
+                bs = batch.refs[ref[idx]] if batch.refs.dim() == 2 else batch.refs[row[idx], ref[idx]]
+            elif e.uses_reference == "distribution":
+                assert batch.refs is not None
+                bs = (
+                    batch.refs.expand(n, *batch.refs.shape[-2:])[row[idx]]
+                    if batch.refs.dim() == 2
+                    else batch.refs[row[idx]]
+                )
+            else:
+                bs = None
+            sub = ctx.subset(idx)
+            if sub.masks is not None:
+                sub.masks.set_rows(sub.samples, sub.repeats, batch.collapse)
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=".*(require gradients|non-linear).*", category=UserWarning
+                )
+                torch.manual_seed(
+                    seed_int(
+                        sub.run_seed, PAPER_STREAM, sub.model_id, sub.samples[0], sub.repeats[0], sub.refs[0]
+                    )
+                )
+                out[idx] = e.fn(self.model, xs, bs, ts, sub).detach().to(out.dtype)
+        values = out.reshape(n, k, genes)
+        if batch.reduce_refs:
+            values = values.mean(dim=1, keepdim=True)
+        return Attribution(values)
+
+
+class MLPBackend:
+    """Closed-form attributions of an eval-mode MLP (:func:`pipelines.explain.fastpath.is_affine_mlp`).
+
+    Parameters
+    ----------
+    explainer
+        One of :data:`pipelines.explain.fastpath.FAST_EXPLAINERS`.
+    model
+        The MLP.
+    params
+        Explain parameters.
+    budget_bytes
+        Working memory for one chunk of the reference contraction, in bytes.
+    """
+
+    def __init__(
+        self, explainer: Explainer, model: nn.Module, params: ExplainParams, budget_bytes: int
+    ) -> None:
+        if explainer.name not in FAST_EXPLAINERS:
+            raise ValueError(f"the MLP backend has no '{explainer.name}'")
+        self.explainer = explainer
+        self.fast = MLPFastPath(model)
+        self.params = params
+        self.budget_bytes = budget_bytes
+        self.p = float(model.dropout.p)
+
+    def _masks(self, batch: Batch, shape: tuple[int, ...]) -> torch.Tensor:
+        ctx = batch.ctx
+        if ctx.masks is None:
+            return torch.ones(shape, dtype=batch.x.dtype, device=batch.x.device)
+        ctx.masks.set_rows(ctx.samples, ctx.repeats, batch.collapse)
+        return ctx.masks.masks(0, (self.fast.hidden_size,), batch.x.device).to(batch.x.dtype)
+
+    def attribute(self, batch: Batch) -> Attribution:
+        """Attributions of the batch's rows (see :class:`Batch`)."""
+        if batch.refs is not None and batch.refs.dim() == 3:
+            return self._per_row(batch)
+        return self._shared(batch)
+
+    def _per_row(self, batch: Batch) -> Attribution:
+        """Rows with their own references (rows, R, genes): one closed form per (row, reference)."""
+        assert batch.refs is not None
+        n, n_refs, genes = batch.refs.shape
+        masks = self._masks(batch, (n, self.fast.hidden_size))
+        h = self.fast.hidden(batch.x)
+        rows = np.repeat(np.arange(n), n_refs)
+        out = fast_attributions(
+            self.fast,
+            self.explainer.name,
+            batch.x[rows],
+            batch.refs.reshape(n * n_refs, genes),
+            batch.targets[rows],
+            masks[rows],
+            self.params.n_steps,
+            self.params.ig_method,
+            self.params.saliency_abs,
+            h[rows],
+        ).reshape(n, n_refs, genes)
+        if batch.reduce_refs:
+            out = out.mean(dim=1, keepdim=True)
+        return Attribution(out)
+
+    def _weights(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
+        """Path weights (rows, R, hidden); R = 1 for the reference-free explainers."""
+        name = self.explainer.name
+        if batch.refs is None or name in ("saliency", "input_x_gradient"):
+            z = h * self.fast.bn_scale + self.fast.bn_shift
+            return (z > 0).to(h.dtype).unsqueeze(1)
+        return path_weights(
+            self.fast, name, h, self.fast.hidden(batch.refs), self.params.n_steps, self.params.ig_method
+        )
+
+    def _shared(self, batch: Batch) -> Attribution:
+        """Rows sharing one reference set (or none): contraction over references, mean mask."""
+        name = self.explainer.name
+        x = batch.x
+        n = x.shape[0]
+        hidden = self.fast.hidden_size
+        uses_refs = name not in ("saliency", "input_x_gradient")
+        refs = batch.refs if uses_refs else None
+        if refs is not None and not batch.reduce_refs and refs.shape[0] > 1:
+            # per-reference values wanted: expand to rows with their own references
+            expanded = Batch(x, batch.targets, refs.expand(n, *refs.shape), batch.ctx, batch.collapse)
+            return self._per_row(expanded)
+        mean_mask = self._masks(batch, (n, hidden))
+        h = self.fast.hidden(x)
+        weights = self._weights(batch, h)
+        c = head(self.fast, batch.targets).to(x.dtype)
+        spread = batch.spread and (
+            batch.collapse is not None and len(batch.collapse) > 1 or batch.ctx.masks is None
+        )
+        if name == "saliency" and self.params.saliency_abs and not spread:
+            grad = ((weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)).abs()
+            return Attribution(grad.unsqueeze(1))
+        if not spread:
+            if refs is None:
+                values = (weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)
+                if name == "input_x_gradient":
+                    values = values * x
+            else:
+                values = contract_references(
+                    self.fast, x, refs, weights * (c * mean_mask)[:, None, :], self.budget_bytes
+                )
+            return Attribution(values.unsqueeze(1))
+        terms = unit_terms(self.fast, x, refs, weights, batch.targets, name != "saliency")
+        values = torch.bmm(mean_mask.unsqueeze(1), terms)[:, 0]
+        if batch.ctx.masks is None:  # expected / deterministic: analytic variance of one repeat
+            var = (
+                (self.p / (1.0 - self.p)) * (terms * terms).sum(dim=1)
+                if self.p < 1
+                else torch.zeros_like(values)
+            )
+            return Attribution(values.unsqueeze(1), repeat_var=var)
+        assert batch.collapse is not None
+        each = torch.stack(
+            [
+                torch.from_numpy(
+                    np.stack(
+                        [
+                            dropout_mask(
+                                batch.ctx.run_seed, batch.ctx.model_id, int(s), r, 0, (hidden,), self.p
+                            )
+                            for r in batch.collapse
+                        ]
+                    )
+                )
+                for s in batch.ctx.samples
+            ]
+        ).to(x)  # (rows, K, hidden)
+        dev = torch.bmm(each - mean_mask.unsqueeze(1), terms)  # (rows, K, genes)
+        return Attribution(values.unsqueeze(1), repeat_m2=(dev * dev).sum(dim=1))
+
+
+def make_backend(
+    explainer: Explainer,
+    model: nn.Module,
+    params: ExplainParams,
+    *,
+    mlp: bool,
+    rows_per_call: int,
+    budget_bytes: int,
+) -> CaptumBackend | MLPBackend:
+    """The backend for one explainer and model: the MLP closed forms when ``mlp`` and the
+    explainer has one (and ``params.backend`` is ``auto``), else Captum."""
+    if mlp and params.backend == "auto" and explainer.name in FAST_EXPLAINERS:
+        return MLPBackend(explainer, model, params, budget_bytes)
+    return CaptumBackend(explainer, model, params, rows_per_call)
+
+
+__all__ = ["Attribution", "Batch", "CaptumBackend", "DropoutMasks", "MLPBackend", "make_backend", "seed_int"]

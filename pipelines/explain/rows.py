@@ -1,0 +1,125 @@
+"""The uniform explainer call: row keys (:class:`RowContext`) and registry entries (:class:`Explainer`).
+
+The registry itself is :mod:`pipelines.explain.registry`; this module imports no explainer, so the
+explainer modules can import it without a cycle.
+
+Every explainer is called as ``fn(model, x, baselines, targets, ctx) -> Tensor`` with
+
+* ``x``: (rows, genes) inputs in the stored layer's units; one row per (sample, repeat[, reference]);
+* ``baselines``: (rows, genes) references for ``uses_reference == "each"``, (rows, R, genes) for
+  ``"distribution"`` explainers, ``None`` for reference-free ones;
+* ``targets``: (rows,) int64 class indices;
+* ``ctx``: the :class:`RowContext` of the rows (keys of every random draw);
+
+and returns (rows, genes) attributions. ``ref_reduce="mean"`` marks explainers whose value per
+(sample, repeat) is the mean over its references (DeepLIFT-SHAP, GradientSHAP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from pipelines.explain.modes import DropoutMasks
+    from pipelines.explain.params import ExplainParams
+
+NOISE_STREAM = 3
+
+
+@dataclass
+class RowContext:
+    """Keys of the rows in one call.
+
+    Attributes
+    ----------
+    samples, repeats, refs
+        (rows,) global sample index, repeat index and reference index (0 for reference-free rows).
+    run_seed, model_id
+        Run seed and model id.
+    spec
+        The explain parameters (explainer options such as ``n_steps``).
+    masks
+        The dropout-mask hooks (``mc_dropout`` mode) or ``None``.
+    """
+
+    samples: np.ndarray
+    repeats: np.ndarray
+    refs: np.ndarray
+    run_seed: int
+    model_id: int
+    spec: ExplainParams
+    masks: DropoutMasks | None
+
+    def rng(self, row: int, stream: int) -> np.random.Generator:
+        """Generator keyed by (run_seed, stream, model_id, sample, repeat, reference) of ``row``."""
+        return np.random.default_rng(
+            [
+                self.run_seed,
+                stream,
+                self.model_id,
+                int(self.samples[row]),
+                int(self.repeats[row]),
+                int(self.refs[row]),
+            ]
+        )
+
+    def key_rows(self, index: np.ndarray) -> None:
+        """Key the dropout masks to rows ``index`` of this context (before a forward)."""
+        if self.masks is not None:
+            self.masks.set_rows(self.samples[index], self.repeats[index])
+
+    def subset(self, index: np.ndarray) -> RowContext:
+        """Return the context of rows ``index``."""
+        return RowContext(
+            self.samples[index],
+            self.repeats[index],
+            self.refs[index],
+            self.run_seed,
+            self.model_id,
+            self.spec,
+            self.masks,
+        )
+
+
+ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None, torch.Tensor, RowContext], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """A registry entry.
+
+    Attributes
+    ----------
+    name
+        Registry name (``attr_<name>`` in results).
+    fn
+        The uniform call (see module docstring).
+    uses_reference
+        ``"none"``, ``"each"`` (one value per reference) or ``"distribution"`` (all R references at once).
+    ref_reduce
+        ``"mean"`` when the value per (sample, repeat) is the mean over references, else ``None``.
+    expansion
+        Forward rows per input row (memory planning), given the spec.
+    arch
+        Required architecture (``"cnn"`` for Grad-CAM variants) or ``None``.
+    per_row
+        The explainer handles one row per call itself (kernel methods, SHAP).
+    linear
+        Linear in the upstream gradient (saliency only without ``saliency_abs``): repeats whose
+        dropout follows the last non-linearity may be collapsed into one mean-mask pass.
+    """
+
+    name: str
+    fn: ExplainFn
+    uses_reference: Literal["none", "each", "distribution"]
+    ref_reduce: Literal["mean"] | None = None
+    expansion: Callable[[ExplainParams], int] = lambda spec: 1
+    arch: str | None = None
+    per_row: bool = False
+    linear: bool = False
