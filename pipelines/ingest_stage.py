@@ -30,11 +30,16 @@ class IngestParams(StageParams):
     sources: list[str] = Field(min_length=1, description="Input files/directories (several with merge).")
     format: Literal["auto", "gct", "gdc", "matrix", "h5ad"] = "auto"
     sample_sheets: list[str | None] | None = Field(None, description="One sample sheet per source.")
-    sample_id_column: str | None = None
+    sample_id_column: str | None = Field(
+        None, description="Sample-id column of the sheet (default: the column matching the matrix's ids)."
+    )
     orientation: Literal["auto", "genes-x-samples", "samples-x-genes"] = "auto"
     column: str = Field("unstranded", description="GDC value column.")
     layer: str | None = Field(None, description="h5ad layer (None: X).")
-    values: Literal["counts", "tpm", "cpm", "log_expr", "expr"] | None = None
+    values: Literal["counts", "expected_counts", "tpm", "cpm", "log_expr", "expr"] | None = Field(
+        None,
+        description="Declared value type; expected_counts (RSEM/Salmon) writes rounded counts + raw expected_counts.",
+    )
     gene_lengths: str | None = None
     gene_annotation: str | None = Field(
         None, description="Gene annotation TSV/CSV or GTF(.gz): gene_chrom, gene_start (bp), length, symbol."
@@ -42,6 +47,10 @@ class IngestParams(StageParams):
     ignore_extra_sheet_rows: bool = False
     merge: bool = False
     cohorts: list[str] | None = None
+    merge_labels: list[str] | None = Field(
+        None, description="COHORT=COLUMN per cohort: one sample_tissue from each cohort's column (merge)."
+    )
+    label_prefix: bool = Field(False, description="Prefix merged labels with the cohort name (GTEx_Lung).")
     chunk_sample: int = Field(2048, gt=0, description="Store chunk size along samples.")
     chunk_gene: int = Field(2048, gt=0, description="Store chunk size along genes.")
 
@@ -69,6 +78,8 @@ def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
             ignore_extra_sheet_rows=params.ignore_extra_sheet_rows,
             merge=params.merge,
             cohorts=params.cohorts,
+            merge_labels=params.merge_labels,
+            label_prefix=params.label_prefix,
             chunks={"sample": params.chunk_sample, "gene": params.chunk_gene},
             overwrite=True,
             on_progress=on_progress,

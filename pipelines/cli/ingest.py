@@ -58,6 +58,12 @@ def register(app: typer.Typer) -> None:
         ),
         merge: bool = typer.Option(False, "--merge", help="Merge several cohorts on stripped Ensembl ids."),
         cohort: list[str] = typer.Option(None, "--cohort", help="Cohort name per source (with --merge)."),
+        merge_label: list[str] = typer.Option(
+            None, "--merge-label", help="COHORT=COLUMN: map each cohort's column into one sample_tissue."
+        ),
+        label_prefix: bool = typer.Option(
+            False, "--label-prefix", help="Prefix merged labels with the cohort name (GTEx_Lung)."
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store on success."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -89,6 +95,8 @@ def register(app: typer.Typer) -> None:
                 ignore_extra_sheet_rows=ignore_extra_sheet_rows,
                 merge=merge,
                 cohorts=list(cohort) if cohort else None,
+                merge_labels=list(merge_label) if merge_label else None,
+                label_prefix=label_prefix,
                 overwrite=overwrite,
                 on_progress=on_progress,
             )
@@ -105,6 +113,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"gene annotation {report.annotation['path']}: {report.annotation['unmatched']} of "
                 f"{report.n_genes} genes not found (kept ''/NaN), e.g. {report.annotation['first_unmatched'][:5]}"
+            )
+        for cohort_name, empty in summary["unlabelled"].items():
+            typer.echo(
+                f"merge: {empty['count']} samples of {cohort_name} have no label, e.g. {empty['first'][:3]}; "
+                "map its label column with --merge-label COHORT=COLUMN"
             )
         for cohort_name, dropped in summary["dropped_genes"].items():
             typer.echo(

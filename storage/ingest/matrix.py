@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import InputError
 from storage.ingest.common import Block, Source, check_file, looks_ensembl, open_text, sha256_file
-from storage.ingest.text_table import scan_text, text_blocks
+from storage.ingest.text_table import scan_text, split_fields, text_blocks
 
 Orientation = Literal["auto", "genes-x-samples", "samples-x-genes"]
 ORIENTATIONS: tuple[str, ...] = ("auto", "genes-x-samples", "samples-x-genes")
@@ -107,7 +107,7 @@ def scan_text_matrix(
     sep = _separator(path)
     text, _ = open_text(path)
     with text:
-        header = [h.strip().strip('"').lower() for h in text.readline().rstrip("\r\n").split(sep)]
+        header = [h.strip().strip('"').lower() for h in split_fields(text.readline().rstrip("\r\n"), sep)]
     has_symbols = len(header) > 2 and header[1] in SYMBOL_COLUMNS and orientation != "samples-x-genes"
     n_id = 2 if has_symbols else 1
     scan = scan_text(path, sep=sep, n_id=n_id, what="matrix")

@@ -7,6 +7,7 @@ Values are then streamed in blocks of rows through numpy's C text parser (``nump
 
 from __future__ import annotations
 
+import csv
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from storage.errors import InputError
-from storage.ingest.common import Block, Locator, check_file, open_text
+from storage.ingest.common import Block, Locator, check_file, not_text, open_text
 
 
 @dataclass
@@ -50,6 +51,13 @@ class TextScan:
     def n_rows(self) -> int:
         """Number of data rows."""
         return int(self.ids.shape[0])
+
+
+def split_fields(line: str, sep: str) -> list[str]:
+    """Split one line into fields; a field in double quotes may hold ``sep`` (CSV quoting)."""
+    if '"' not in line:
+        return line.split(sep)
+    return next(csv.reader([line], delimiter=sep, quotechar='"'))
 
 
 def _unquote(field: str) -> str:
@@ -114,13 +122,14 @@ def scan_text(
                         preamble.append(line)
                     continue
                 if header is None:
-                    header = [_unquote(f) for f in line.split(sep)]
+                    header = [_unquote(f) for f in split_fields(line, sep)]
                     n_fields = len(header)
                     first_data_line = lineno + 1
                     continue
                 if not line:
                     raise InputError(f"{path}: line {lineno} is empty; remove blank lines inside the table")
-                count = line.count(sep) + 1
+                fields = split_fields(line, sep)
+                count = len(fields)
                 if lineno == first_data_line and count == n_fields + 1:
                     header = ["", *header]  # R-style header: no name over the row-name column
                     n_fields += 1
@@ -130,7 +139,9 @@ def scan_text(
                         f"{first_data_line - 1}) has {n_fields}; fix the ragged row (a missing or "
                         f"extra '{sep!s}' separator, or a truncated line)"
                     )
-                ids.append([_unquote(f) for f in line.split(sep, n_id)[:n_id]])
+                ids.append([_unquote(f) for f in fields[:n_id]])
+    except UnicodeDecodeError as exc:
+        raise not_text(path, lineno + 1, exc) from exc
     except (EOFError, OSError, zlib.error) as exc:
         _raise_truncated(path, lineno, exc)
     if header is None:
@@ -160,7 +171,7 @@ def _parse(lines: list[str], sep: str, n_id: int, n_fields: int, where: Locator)
         )
     except ValueError as exc:
         for i, line in enumerate(lines):
-            for j, token in enumerate(line.split(sep)[n_id:]):
+            for j, token in enumerate(split_fields(line, sep)[n_id:]):
                 try:
                     float(token.strip('"'))
                 except ValueError:
