@@ -186,16 +186,31 @@ def child(kind: str, work: str) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(work) / f"{kind}.zarr"
     shutil.rmtree(out, ignore_errors=True)
+    log = open(Path(work) / f"{kind}.progress", "w", buffering=1)  # partial numbers if stopped early
     t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log.write(
+            f"{time.perf_counter() - t0:.1f} s\t{done}/{total} rows\tpeak RSS {rss:.0f} MiB\tload {_load():.1f}\n"
+        )
+
+    log.write(f"start (scan), load {_load():.1f}\n")
     if kind == "gct":
         report = ingest(
             Path(work) / "gtex.gct.gz",
             str(out),
             sample_sheets=Path(work) / "SampleAttributesDS.txt",
             ignore_extra_sheet_rows=True,
+            on_progress=progress,
         )
     else:
-        report = ingest(Path(work) / "gdc", str(out), sample_sheets=Path(work) / "gdc_sample_sheet.tsv")
+        report = ingest(
+            Path(work) / "gdc",
+            str(out),
+            sample_sheets=Path(work) / "gdc_sample_sheet.tsv",
+            on_progress=progress,
+        )
     seconds = time.perf_counter() - t0
     store_mib = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / MiB
     return {
