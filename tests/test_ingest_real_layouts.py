@@ -336,3 +336,30 @@ def test_ingest_stage_params_accept_new_fields() -> None:
 
     p = IngestParams(sources=["a"], values="expected_counts", merge_labels=["GTEx=SMTSD"], label_prefix=True)
     assert p.values == "expected_counts" and p.merge_labels == ["GTEx=SMTSD"] and p.label_prefix
+
+
+def test_firehose_rsem_genes_two_header_lines(tmp_path: Path) -> None:
+    """Broad Firehose ``RSEM_genes__data.data.txt``: sample line, quantity line, 3 columns per sample."""
+    samples = ["TCGA-3C-AAAU-01A-11R-A41B-07", "TCGA-3C-AALI-01A-11R-A41B-07"]
+    raw = np.array([[0.0, 2.5], [12.49, 7.0], [1021.67, 3.5]])
+    lines = ["\t".join(["Hybridization REF"] + [s for s in samples for _ in range(3)])]
+    lines.append("\t".join(["gene_id"] + ["raw_count", "scaled_estimate", "transcript_id"] * 2))
+    for g, row in zip(LEGACY_IDS[:3], raw, strict=True):
+        fields = [g]
+        for v in row:
+            fields += [f"{v:.2f}", "1.2e-07", "uc011lsn.1,uc009vjk.2"]
+        lines.append("\t".join(fields))
+    path = tmp_path / "BRCA.rnaseqv2__illuminahiseq_rnaseqv2__unc_edu__Level_3__RSEM_genes__data.data.txt"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "firehose.zarr"
+    assert main(["ingest", str(path), "--values", "expected_counts", "--out", str(out)]) == 0
+    ds = open_store(str(out))
+    assert list(ds["sample"].values.astype(str)) == samples
+    np.testing.assert_array_equal(ds["counts"].values, np.vectorize(round)(raw.T))
+    np.testing.assert_allclose(ds["expected_counts"].values, raw.T.astype(np.float32))
+    assert list(ds["gene_symbol"].values.astype(str)) == ["", "", "A1BG"]
+    assert ds.attrs["ingest"]["firehose_quantity"] == "raw_count"
+    lines[3] = lines[3].replace("12.49", "n/a", 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"line 4, column 2 \(sample 'TCGA-3C-AAAU-01A-11R-A41B-07'\)"):
+        ingest(path, str(tmp_path / "bad.zarr"), values="expected_counts")

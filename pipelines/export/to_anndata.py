@@ -271,7 +271,11 @@ def export_anndata(
         if kind == "h5ad":
             _atomic(path, lambda p: adata.write_h5ad(p))
         else:
-            with ad.settings.override(zarr_write_format=3):  # the store's own Zarr version
+            with (
+                ad.settings.override(zarr_write_format=3),
+                warnings.catch_warnings(),
+            ):  # the store's Zarr version
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
                 _atomic(path, lambda p: adata.write_zarr(p))
         reports.append(
             ExportReport(

@@ -38,6 +38,8 @@ class TextScan:
         (rows, n_id) str: the leading id fields of every data row.
     sha256
         Digest of the raw file bytes.
+    columns
+        0-based field indices of the value columns to read (None: every field after the ids).
     """
 
     path: Path
@@ -46,6 +48,11 @@ class TextScan:
     first_data_line: int
     ids: np.ndarray
     sha256: str
+    columns: list[int] | None = None
+
+    def value_columns(self, n_id: int) -> list[int]:
+        """0-based field indices of the value columns."""
+        return self.columns if self.columns is not None else list(range(n_id, len(self.header)))
 
     @property
     def n_rows(self) -> int:
@@ -163,15 +170,14 @@ def scan_text(
     )
 
 
-def _parse(lines: list[str], sep: str, n_id: int, n_fields: int, where: Locator) -> np.ndarray:
-    """Parse the value fields of ``lines`` into float64 (rows, n_fields - n_id) with numpy's C parser."""
+def _parse(lines: list[str], sep: str, columns: list[int], where: Locator) -> np.ndarray:
+    """Parse the value fields ``columns`` of ``lines`` into float64 (rows, columns) with numpy's C parser."""
     try:
-        return np.loadtxt(
-            lines, delimiter=sep, usecols=range(n_id, n_fields), dtype=np.float64, ndmin=2, quotechar='"'
-        )
+        return np.loadtxt(lines, delimiter=sep, usecols=columns, dtype=np.float64, ndmin=2, quotechar='"')
     except ValueError as exc:
         for i, line in enumerate(lines):
-            for j, token in enumerate(split_fields(line, sep)[n_id:]):
+            fields = split_fields(line, sep)
+            for j, token in enumerate(fields[c] for c in columns):
                 try:
                     float(token.strip('"'))
                 except ValueError:
@@ -203,13 +209,13 @@ def text_blocks(scan: TextScan, *, n_id: int, block_rows: int, col_kind: str) ->
     Block
         float64 values (rows in block, value columns).
     """
-    names = scan.header[n_id:]
-    n_fields = len(scan.header)
+    columns = scan.value_columns(n_id)
+    names = [scan.header[c] for c in columns]
     step = max(1, block_rows)
 
     def locator(first_line: int) -> Locator:
         def where(i: int, j: int) -> str:
-            return f"{scan.path}: line {first_line + i}, column {n_id + j + 1} ({col_kind} '{names[j]}')"
+            return f"{scan.path}: line {first_line + i}, column {columns[j] + 1} ({col_kind} '{names[j]}')"
 
         return where
 
@@ -223,9 +229,9 @@ def text_blocks(scan: TextScan, *, n_id: int, block_rows: int, col_kind: str) ->
             lines.append(raw.rstrip("\r\n"))
             if len(lines) == step:
                 where = locator(scan.first_data_line + start)
-                yield Block(start=start, values=_parse(lines, scan.sep, n_id, n_fields, where), where=where)
+                yield Block(start=start, values=_parse(lines, scan.sep, columns, where), where=where)
                 start += len(lines)
                 lines = []
         if lines:
             where = locator(scan.first_data_line + start)
-            yield Block(start=start, values=_parse(lines, scan.sep, n_id, n_fields, where), where=where)
+            yield Block(start=start, values=_parse(lines, scan.sep, columns, where), where=where)
