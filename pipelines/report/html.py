@@ -37,7 +37,9 @@ table.data th { cursor: pointer; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.text, th.text { text-align: left; }
-.tbl { max-height: 26em; overflow: auto; margin: .3em 0 1em; display: inline-block; max-width: 100%; }
+.tblwrap { margin: .5em 0 .2em; }
+.tbl { max-height: 26em; overflow: auto; display: inline-block; max-width: 100%; vertical-align: top; }
+.filter { display: block; }
 .filter, #gene-search { font: inherit; font-size: .85em; padding: .15em .4em; margin: .2em 0; width: 16em; }
 .note, .csv { color: #666; font-size: .8em; }
 .missing { color: #a33; font-style: italic; }
@@ -222,8 +224,8 @@ def table_html(df: pd.DataFrame, name: str, max_rows: int = 50, *, filter_box: b
         else ""
     )
     return (
-        f'{box}<div class="tbl"><table class="{classes}" id="{tid}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>{note}"
+        f'<div class="tblwrap">{box}<div class="tbl"><table class="{classes}" id="{tid}"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{body}</tbody></table></div></div>{note}"
     )
 
 
