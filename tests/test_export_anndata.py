@@ -14,8 +14,6 @@ from test_evaluate_store import make_demo_store
 from pipelines.cli.main import main
 from storage.store import open_store, read_result, write_result
 
-scanpy = pytest.importorskip("scanpy")
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
@@ -89,6 +87,7 @@ def test_zarr_round_trips_through_anndata(exported: tuple[str, Path, Path]) -> N
 
 
 def test_scanpy_reads_and_analyses_the_export(exported: tuple[str, Path, Path]) -> None:
+    scanpy = pytest.importorskip("scanpy")  # dev extra
     url, h5ad, _ = exported
     adata = scanpy.read_h5ad(h5ad)
     _check(adata, url)
