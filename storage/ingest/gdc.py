@@ -59,8 +59,12 @@ def _decoded(path: Path) -> tuple[bytes, str]:
         ) from exc
 
 
-def _read(path: Path, columns: tuple[str, ...] | None = None) -> _Table:
-    """Parse one STAR gene-count file (all columns, or only ``gene_id`` plus ``columns``)."""
+def _read(path: Path, columns: tuple[str, ...] | None = None, *, text: tuple[str, ...] = ()) -> _Table:
+    """Parse one STAR gene-count file (all columns, or only ``gene_id`` plus ``columns``).
+
+    Columns in ``text`` are kept as text (converted to numbers by the caller, which names the
+    line of a bad entry), so that Arrow's per-block type inference never rejects a valid file.
+    """
     data, digest = _decoded(path)
     if b"\x00" in data[: 1 << 16]:
         raise not_text(path, data.count(b"\n", 0, data.find(b"\x00")) + 1)
@@ -92,7 +96,7 @@ def _read(path: Path, columns: tuple[str, ...] | None = None) -> _Table:
             parse_options=pcsv.ParseOptions(delimiter="\t"),
             convert_options=pcsv.ConvertOptions(
                 include_columns=wanted,
-                column_types={c: pa.string() for c in ANNOTATION_COLUMNS if c in wanted},
+                column_types={c: pa.string() for c in (*ANNOTATION_COLUMNS, *text) if c in wanted},
                 strings_can_be_null=False,
             ),
         )
@@ -170,7 +174,7 @@ def scan_gdc(
     else:
         sample_ids = np.array([f.name.split(".", 1)[0] for f in files], dtype=object)
         sample_vars = {"sample_file_name": np.array([f.name for f in files], dtype=object)}
-    ref = _read(files[0])
+    ref = _read(files[0], text=(column,))
     if column not in ref.frame.columns or column in ANNOTATION_COLUMNS:
         values = [c for c in ref.frame.columns if c not in ANNOTATION_COLUMNS]
         raise InputError(
@@ -187,7 +191,7 @@ def scan_gdc(
             out = np.empty((len(chunk), gene_ids.size), dtype=np.float64)
             line_maps = []
             for k, path in enumerate(chunk):
-                table = ref if start + k == 0 else _read(path, (column,))
+                table = ref if start + k == 0 else _read(path, (column,), text=(column,))
                 ids = table.frame["gene_id"].to_numpy(dtype=object)
                 if ids.shape != gene_ids.shape or not np.array_equal(ids, gene_ids):
                     n = min(ids.size, gene_ids.size)
@@ -203,7 +207,7 @@ def scan_gdc(
                         f"{path}: no value column '{column}'; the file layout differs from {files[0]}"
                     )
                 vals = pd.to_numeric(table.frame[column], errors="coerce")
-                bad = vals.isna() & table.frame[column].notna()
+                bad = vals.isna() & (table.frame[column].str.strip() != "")  # empty: reported as missing
                 if bad.any():
                     j = int(np.flatnonzero(bad.to_numpy())[0])
                     raise InputError(
