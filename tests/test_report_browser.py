@@ -14,6 +14,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_evaluate_store import make_demo_store
@@ -192,3 +193,63 @@ def test_screenshot_of_the_first_screen(evaluated_report: Path, tmp_path: Path) 
     assert pixels.std() > 0.05  # not a blank page: text, cards and tables are drawn
     cards_band = pixels[150:600]  # the summary cards: their borders and text are not background
     assert (cards_band < 0.9).mean() > 0.01
+
+
+LAYOUT_PROBE = """<script>
+(function () {
+  var cards = Array.prototype.map.call(document.querySelectorAll("#summary .card"), function (c) {
+    return c.getBoundingClientRect().bottom;
+  });
+  document.body.setAttribute("data-probe", JSON.stringify({cards: cards.length,
+    bottom: Math.max.apply(null, cards), viewport: window.innerHeight}));
+})();
+</script></body>"""
+
+
+def test_summary_fits_the_first_screen_with_many_long_classes(tmp_path: Path) -> None:
+    """30 GTEx/TCGA-style classes with long names, 3 model sets, 4 run pairs: still one screen."""
+    from pipelines.report.html import page
+    from pipelines.report.summary import summary_section
+
+    rng = np.random.default_rng(0)
+    labels = [
+        f"GTEx_Skin - Sun Exposed (Lower leg) {i}" if i % 2 else f"TCGA_TCGA-{i:04d}" for i in range(30)
+    ]
+    top = pd.DataFrame(
+        [
+            {
+                "source": "run:integrated_gradients",
+                "label": lab,
+                "gene": f"ENSG{g:011d}",
+                "rank": r + 1,
+                "shared": True,
+            }
+            for lab in labels
+            for r, g in enumerate(rng.choice(60000, 15, replace=False))
+        ]
+    )
+    metrics = pd.DataFrame(
+        {"model_set": [f"set{i // 5}" for i in range(15)], "arch": "mlp", "accuracy": 0.9, "macro_f1": 0.85}
+    )
+    classes = pd.DataFrame(
+        [
+            {"label": lab, "run_a": f"r{p}", "run_b": f"r{p + 1}", "explainer": "integrated_gradients", "k": 100,
+             "spearman_mean": 0.8, "top_k_overlap_mean": 0.6}
+            for p in range(4)
+            for lab in ["all", *labels]
+        ]
+    )  # fmt: skip
+    hidden = top.head(200).assign(contrast=[f"de/deseq2/{lab}_vs_rest" for lab in top.head(200)["label"]])
+    section = summary_section(
+        metrics,
+        {"top_genes": top, "reproducibility_classes": classes, "hidden_to_de": hidden},
+        {f"ENSG{g:011d}": f"GENE{g}" for g in range(60000)},
+    )
+    path = tmp_path / "many.html"
+    path.write_text(page("gexplain report", "store", [section]).replace("</body>", LAYOUT_PROBE, 1))
+    dom, console = load_in_browser(path, tmp_path / "profile-many")
+    assert console == []
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found
+    out = json.loads(html.unescape(found.group(1)))
+    assert out["cards"] == 4 and out["bottom"] <= out["viewport"], out

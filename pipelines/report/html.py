@@ -50,7 +50,7 @@ figcaption { font-size: .8em; color: #555; }
 #summary h2 { margin-top: .4em; }
 .cards { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: .7em; }
 .card { border: 1px solid #cdd5de; border-radius: 6px; padding: .4em .8em .5em; background: #fafcfe;
-        max-height: 15.5em; overflow: auto; }
+        max-height: 12.5em; overflow: auto; }
 .card h3 { margin: .1em 0 .3em; font-size: 1em; }
 .card p { margin: .2em 0; font-size: .9em; }
 .big { font-size: 1.25em; font-weight: 600; }
