@@ -40,15 +40,19 @@ class IngestParams(StageParams):
         description="Sample sheet per source (GTEx SampleAttributesDS, GDC sample sheet, CSV/TSV).",
         json_schema_extra=cli("--sample-sheet"),
     )
-    sample_id_column: str | None = Field(None, description="Sample-id column of the sheet.")
+    sample_id_column: str | None = Field(
+        None,
+        description="Sample-id column of the sheet (default: the column whose values match the matrix's ids).",
+    )
     orientation: Literal["auto", "genes-x-samples", "samples-x-genes"] = Field(
         "auto", description="Orientation of generic matrices."
     )
     column: str = Field("unstranded", description="GDC value column, e.g. unstranded or tpm_unstranded.")
     layer: str | None = Field(None, description="h5ad layer holding the values (default X).")
-    values: Literal["counts", "tpm", "cpm", "log_expr", "expr"] | None = Field(
+    values: Literal["counts", "expected_counts", "tpm", "cpm", "log_expr", "expr"] | None = Field(
         None,
-        description="Declared value type = layer name (default: detected).",
+        description="Declared value type = layer name (default: detected); expected_counts (RSEM/Salmon) "
+        "writes rounded integer counts plus the raw float32 expected_counts.",
         json_schema_extra=cli(presets={"--counts": "counts", "--tpm": "tpm"}),
     )
     gene_lengths: str | None = Field(None, description="CSV/TSV of gene id and length (bp) -> gene_length.")
@@ -64,6 +68,12 @@ class IngestParams(StageParams):
     cohorts: list[str] | None = Field(
         None, description="Cohort name per source (with merge).", json_schema_extra=cli("--cohort")
     )
+    merge_labels: list[str] | None = Field(
+        None,
+        description="COHORT=COLUMN per cohort (with merge): one sample_tissue from each cohort's label column.",
+        json_schema_extra=cli("--merge-label"),
+    )
+    label_prefix: bool = Field(False, description="Prefix merged labels with the cohort name (GTEx_Lung).")
     chunk_sample: int = Field(2048, gt=0, description="Store chunk size along samples.")
     chunk_gene: int = Field(2048, gt=0, description="Store chunk size along genes.")
 
@@ -86,6 +96,8 @@ def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
             ignore_extra_sheet_rows=params.ignore_extra_sheet_rows,
             merge=params.merge,
             cohorts=params.cohorts,
+            merge_labels=params.merge_labels,
+            label_prefix=params.label_prefix,
             chunks={"sample": params.chunk_sample, "gene": params.chunk_gene},
             overwrite=ctx.overwrite,
             on_progress=task.report,

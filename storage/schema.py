@@ -71,6 +71,13 @@ SPECS: tuple[VariableSpec, ...] = (
     ),
     VariableSpec("size_factors", (SAMPLE,), "f", "", "DESeq2 median-of-ratios size factors."),
     VariableSpec("counts", (SAMPLE, GENE), "iu", "reads", "Raw read counts."),
+    VariableSpec(
+        "expected_counts",
+        (SAMPLE, GENE),
+        "f",
+        "reads",
+        "RSEM/Salmon estimated counts as read; `counts` holds them rounded (halves to even).",
+    ),
     VariableSpec("norm_counts", (SAMPLE, GENE), "f", "reads", "Counts divided by size factors."),
     VariableSpec("tpm", (SAMPLE, GENE), "f", "TPM", "Transcripts per million."),
     VariableSpec("cpm", (SAMPLE, GENE), "f", "CPM", "Counts per million."),

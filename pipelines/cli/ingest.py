@@ -32,6 +32,11 @@ def _show(summary: dict[str, Any], extra: dict[str, Any]) -> None:
             f"gene annotation {annotation['path']}: {annotation['unmatched']} of {summary['n_genes']} genes "
             f"not found (kept ''/NaN), e.g. {annotation['first_unmatched'][:5]}"
         )
+    for cohort_name, empty in summary.get("unlabelled", {}).items():
+        typer.echo(
+            f"merge: {empty['count']} samples of {cohort_name} have no label, e.g. {empty['first'][:3]}; "
+            "map its label column with --merge-label COHORT=COLUMN"
+        )
     for cohort_name, dropped in summary["dropped_genes"].items():
         typer.echo(
             f"merge: dropped {dropped['count']} genes of {cohort_name} absent elsewhere, e.g. {dropped['first'][:5]}"

@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "pipelines.cli.evaluate",
     "pipelines.cli.report",
     "pipelines.cli.run",
+    "pipelines.cli.export",
 )
 
 app = typer.Typer(

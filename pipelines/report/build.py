@@ -19,7 +19,8 @@ from pipelines.evaluate.ground_truth import de_evidence
 from pipelines.evaluate.inputs import ATTR, explainers_of, label_column
 from pipelines.evaluate.tables import read_tables
 from pipelines.report import plots
-from pipelines.report.html import Section, page
+from pipelines.report.html import Section, kv_table, page, plain
+from pipelines.report.summary import summary_section
 from storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
 from storage.errors import InputError
 from storage.paths import atomic_write_bytes
@@ -27,6 +28,7 @@ from storage.schema import GENE, SAMPLE, layer_names
 from storage.store import list_results, open_store, read_result
 
 SECTION_TITLES = {
+    "summary": "Summary",
     "data": "Data summary",
     "models": "Model accuracy",
     "de": "Differential expression",
@@ -58,16 +60,20 @@ def data_section(store_url: str, ds: xr.Dataset, label: str | None) -> Section:
     else:
         s.missing("no label column")
     sim = ds.attrs.get("simulator")
-    if sim:
-        s.text(f"simulated: {sim}")
+    if isinstance(sim, dict):
+        s.heading(f"simulated with {sim.get('name', 'a simulator')}")
+        s.raw(kv_table(sim.get("params") or {}))
+    elif sim:
+        s.text(f"simulated: {plain(sim)}")
     if "truth_informative" in ds:
         inf = np.asarray(ds["truth_informative"].values, dtype=bool)
         modes = (
-            pd.Series(np.asarray(ds["truth_mode"].values).astype(str)[inf]).value_counts().to_dict()
+            pd.Series(np.asarray(ds["truth_mode"].values).astype(str)[inf]).value_counts().sort_index()
             if "truth_mode" in ds
-            else {}
+            else pd.Series(dtype=int)
         )
-        s.text(f"ground truth: {int(inf.sum())} informative genes {modes}")
+        kinds = ", ".join(f"{n} {mode}" for mode, n in modes.items())
+        s.text(f"ground truth: {int(inf.sum())} informative genes" + (f" ({kinds})" if kinds else ""))
     results = list_results(store_url)
     s.text("results in the store: " + (", ".join(results) if results else "none"))
     return s
@@ -172,7 +178,7 @@ def top_genes_section(tables: dict[str, pd.DataFrame], ds: xr.Dataset, top_n: in
         s.heading(str(source))
         s.figure(plots.heatmap(matrix, f"top {top_n} genes per class: {source}"))
         shared = best.assign(symbol=[symbols.get(g, g) for g in best["gene"].astype(str)])
-        s.table(f"top_genes_{_safe(source)}", shared, max_rows=40)
+        s.table(f"top_genes_{_safe(source)}", shared, max_rows=500)
     return s
 
 
@@ -314,7 +320,7 @@ def hidden_section(tables: dict[str, pd.DataFrame], ds: xr.Dataset) -> Section:
     h = h.assign(symbol=[symbols.get(g, g) for g in h["gene"].astype(str)])
     counts = h.groupby(["source", "contrast"], as_index=False).size().rename(columns={"size": "hidden genes"})
     s.table("hidden_to_de_counts", counts)
-    s.table("hidden_to_de", h, max_rows=60)
+    s.table("hidden_to_de", h, max_rows=500)
     return s
 
 
@@ -375,9 +381,10 @@ def build_report(
         label = None
     de = {g: read_result(store_url, g) for g in list_results(store_url, "de")}
     tables = read_tables(store_url, evaluation)
+    models = models_section(store_url)
     sections = [
         data_section(store_url, ds, label),
-        models_section(store_url),
+        models,
         de_section(de, alpha, max_plots),
         top_genes_section(tables, ds, top_n),
         reproducibility_section(tables),
@@ -386,6 +393,17 @@ def build_report(
         de_vs_attr_section(tables, ds, de, store_url, max_plots),
         hidden_section(tables, ds),
     ]
+    summary_inputs = {
+        name: _table(tables, name)
+        for name in (
+            "reproducibility_classes",
+            "saturation_curves",
+            "saturation_summary",
+            "top_genes",
+            "hidden_to_de",
+        )
+    }
+    sections.insert(0, summary_section(models.tables.get("model_metrics"), summary_inputs, _symbols(ds)))
     csv_dir = out.with_name(out.stem + "_tables")
     csv_dir.mkdir(parents=True, exist_ok=True)
     for section in sections:

@@ -1,8 +1,10 @@
 """Streaming ingest of expression data into gexplain stores.
 
 Readers: GTEx GCT 1.2 (:mod:`~storage.ingest.gct`), GDC STAR gene counts
-(:mod:`~storage.ingest.gdc`), CSV/TSV/Parquet matrices (:mod:`~storage.ingest.matrix`), AnnData
-``.h5ad`` (:mod:`~storage.ingest.h5ad`); sample sheets (:mod:`~storage.ingest.samplesheet`);
+(:mod:`~storage.ingest.gdc`), CSV/TSV/Parquet matrices (:mod:`~storage.ingest.matrix`; Broad
+Firehose two-header-line matrices: :mod:`~storage.ingest.firehose`), AnnData ``.h5ad``
+(:mod:`~storage.ingest.h5ad`); gene-id layouts (``SYMBOL|ENTREZ``, symbol-only:
+:mod:`~storage.ingest.gene_ids`); sample sheets (:mod:`~storage.ingest.samplesheet`);
 cohort merging (:mod:`~storage.ingest.merge`); gene annotation tables and GTFs
 (:mod:`~storage.ingest.annotation`). Entry point: :func:`ingest`.
 """

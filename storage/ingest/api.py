@@ -21,22 +21,30 @@ import pandas as pd
 from storage.errors import InputError
 from storage.ingest.annotation import GeneAnnotation, read_gene_annotation
 from storage.ingest.common import (
-    LAYER_DTYPES,
+    ROUNDING,
     VALUE_TYPES,
     Source,
     check_file,
     check_unique,
     checked_values,
     discard,
+    layers_of,
     sha256_file,
     strip_versions,
 )
 from storage.ingest.gct import scan_gct
 from storage.ingest.gdc import scan_gdc
+from storage.ingest.gene_ids import gene_name_variables
 from storage.ingest.h5ad import scan_h5ad
 from storage.ingest.matrix import ORIENTATIONS, Orientation, scan_matrix
-from storage.ingest.merge import merge_stores
-from storage.ingest.samplesheet import SampleSheet, match_samples, read_sample_sheet, sample_variables
+from storage.ingest.merge import merge_stores, parse_label_map
+from storage.ingest.samplesheet import (
+    SampleSheet,
+    match_samples,
+    read_sample_sheet,
+    resolve_id_column,
+    sample_variables,
+)
 from storage.paths import exists, is_local, normalize_url
 from storage.store import DEFAULT_CHUNKS, StoreWriter, create_store, open_store
 
@@ -55,7 +63,8 @@ class IngestReport:
     n_samples, n_genes
         Store dims.
     layer
-        Name of the layer written (the declared value type).
+        Name of the main layer written: the declared value type, or ``counts`` for
+        ``expected_counts`` (whose raw values are kept as the ``expected_counts`` layer).
     formats
         Reader used for each source.
     sources
@@ -65,6 +74,9 @@ class IngestReport:
     annotation
         With a gene annotation: ``{"path", "unmatched", "first_unmatched"}``, the number of store
         genes absent from it and the first 20 of their ids (empty without one).
+    unlabelled
+        Merge only: cohort -> ids of its samples with an empty label (see
+        :class:`~storage.ingest.merge.MergeReport`).
     seconds
         Wall time.
     """
@@ -77,12 +89,14 @@ class IngestReport:
     sources: list[dict[str, str]]
     dropped_genes: dict[str, list[str]] = field(default_factory=dict)
     annotation: dict[str, Any] = field(default_factory=dict)
+    unlabelled: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (dropped genes as counts plus the first 20 ids)."""
         out = asdict(self)
         out["dropped_genes"] = {k: {"count": len(v), "first": v[:20]} for k, v in self.dropped_genes.items()}
+        out["unlabelled"] = {k: {"count": len(v), "first": v[:20]} for k, v in self.unlabelled.items()}
         out["sources"] = len(self.sources)
         return out
 
@@ -192,24 +206,25 @@ def _scan(
     column: str,
     layer: str | None,
     ignore_extra: bool,
-) -> Source:
+) -> tuple[Source, SampleSheet | None]:
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "gct":
         source = scan_gct(path)
     elif fmt == "gdc":
-        return scan_gdc(path, column=column, sheet=sheet, ignore_extra=ignore_extra)
+        return scan_gdc(path, column=column, sheet=sheet, ignore_extra=ignore_extra), sheet
     elif fmt == "h5ad":
         source = scan_h5ad(path, layer=layer)
     else:
-        ids = {str(s) for s in sheet.ids} if sheet is not None else None
+        ids = sheet.all_values() if sheet is not None else None
         source = scan_matrix(path, orientation=orientation, sheet_ids=ids)
     if sheet is not None:
+        sheet = resolve_id_column(sheet, source.sample_ids, matrix=str(path))
         rows = match_samples(sheet, source.sample_ids, matrix=str(path), ignore_extra=ignore_extra)
         source.sample_vars = {**source.sample_vars, **sample_variables(sheet, rows)}
         source.label_column = source.label_column or sheet.label_column
-    return source
+    return source, sheet
 
 
 def _rows_fitting(n_cols: int, itemsize: int, budget: int, limit: int) -> int:
@@ -230,18 +245,18 @@ def _stream(
 ) -> None:
     n_rows = source.gene_ids.size if source.rows == "gene" else source.sample_ids.size
     n_cols = source.sample_ids.size if source.rows == "gene" else source.gene_ids.size
-    dtype = np.dtype(LAYER_DTYPES[value_type])
-    buf_rows = _rows_fitting(n_cols, dtype.itemsize, buffer_bytes, chunks[source.rows])
+    layers = {name: np.dtype(dtype) for name, dtype in layers_of(value_type).items()}
+    itemsize = sum(d.itemsize for d in layers.values())
+    buf_rows = _rows_fitting(n_cols, itemsize, buffer_bytes, chunks[source.rows])
     parse_rows = _rows_fitting(n_cols, 8, parse_bytes, buf_rows)
-    buffer = np.empty((buf_rows, n_cols), dtype=dtype)
+    buffers = {name: np.empty((buf_rows, n_cols), dtype=d) for name, d in layers.items()}
     filled, buf_start = 0, 0
 
     def flush() -> None:
         nonlocal filled, buf_start
         if filled:
-            part = buffer[:filled]
-            arr = part.T if source.rows == "gene" else part
-            writer.write_block({source.rows: slice(buf_start, buf_start + filled)}, {value_type: arr})
+            arrays = {n: (b[:filled].T if source.rows == "gene" else b[:filled]) for n, b in buffers.items()}
+            writer.write_block({source.rows: slice(buf_start, buf_start + filled)}, arrays)
             buf_start += filled
             filled = 0
             if on_progress is not None:
@@ -251,10 +266,12 @@ def _stream(
         if block.values.shape[1] != n_cols:
             raise InputError(f"{source.path}: a block has {block.values.shape[1]} columns, expected {n_cols}")
         values = checked_values(block, value_type)
+        n_block = block.values.shape[0]
         done = 0
-        while done < values.shape[0]:
-            take = min(buf_rows - filled, values.shape[0] - done)
-            buffer[filled : filled + take] = values[done : done + take]
+        while done < n_block:
+            take = min(buf_rows - filled, n_block - done)
+            for name, buffer in buffers.items():
+                buffer[filled : filled + take] = values[name][done : done + take]
             filled += take
             done += take
             if filled == buf_rows:
@@ -290,7 +307,7 @@ def ingest_one(
     if orientation not in ORIENTATIONS:
         raise InputError(f"--orientation {orientation!r} is not one of {', '.join(ORIENTATIONS)}")
     sheet = read_sample_sheet(Path(sample_sheet), id_column=sample_id_column) if sample_sheet else None
-    source = _scan(
+    source, sheet = _scan(
         path,
         fmt,
         sheet=sheet,
@@ -308,12 +325,7 @@ def ingest_one(
     check_unique(gene_ids, "gene (version suffix stripped)", source.gene_where)
     gene_vars: dict[str, tuple[str, np.ndarray]] = {
         "gene_id_versioned": ("gene", np.asarray(source.gene_ids, dtype=object)),
-        "gene_symbol": (
-            "gene",
-            np.asarray(
-                source.gene_symbols if source.gene_symbols is not None else [""] * gene_ids.size, dtype=object
-            ),
-        ),
+        **{k: ("gene", v) for k, v in gene_name_variables(source.gene_ids, source.gene_symbols).items()},
         "gene_length": (
             "gene",
             read_gene_lengths(Path(gene_lengths), gene_ids)
@@ -334,6 +346,7 @@ def ingest_one(
         "ingest": {
             "format": source.fmt,
             "values": value_type,
+            **({"rounded": ROUNDING} if value_type == "expected_counts" else {}),
             "column": column if source.fmt == "gdc" else None,
             "layer": layer if source.fmt == "h5ad" else None,
             **{k: v for k, v in source.attrs.items()},
@@ -348,7 +361,7 @@ def ingest_one(
         sample_ids=np.asarray(source.sample_ids, dtype=object),
         gene_ids=gene_ids,
         coords=coords,
-        layers={value_type: LAYER_DTYPES[value_type]},
+        layers=layers_of(value_type),
         attrs=attrs,
         chunks=chunk,
         overwrite=overwrite,
@@ -375,7 +388,7 @@ def ingest_one(
         url=url,
         n_samples=int(source.sample_ids.size),
         n_genes=int(gene_ids.size),
-        layer=value_type,
+        layer=next(iter(layers_of(value_type))),
         formats=[source.fmt],
         sources=hashes,
         annotation=annotated,
@@ -399,6 +412,8 @@ def ingest(
     ignore_extra_sheet_rows: bool = False,
     merge: bool = False,
     cohorts: Sequence[str] | None = None,
+    merge_labels: Sequence[str] | Mapping[str, str] | None = None,
+    label_prefix: bool = False,
     chunks: Mapping[str, int] | None = None,
     overwrite: bool = False,
     buffer_bytes: int = 256 * 2**20,
@@ -427,7 +442,9 @@ def ingest(
     layer
         h5ad: layer holding the values (None: X).
     values
-        Declared value type and layer name: ``counts`` (integers >= 0), ``tpm``, ``cpm``
+        Declared value type and layer name: ``counts`` (integers >= 0), ``expected_counts``
+        (RSEM/Salmon estimated counts >= 0: written as a rounded integer ``counts`` layer, halves
+        to even as tximport does, plus the raw float32 ``expected_counts``), ``tpm``, ``cpm``
         (>= 0), ``log_expr`` or ``expr``; default from the reader (counts; GDC by column).
     gene_lengths
         Optional CSV/TSV table of gene lengths (bp) -> ``gene_length``.
@@ -443,6 +460,11 @@ def ingest(
         reported).
     cohorts
         Merge: cohort names (``sample_cohort``); default the sources' file names.
+    merge_labels
+        Merge: ``COHORT=COLUMN`` entries mapping each cohort's sample-sheet column (GTEx
+        ``SMTSD``, TCGA ``Project ID`` or ``primary_site``) into one ``sample_tissue``.
+    label_prefix
+        Merge: prefix mapped labels with the cohort name (``GTEx_Lung``).
     chunks
         Store chunk shape (default :data:`storage.store.DEFAULT_CHUNKS`).
     overwrite
@@ -486,6 +508,8 @@ def ingest(
         buffer_bytes=buffer_bytes,
         parse_bytes=parse_bytes,
     )
+    if (merge_labels or label_prefix) and not merge:
+        raise InputError("--merge-label and --label-prefix apply to merged cohorts; pass --merge")
     if len(paths) == 1 and not merge:
         return ingest_one(
             paths[0], out, sample_sheet=sheets[0], overwrite=overwrite, on_progress=on_progress, **options
@@ -495,6 +519,7 @@ def ingest(
     names = list(cohorts) if cohorts else [Path(p).name.split(".")[0] for p in paths]
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise InputError(f"--cohort names {names} must be unique, one per source")
+    parse_label_map(merge_labels, names)  # fail before any work
     if not overwrite and exists(normalize_url(out)):
         raise InputError(f"{normalize_url(out)} already exists; choose another path or pass --overwrite")
     started = time.perf_counter()
@@ -514,6 +539,8 @@ def ingest(
             chunks=chunks,
             overwrite=overwrite,
             attrs={"sources": [h for r in parts for h in r.sources]},
+            labels=merge_labels,
+            label_prefix=label_prefix,
             on_progress=on_progress,
         )
     finally:
@@ -532,5 +559,6 @@ def ingest(
         sources=[h for r in parts for h in r.sources],
         dropped_genes=merged.dropped_genes,
         annotation=annotated,
+        unlabelled=merged.unlabelled,
         seconds=time.perf_counter() - started,
     )

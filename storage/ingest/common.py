@@ -27,16 +27,21 @@ from storage.errors import InputError
 from storage.paths import exists, filesystem, is_local
 from storage.store import StoreWriter
 
-ValueType = Literal["counts", "tpm", "cpm", "log_expr", "expr"]
-VALUE_TYPES: tuple[str, ...] = ("counts", "tpm", "cpm", "log_expr", "expr")
+ValueType = Literal["counts", "expected_counts", "tpm", "cpm", "log_expr", "expr"]
+VALUE_TYPES: tuple[str, ...] = ("counts", "expected_counts", "tpm", "cpm", "log_expr", "expr")
 LAYER_DTYPES: dict[str, str] = {
     "counts": "int32",
+    "expected_counts": "float32",
     "tpm": "float32",
     "cpm": "float32",
     "log_expr": "float32",
     "expr": "float32",
 }
-NONNEGATIVE: frozenset[str] = frozenset({"counts", "tpm", "cpm"})
+NONNEGATIVE: frozenset[str] = frozenset({"counts", "expected_counts", "tpm", "cpm"})
+ROUNDING = (
+    "counts = expected_counts rounded to the nearest integer, halves to even (R's round(), as "
+    "tximport's DESeqDataSetFromTximport does)"
+)
 INT32_MAX = np.iinfo(np.int32).max
 
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*[GT]\d{6,})(\.\d+)?(_PAR_Y)?$")
@@ -162,14 +167,51 @@ def check_file(path: Path, what: str) -> Path:
     return path
 
 
+def not_text(path: Path, line: int, exc: Exception | None = None) -> InputError:
+    """The error for a file that is not UTF-8 text (binary garbage, a spreadsheet, an R/HDF5 file)."""
+    detail = f" ({exc})" if exc is not None else ""
+    return InputError(
+        f"{path}: line {line} is not UTF-8 text{detail}; this looks like a binary file (a spreadsheet, "
+        ".rds, .h5, or a damaged download), not a delimited text table. Export the table as CSV/TSV "
+        "(plain or gzip), pass a .h5ad/.parquet file by its proper name, or re-download it"
+    )
+
+
+def sniff_text(path: Path, size: int = 1 << 16) -> None:
+    """Raise an InputError when the first ``size`` bytes (decompressed) of ``path`` are not text.
+
+    Text means UTF-8 without NUL bytes; a multi-byte character cut at the end of the sample is
+    allowed.
+    """
+    try:
+        with open(path, "rb") as raw:
+            head = gzip.GzipFile(fileobj=raw).read(size) if is_gzip(path) else raw.read(size)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
+        return  # a short or damaged gzip stream is reported, with its line, by the readers
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise not_text(path, head.count(b"\n", 0, nul) + 1)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            raise not_text(path, head.count(b"\n", 0, exc.start) + 1, exc) from exc
+
+
 def open_text(path: Path) -> tuple[IO[str], HashingReader]:
     """Open a plain or gzip text file for streaming, hashing the raw bytes as they are read.
+
+    Raises
+    ------
+    InputError
+        When the file's start is not UTF-8 text (see :func:`sniff_text`).
 
     Returns
     -------
     (text stream, hashing reader)
         ``hashing.digest.hexdigest()`` is the file's sha256 once the stream was read to its end.
     """
+    sniff_text(path)
     hashing = HashingReader(open(path, "rb"))
     raw: IO[bytes] = io.BufferedReader(hashing, buffer_size=1 << 20)
     if is_gzip(path):
@@ -191,6 +233,8 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         with text:
             for n, line in enumerate(text, start=1):  # noqa: B007
                 yield n, line.rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise not_text(path, n + 1, exc) from exc
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise InputError(
             f"{path}: the gzip stream is truncated or corrupt after line {n} ({exc}); "
@@ -259,8 +303,20 @@ def sanitize_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_") or "unnamed"
 
 
-def checked_values(block: Block, value_type: str) -> np.ndarray:
-    """Check one block's values against the declared value type and cast to the layer dtype.
+def layers_of(value_type: str) -> dict[str, str]:
+    """Return the layers (name -> dtype) an ingest of ``value_type`` writes.
+
+    ``expected_counts`` writes the rounded integer ``counts`` layer that count models need and
+    keeps the raw values as ``expected_counts`` (float32); every other type writes one layer of
+    its own name.
+    """
+    if value_type == "expected_counts":
+        return {"counts": LAYER_DTYPES["counts"], "expected_counts": LAYER_DTYPES["expected_counts"]}
+    return {value_type: LAYER_DTYPES[value_type]}
+
+
+def checked_values(block: Block, value_type: str) -> dict[str, np.ndarray]:
+    """Check one block's values against the declared value type and cast to the layer dtypes.
 
     Parameters
     ----------
@@ -271,14 +327,16 @@ def checked_values(block: Block, value_type: str) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Same shape, dtype :data:`LAYER_DTYPES` ``[value_type]``.
+    dict
+        Layer name -> array of the block's shape in the layer's dtype (see :func:`layers_of`);
+        ``expected_counts`` gives ``counts`` (rounded half to even, int32) and
+        ``expected_counts`` (float32, as read).
 
     Raises
     ------
     InputError
-        At the first NaN/infinite value, negative value (counts, tpm, cpm), non-integer or
-        int32-overflowing count, naming the file, line and column and the fix.
+        At the first NaN/infinite value, negative value (counts, expected_counts, tpm, cpm),
+        non-integer count, or count overflowing int32, naming the file, line, column and fix.
     """
     v = block.values
     bad = ~np.isfinite(v)
@@ -303,17 +361,22 @@ def checked_values(block: Block, value_type: str) -> np.ndarray:
             i, j = np.argwhere(frac)[0]
             raise InputError(
                 f"{block.where(int(i), int(j))}: non-integer value {v[i, j]:g} where counts are "
-                "declared; ingest raw read counts, or declare the values (--tpm, or --values "
-                "cpm/log_expr/expr)"
+                "declared; ingest raw read counts, declare RSEM/Salmon estimated counts with "
+                "--values expected_counts (rounded into counts as tximport does), or declare the "
+                "values (--tpm, or --values cpm/log_expr/expr)"
             )
-        big = v > INT32_MAX
+    counts = np.rint(v) if value_type == "expected_counts" else v
+    if value_type in ("counts", "expected_counts"):
+        big = counts > INT32_MAX
         if big.any():
             i, j = np.argwhere(big)[0]
             raise InputError(
                 f"{block.where(int(i), int(j))}: count {v[i, j]:g} exceeds the int32 range of the "
                 "counts layer; check the file"
             )
-    return v.astype(LAYER_DTYPES[value_type])
+    if value_type == "expected_counts":
+        return {"counts": counts.astype(np.int32), "expected_counts": v.astype(np.float32)}
+    return {value_type: v.astype(LAYER_DTYPES[value_type])}
 
 
 def discard(writer: StoreWriter) -> None:

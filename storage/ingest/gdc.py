@@ -13,16 +13,21 @@ read in sample blocks: memory holds one block of samples x all genes.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
 
 from storage.errors import InputError
-from storage.ingest.common import Block, Source, ValueType, check_file, iter_lines, sha256_file
+from storage.ingest.common import Block, Source, ValueType, check_file, not_text
 from storage.ingest.samplesheet import GDC_FILE, SampleSheet, sample_variables
 
 SUFFIXES = (".rna_seq.augmented_star_gene_counts.tsv", ".rna_seq.augmented_star_gene_counts.tsv.gz")
@@ -35,36 +40,75 @@ class _Table:
     comments: list[str]
     frame: pd.DataFrame
     lines: np.ndarray  # 1-based file line of each kept row
+    sha256: str
 
 
-def _read(path: Path) -> _Table:
+def _decoded(path: Path) -> tuple[bytes, str]:
+    """Return the file's (decompressed) bytes and the sha256 of its raw bytes, reading it once."""
     check_file(path, "GDC gene-count file")
-    text_lines = [line for _, line in iter_lines(path)]
-    n_comment = 0
-    while n_comment < len(text_lines) and text_lines[n_comment].startswith("#"):
-        n_comment += 1
-    if n_comment >= len(text_lines):
-        raise InputError(f"{path}: no header line after the '# gene-model' comment; the file is truncated")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if raw[:2] != b"\x1f\x8b":
+        return raw, digest
     try:
-        frame = pd.read_csv(
-            io.StringIO("\n".join(text_lines[n_comment:])),
-            sep="\t",
-            dtype={c: str for c in ANNOTATION_COLUMNS},
-            engine="c",
-        )
-    except pd.errors.ParserError as exc:
+        return gzip.decompress(raw), digest
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise InputError(
-            f"{path}: ragged row ({exc}; line numbers count from the header at line {n_comment + 1}); "
-            "re-download the file"
+            f"{path}: the gzip stream is truncated or corrupt ({exc}); re-download the file "
+            "(check it with `gzip -t`)"
         ) from exc
-    if "gene_id" not in frame.columns:
+
+
+def _read(path: Path, columns: tuple[str, ...] | None = None, *, text: tuple[str, ...] = ()) -> _Table:
+    """Parse one STAR gene-count file (all columns, or only ``gene_id`` plus ``columns``).
+
+    Columns in ``text`` are kept as text (converted to numbers by the caller, which names the
+    line of a bad entry), so that Arrow's per-block type inference never rejects a valid file.
+    """
+    data, digest = _decoded(path)
+    if b"\x00" in data[: 1 << 16]:
+        raise not_text(path, data.count(b"\n", 0, data.find(b"\x00")) + 1)
+    comments: list[str] = []
+    pos = 0
+    while data.startswith(b"#", pos):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        try:
+            comments.append(data[pos:end].decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            raise not_text(path, len(comments) + 1, exc) from exc
+        pos = end + 1
+    n_comment = len(comments)
+    if pos >= len(data) or not data[pos:].strip():
+        raise InputError(f"{path}: no header line after the '# gene-model' comment; the file is truncated")
+    header = data[pos : data.find(b"\n", pos) if b"\n" in data[pos:] else len(data)]
+    names = header.decode("utf-8", errors="replace").rstrip("\r").split("\t")
+    if "gene_id" not in names:
         raise InputError(
-            f"{path}: line {n_comment + 1} has no 'gene_id' column (found {list(frame.columns)[:10]}); "
+            f"{path}: line {n_comment + 1} has no 'gene_id' column (found {names[:10]}); "
             "this is not a GDC STAR gene-count file"
         )
+    wanted = [c for c in names if columns is None or c == "gene_id" or c in columns]
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(data[pos:]),
+            read_options=pcsv.ReadOptions(use_threads=False),
+            parse_options=pcsv.ParseOptions(delimiter="\t"),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=wanted,
+                column_types={c: pa.string() for c in (*ANNOTATION_COLUMNS, *text) if c in wanted},
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise InputError(
+            f"{path}: cannot parse the table ({exc}; rows count from the header at line {n_comment + 1}); "
+            "a ragged or damaged row: re-download the file"
+        ) from exc
+    frame = table.to_pandas()
     keep = ~frame["gene_id"].isin(STAR_SUMMARY).to_numpy()
     lines = np.flatnonzero(keep) + n_comment + 2
-    return _Table(text_lines[:n_comment], frame.loc[keep].reset_index(drop=True), lines)
+    return _Table(comments, frame.loc[keep].reset_index(drop=True), lines, digest)
 
 
 def find_gdc_files(directory: Path) -> list[Path]:
@@ -130,7 +174,7 @@ def scan_gdc(
     else:
         sample_ids = np.array([f.name.split(".", 1)[0] for f in files], dtype=object)
         sample_vars = {"sample_file_name": np.array([f.name for f in files], dtype=object)}
-    ref = _read(files[0])
+    ref = _read(files[0], text=(column,))
     if column not in ref.frame.columns or column in ANNOTATION_COLUMNS:
         values = [c for c in ref.frame.columns if c not in ANNOTATION_COLUMNS]
         raise InputError(
@@ -147,7 +191,7 @@ def scan_gdc(
             out = np.empty((len(chunk), gene_ids.size), dtype=np.float64)
             line_maps = []
             for k, path in enumerate(chunk):
-                table = ref if start + k == 0 else _read(path)
+                table = ref if start + k == 0 else _read(path, (column,), text=(column,))
                 ids = table.frame["gene_id"].to_numpy(dtype=object)
                 if ids.shape != gene_ids.shape or not np.array_equal(ids, gene_ids):
                     n = min(ids.size, gene_ids.size)
@@ -163,7 +207,7 @@ def scan_gdc(
                         f"{path}: no value column '{column}'; the file layout differs from {files[0]}"
                     )
                 vals = pd.to_numeric(table.frame[column], errors="coerce")
-                bad = vals.isna() & table.frame[column].notna()
+                bad = vals.isna() & (table.frame[column].str.strip() != "")  # empty: reported as missing
                 if bad.any():
                     j = int(np.flatnonzero(bad.to_numpy())[0])
                     raise InputError(
@@ -172,7 +216,7 @@ def scan_gdc(
                     )
                 out[k] = vals.to_numpy(dtype=np.float64)
                 line_maps.append((path, table.lines))
-                hashes[str(path)] = sha256_file(path)
+                hashes[str(path)] = table.sha256
 
             def where(i: int, j: int, line_maps: list = line_maps) -> str:
                 path, lines = line_maps[i]

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from storage.errors import InputError
 from storage.ingest.common import Block, Source, check_file, looks_ensembl, open_text, sha256_file
-from storage.ingest.text_table import scan_text, text_blocks
+from storage.ingest.firehose import firehose_scan, is_firehose
+from storage.ingest.text_table import scan_text, split_fields, text_blocks
 
 Orientation = Literal["auto", "genes-x-samples", "samples-x-genes"]
 ORIENTATIONS: tuple[str, ...] = ("auto", "genes-x-samples", "samples-x-genes")
@@ -72,6 +73,7 @@ def _source(
     sha: str,
     row_where: Callable[[int], str],
     col_where: Callable[[int], str],
+    attrs: dict[str, object] | None = None,
 ) -> Source:
     genes_rows = orientation == "genes-x-samples"
     return Source(
@@ -85,7 +87,7 @@ def _source(
         hashes={str(path): sha},
         gene_where=row_where if genes_rows else col_where,
         sample_where=col_where if genes_rows else row_where,
-        attrs={"orientation": orientation},
+        attrs={"orientation": orientation, **(attrs or {})},
     )
 
 
@@ -107,12 +109,22 @@ def scan_text_matrix(
     sep = _separator(path)
     text, _ = open_text(path)
     with text:
-        header = [h.strip().strip('"').lower() for h in text.readline().rstrip("\r\n").split(sep)]
+        header = [h.strip().strip('"').lower() for h in split_fields(text.readline().rstrip("\r\n"), sep)]
     has_symbols = len(header) > 2 and header[1] in SYMBOL_COLUMNS and orientation != "samples-x-genes"
     n_id = 2 if has_symbols else 1
     scan = scan_text(path, sep=sep, n_id=n_id, what="matrix")
+    attrs: dict[str, object] = {}
+    if is_firehose(scan):
+        text, _ = open_text(path)
+        with text:
+            text.readline()
+            quantities = split_fields(text.readline().rstrip("\r\n"), sep)
+        scan, col_ids = firehose_scan(scan, quantities)
+        orientation = "genes-x-samples"
+        attrs["firehose_quantity"] = quantities[scan.value_columns(n_id)[0]]
+    else:
+        col_ids = np.array(scan.header[n_id:], dtype=object)
     row_ids = scan.ids[:, 0]
-    col_ids = np.array(scan.header[n_id:], dtype=object)
     chosen = orientation if orientation != "auto" else _detect(path, row_ids, col_ids, sheet_ids, has_symbols)
     col_kind = "sample" if chosen == "genes-x-samples" else "gene"
     return _source(
@@ -124,7 +136,8 @@ def scan_text_matrix(
         lambda block_rows: text_blocks(scan, n_id=n_id, block_rows=block_rows, col_kind=col_kind),
         scan.sha256,
         lambda i: f"{path}: line {scan.first_data_line + i}, column 1",
-        lambda j: f"{path}: line {scan.first_data_line - 1}, column {n_id + j + 1}",
+        lambda j: f"{path}: line 1, column {scan.value_columns(n_id)[j] + 1}",
+        attrs,
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from storage.errors import InputError
-from storage.ingest.common import discard
+from storage.ingest.common import discard, sanitize_name
 from storage.schema import layer_names
 from storage.store import DEFAULT_CHUNKS, create_store, open_store
 
@@ -34,6 +34,11 @@ class MergeReport:
         The first merged layer (all layers common to every cohort are merged).
     dropped_genes
         Cohort -> stripped gene ids of that cohort that are missing from another cohort.
+    label_column
+        The merged store's label column (``sample_tissue`` with a label mapping), or None.
+    unlabelled
+        Cohort -> ids of its samples with an empty label (cohorts without a mapped column, or
+        empty entries); empty when every sample has a label.
     """
 
     url: str
@@ -41,6 +46,84 @@ class MergeReport:
     n_genes: int
     layer: str
     dropped_genes: dict[str, list[str]] = field(default_factory=dict)
+    label_column: str | None = None
+    unlabelled: dict[str, list[str]] = field(default_factory=dict)
+
+
+MERGED_LABEL = "sample_tissue"
+
+
+def parse_label_map(
+    entries: Sequence[str] | Mapping[str, str] | None, cohorts: Sequence[str]
+) -> dict[str, str]:
+    """Parse ``COHORT=COLUMN`` entries (or a mapping) into cohort -> sheet column.
+
+    Raises
+    ------
+    InputError
+        A malformed entry or a cohort name that is not one of ``cohorts``.
+    """
+    if not entries:
+        return {}
+    pairs: list[tuple[str, str]] = []
+    if isinstance(entries, Mapping):
+        pairs = [(str(k), str(v)) for k, v in entries.items()]
+    else:
+        for entry in entries:
+            cohort, sep, column = str(entry).partition("=")
+            if not sep or not cohort.strip() or not column.strip():
+                raise InputError(
+                    f"--merge-label {entry!r}: expected COHORT=COLUMN, e.g. GTEx=SMTSD or TCGA=primary_site"
+                )
+            pairs.append((cohort.strip(), column.strip()))
+    out: dict[str, str] = {}
+    for cohort, column in pairs:
+        if cohort not in cohorts:
+            raise InputError(
+                f"--merge-label {cohort}={column}: no cohort '{cohort}'; the cohorts are "
+                f"{', '.join(cohorts)} (name them with --cohort)"
+            )
+        out[cohort] = column
+    return out
+
+
+def _label_variable(ds: xr.Dataset, cohort: str, column: str) -> np.ndarray:
+    """The values of ``column`` (a sheet column name or its ``sample_*`` variable) in one cohort."""
+    candidates = [column, "sample_" + sanitize_name(column)]
+    name = next((c for c in candidates if c in ds and ds[c].dims == ("sample",)), None)
+    if name is None:
+        have = [str(n) for n in ds.data_vars if ds[n].dims == ("sample",)]
+        raise InputError(
+            f"--merge-label {cohort}={column}: cohort '{cohort}' has no sample column '{column}' (as "
+            f"{candidates[1]}); its sample columns are {', '.join(have[:30])}"
+        )
+    values = np.asarray(ds[name].values)
+    if values.dtype.kind == "f":
+        return np.array(["" if np.isnan(v) else f"{v:g}" for v in values], dtype=object)
+    return values.astype(str).astype(object)
+
+
+def merged_labels(
+    stores: list[xr.Dataset], cohorts: Sequence[str], mapping: Mapping[str, str], prefix: bool
+) -> np.ndarray:
+    """One label per merged sample: each cohort's mapped column, optionally ``<cohort>_``-prefixed.
+
+    Returns
+    -------
+    numpy.ndarray
+        (sample,) object str in merged sample order; ``''`` for cohorts without a mapping and for
+        empty entries (never prefixed).
+    """
+    parts = []
+    for ds, cohort in zip(stores, cohorts, strict=True):
+        if cohort in mapping:
+            values = _label_variable(ds, cohort, mapping[cohort])
+            if prefix:
+                values = np.array([f"{cohort}_{v}" if v else "" for v in values], dtype=object)
+        else:
+            values = np.full(ds.sizes["sample"], "", dtype=object)
+        parts.append(values)
+    return np.concatenate(parts)
 
 
 def _sample_columns(stores: list[xr.Dataset], cohorts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -91,6 +174,8 @@ def merge_stores(
     chunks: Mapping[str, int] | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | Mapping[str, str] | None = None,
+    label_prefix: bool = False,
     block_bytes: int = 256 * 2**20,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> MergeReport:
@@ -110,6 +195,13 @@ def merge_stores(
         Replace an existing store at ``out`` once the merge is complete.
     attrs
         Extra group attrs (e.g. ``sources``).
+    labels
+        ``COHORT=COLUMN`` entries (or a mapping): each cohort's sample-sheet column (``SMTSD``,
+        ``Project ID``, ``primary_site``, or the ``sample_*`` variable name) written into one
+        ``sample_tissue`` label column. Cohorts without an entry get empty labels (reported).
+    label_prefix
+        Prefix the mapped labels with the cohort name (``GTEx_Lung``, ``TCGA_TCGA-LUAD``) so
+        cohorts never share a class.
     block_bytes
         Memory bound for one block of samples x all genes of one cohort.
     on_progress
@@ -155,13 +247,30 @@ def merge_stores(
         **{k: ("gene", v) for k, v in _gene_columns(stores, index).items()},
         **{k: ("sample", v) for k, v in _sample_columns(stores, cohorts).items()},
     }
-    label = next((ds.attrs["label_column"] for ds in stores if ds.attrs.get("label_column") in coords), None)
+    mapping = parse_label_map(labels, cohorts)
+    if mapping:
+        coords[MERGED_LABEL] = ("sample", merged_labels(stores, cohorts, mapping, label_prefix))
+        label: str | None = MERGED_LABEL
+    else:
+        label = next(
+            (ds.attrs["label_column"] for ds in stores if ds.attrs.get("label_column") in coords), None
+        )
+    unlabelled: dict[str, list[str]] = {}
+    if label is not None:
+        values = np.asarray(coords[label][1]).astype(str)
+        cohort_of = coords["sample_cohort"][1]
+        for cohort in cohorts:
+            empty = (cohort_of == cohort) & (values == "")
+            if empty.any():
+                unlabelled[cohort] = [str(s) for s in sample_ids[empty]]
     merged_attrs = {
         **(attrs or {}),
         "merge": {
             "cohorts": list(cohorts),
             "genes_kept": int(genes.size),
             "genes_dropped": {c: len(v) for c, v in dropped.items()},
+            "labels": {"column": label, "from": mapping, "cohort_prefix": bool(label_prefix)},
+            "unlabelled_samples": {c: len(v) for c, v in unlabelled.items()},
         },
         **({"label_column": label} if label else {}),
     }
@@ -199,4 +308,6 @@ def merge_stores(
         n_genes=int(genes.size),
         layer=common[0],
         dropped_genes=dropped,
+        label_column=label,
+        unlabelled=unlabelled,
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.ingest.common import check_file, open_text, sanitize_name, sha256_file
+from storage.ingest.common import check_file, not_text, open_text, sanitize_name, sha256_file
 
 GTEX_ID = "SAMPID"
 GTEX_ALIASES = {"SMTS": "sample_tissue", "SMTSD": "sample_tissue_detail"}
@@ -38,6 +38,9 @@ class SampleSheet:
         The table as read (one row per sheet row, strings for missing entries are ``""``).
     sha256
         Digest of the file.
+    explicit
+        True when the caller named the id column; otherwise :func:`resolve_id_column` picks the
+        column whose values match the matrix's sample ids.
     """
 
     path: Path
@@ -45,6 +48,13 @@ class SampleSheet:
     id_column: str
     frame: pd.DataFrame
     sha256: str
+    explicit: bool = True
+
+    def all_values(self) -> set[str]:
+        """Every value of every column (to tell a matrix's orientation before the id column is known)."""
+        if self.explicit:
+            return {str(s) for s in self.ids}
+        return {str(v).strip() for c in self.frame.columns for v in self.frame[c].to_numpy(dtype=object)}
 
     @property
     def ids(self) -> np.ndarray:
@@ -69,8 +79,9 @@ def read_sample_sheet(path: Path, *, id_column: str | None = None) -> SampleShee
     path
         The sheet.
     id_column
-        Column holding the sample ids; default ``SAMPID`` (GTEx), ``Sample ID`` (GDC), else a
-        column named like ``sample``/``sample_id``, else the first column.
+        Column holding the sample ids. Default: ``Sample ID`` for a GDC sheet (files map to
+        samples through ``File Name``); otherwise the column whose values match the matrix's
+        sample ids, chosen by :func:`resolve_id_column` once the matrix is scanned.
 
     Raises
     ------
@@ -87,47 +98,105 @@ def read_sample_sheet(path: Path, *, id_column: str | None = None) -> SampleShee
         raise InputError(f"{path}: the sample sheet is empty; export it again with a header row") from exc
     except pd.errors.ParserError as exc:
         raise InputError(f"{path}: cannot parse the sample sheet ({exc}); fix the ragged row") from exc
+    except UnicodeDecodeError as exc:
+        raise not_text(path, 1, exc) from exc
     if frame.empty:
         raise InputError(f"{path}: the sample sheet has a header but no rows")
     columns = [str(c) for c in frame.columns]
+    explicit = id_column is not None
     if id_column is None:
         if GTEX_ID in columns:
             id_column = GTEX_ID
         elif GDC_ID in columns:
             id_column = GDC_ID
         else:
-            lowered = {c.lower(): c for c in columns}
+            lowered = {c.lower(): c for c in reversed(columns)}
             id_column = next((lowered[n] for n in _GENERIC_IDS if n in lowered), columns[0])
     if id_column not in columns:
         raise InputError(
             f"{path}: no column '{id_column}' in the sample sheet (columns: {', '.join(columns[:20])}); "
             "pass --sample-id-column with one of them"
         )
-    kind = (
-        "gtex"
-        if id_column == GTEX_ID
-        else "gdc"
-        if id_column == GDC_ID and GDC_FILE in columns
-        else "generic"
+    kind = _kind(id_column, columns)
+    explicit = explicit or kind == "gdc"
+    frame = frame.fillna("")
+    if explicit:
+        _check_ids(path, frame, id_column, kind)
+    return SampleSheet(
+        path=path, kind=kind, id_column=id_column, frame=frame, sha256=sha256_file(path), explicit=explicit
     )
-    ids = frame[id_column]
-    missing = np.flatnonzero(ids.isna().to_numpy())
+
+
+def _kind(id_column: str, columns: list[str]) -> str:
+    if id_column == GTEX_ID:
+        return "gtex"
+    return "gdc" if id_column == GDC_ID and GDC_FILE in columns else "generic"
+
+
+def _check_ids(path: Path, frame: pd.DataFrame, id_column: str, kind: str) -> None:
+    """Strip the id column in place; raise on empty or (outside GDC sheets) duplicate ids."""
+    ids = frame[id_column].astype(str).str.strip()
+    missing = np.flatnonzero((ids == "").to_numpy())
     if missing.size:
         raise InputError(
             f"{path}: line {missing[0] + 2}, column '{id_column}': empty sample id; fill it or drop the row"
         )
-    frame = frame.fillna("")
-    frame[id_column] = frame[id_column].str.strip()
-    dup = frame[id_column].duplicated(keep=False).to_numpy()
+    frame[id_column] = ids
+    dup = ids.duplicated(keep=False).to_numpy()
     if dup.any() and kind != "gdc":
         rows = np.flatnonzero(dup)
-        first_id = frame[id_column].iloc[rows[0]]
-        lines = [int(r) + 2 for r in rows if frame[id_column].iloc[r] == first_id]
+        first_id = ids.iloc[rows[0]]
+        lines = [int(r) + 2 for r in rows if ids.iloc[r] == first_id]
         raise InputError(
             f"{path}: duplicate sample id '{first_id}' in column '{id_column}' on lines "
             f"{', '.join(map(str, lines[:5]))}; keep one row per sample"
         )
-    return SampleSheet(path=path, kind=kind, id_column=id_column, frame=frame, sha256=sha256_file(path))
+
+
+def resolve_id_column(sheet: SampleSheet, sample_ids: np.ndarray, *, matrix: str) -> SampleSheet:
+    """Choose the sheet's sample-id column by matching its values to the matrix's sample ids.
+
+    Parameters
+    ----------
+    sheet
+        A sheet read without an explicit id column (an explicit one is returned unchanged).
+    sample_ids
+        (sample,) str: the matrix's sample ids.
+    matrix
+        The matrix file, for messages.
+
+    Returns
+    -------
+    SampleSheet
+        The sheet with ``id_column`` set to the one column holding every matrix sample id (when
+        none does, the column chosen by name, so that :func:`match_samples` names the missing ids).
+
+    Raises
+    ------
+    InputError
+        When several columns hold every sample id (listing them, fix: ``--sample-id-column``),
+        or the chosen column has empty or duplicate ids.
+    """
+    if sheet.explicit:
+        return sheet
+    wanted = {str(s) for s in sample_ids}
+    full: list[str] = []
+    for column in sheet.frame.columns:
+        values = set(sheet.frame[column].astype(str).str.strip())
+        if wanted <= values:
+            full.append(str(column))
+    if len(full) > 1:
+        raise InputError(
+            f"{sheet.path}: columns {', '.join(repr(c) for c in full)} all hold the {len(wanted)} sample ids "
+            f"of {matrix}; pass --sample-id-column with the one that names the samples"
+        )
+    column = full[0] if full else sheet.id_column
+    frame = sheet.frame.copy()
+    kind = _kind(column, [str(c) for c in frame.columns])
+    _check_ids(sheet.path, frame, column, kind)
+    return SampleSheet(
+        path=sheet.path, kind=kind, id_column=column, frame=frame, sha256=sheet.sha256, explicit=True
+    )
 
 
 def sample_variables(sheet: SampleSheet, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -194,8 +263,8 @@ def match_samples(
     if missing:
         raise InputError(
             f"{sheet.path}: {len(missing)} sample(s) of {matrix} have no row in the sample sheet "
-            f"(column '{sheet.id_column}'), e.g. {missing[:10]}; add their rows or check that the sheet "
-            "belongs to this matrix"
+            f"(column '{sheet.id_column}'; no column holds them all), e.g. {missing[:10]}; add their rows, "
+            "check that the sheet belongs to this matrix, or pass --sample-id-column"
         )
     if not ignore_extra:
         wanted = {str(s) for s in sample_ids}

@@ -7,6 +7,7 @@ Values are then streamed in blocks of rows through numpy's C text parser (``nump
 
 from __future__ import annotations
 
+import csv
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from storage.errors import InputError
-from storage.ingest.common import Block, Locator, check_file, open_text
+from storage.ingest.common import Block, Locator, check_file, not_text, open_text
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TextScan:
         (rows, n_id) str: the leading id fields of every data row.
     sha256
         Digest of the raw file bytes.
+    columns
+        0-based field indices of the value columns to read (None: every field after the ids).
     """
 
     path: Path
@@ -45,11 +48,23 @@ class TextScan:
     first_data_line: int
     ids: np.ndarray
     sha256: str
+    columns: list[int] | None = None
+
+    def value_columns(self, n_id: int) -> list[int]:
+        """0-based field indices of the value columns."""
+        return self.columns if self.columns is not None else list(range(n_id, len(self.header)))
 
     @property
     def n_rows(self) -> int:
         """Number of data rows."""
         return int(self.ids.shape[0])
+
+
+def split_fields(line: str, sep: str) -> list[str]:
+    """Split one line into fields; a field in double quotes may hold ``sep`` (CSV quoting)."""
+    if '"' not in line:
+        return line.split(sep)
+    return next(csv.reader([line], delimiter=sep, quotechar='"'))
 
 
 def _unquote(field: str) -> str:
@@ -114,13 +129,14 @@ def scan_text(
                         preamble.append(line)
                     continue
                 if header is None:
-                    header = [_unquote(f) for f in line.split(sep)]
+                    header = [_unquote(f) for f in split_fields(line, sep)]
                     n_fields = len(header)
                     first_data_line = lineno + 1
                     continue
                 if not line:
                     raise InputError(f"{path}: line {lineno} is empty; remove blank lines inside the table")
-                count = line.count(sep) + 1
+                fields = split_fields(line, sep)
+                count = len(fields)
                 if lineno == first_data_line and count == n_fields + 1:
                     header = ["", *header]  # R-style header: no name over the row-name column
                     n_fields += 1
@@ -130,7 +146,9 @@ def scan_text(
                         f"{first_data_line - 1}) has {n_fields}; fix the ragged row (a missing or "
                         f"extra '{sep!s}' separator, or a truncated line)"
                     )
-                ids.append([_unquote(f) for f in line.split(sep, n_id)[:n_id]])
+                ids.append([_unquote(f) for f in fields[:n_id]])
+    except UnicodeDecodeError as exc:
+        raise not_text(path, lineno + 1, exc) from exc
     except (EOFError, OSError, zlib.error) as exc:
         _raise_truncated(path, lineno, exc)
     if header is None:
@@ -152,15 +170,14 @@ def scan_text(
     )
 
 
-def _parse(lines: list[str], sep: str, n_id: int, n_fields: int, where: Locator) -> np.ndarray:
-    """Parse the value fields of ``lines`` into float64 (rows, n_fields - n_id) with numpy's C parser."""
+def _parse(lines: list[str], sep: str, columns: list[int], where: Locator) -> np.ndarray:
+    """Parse the value fields ``columns`` of ``lines`` into float64 (rows, columns) with numpy's C parser."""
     try:
-        return np.loadtxt(
-            lines, delimiter=sep, usecols=range(n_id, n_fields), dtype=np.float64, ndmin=2, quotechar='"'
-        )
+        return np.loadtxt(lines, delimiter=sep, usecols=columns, dtype=np.float64, ndmin=2, quotechar='"')
     except ValueError as exc:
         for i, line in enumerate(lines):
-            for j, token in enumerate(line.split(sep)[n_id:]):
+            fields = split_fields(line, sep)
+            for j, token in enumerate(fields[c] for c in columns):
                 try:
                     float(token.strip('"'))
                 except ValueError:
@@ -192,13 +209,13 @@ def text_blocks(scan: TextScan, *, n_id: int, block_rows: int, col_kind: str) ->
     Block
         float64 values (rows in block, value columns).
     """
-    names = scan.header[n_id:]
-    n_fields = len(scan.header)
+    columns = scan.value_columns(n_id)
+    names = [scan.header[c] for c in columns]
     step = max(1, block_rows)
 
     def locator(first_line: int) -> Locator:
         def where(i: int, j: int) -> str:
-            return f"{scan.path}: line {first_line + i}, column {n_id + j + 1} ({col_kind} '{names[j]}')"
+            return f"{scan.path}: line {first_line + i}, column {columns[j] + 1} ({col_kind} '{names[j]}')"
 
         return where
 
@@ -212,9 +229,9 @@ def text_blocks(scan: TextScan, *, n_id: int, block_rows: int, col_kind: str) ->
             lines.append(raw.rstrip("\r\n"))
             if len(lines) == step:
                 where = locator(scan.first_data_line + start)
-                yield Block(start=start, values=_parse(lines, scan.sep, n_id, n_fields, where), where=where)
+                yield Block(start=start, values=_parse(lines, scan.sep, columns, where), where=where)
                 start += len(lines)
                 lines = []
         if lines:
             where = locator(scan.first_data_line + start)
-            yield Block(start=start, values=_parse(lines, scan.sep, n_id, n_fields, where), where=where)
+            yield Block(start=start, values=_parse(lines, scan.sep, columns, where), where=where)
