@@ -14,6 +14,7 @@ from cluster.runtime import Runtime
 from pipelines.models.cv import cross_validate
 from pipelines.models.data import TrainingData, read_training_data, stratified_split
 from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
+from pipelines.models.rules import RULES, save_rule_set
 from pipelines.models.train import TrainParams
 from pipelines.progress import Progress
 from pipelines.stages import Stage, StageContext, StageParams
@@ -35,6 +36,9 @@ class TrainStageParams(TrainParams, StageParams):
     seed: int | None = Field(None, description="None = the run seed")
     gpus_per_task: float | None = Field(None, gt=0)
     overwrite: bool = False
+    rule_genes: list[str] | None = Field(
+        None, description="rule_* archs: the rule's two genes; None = the store's truth_informative pair"
+    )
 
     @model_validator(mode="after")
     def _something_to_do(self) -> TrainStageParams:
@@ -106,6 +110,15 @@ def run_training(
     ds = open_store(store_url)
     label = params.label or ds.attrs.get("label_column") or "sample_tissue"
     data = read_training_data(ds, label, params.layer)
+    if params.arch in RULES:  # fixed decision rules are placed, not trained (pipelines/models/rules.py)
+        return save_rule_set(
+            store_url,
+            params.model_set,
+            params.arch,
+            data,
+            genes=params.rule_genes,
+            overwrite=params.overwrite,
+        )
     positions = _gene_positions(store_url, data) if params.gene_order == "position" else None
     if params.arch == "cnn" and params.gene_order == "position" and positions is None:
         raise InputError(

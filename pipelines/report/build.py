@@ -235,13 +235,14 @@ def faithfulness_section(tables: dict[str, pd.DataFrame]) -> Section:
     if f is None:
         s.missing("faithfulness (needs a model set and an explain run; run the evaluate stage)")
         return s
-    for source, t in f.groupby("source", sort=True):
+    by = ["source", "variant"] if "variant" in f else ["source"]
+    for key, t in f.groupby(by, sort=True):
         s.figure(
             plots.curves(
                 t,
                 "k",
                 ["pgi", "pgu", "random"],
-                f"prediction gap: {source}",
+                f"prediction gap: {' '.join(map(str, key))}",
                 "k genes replaced",
                 "mean |change in p|",
                 True,

@@ -27,7 +27,7 @@ from pipelines.stages import Stage, StageContext, StageParams
 
 USES: dict[str, set[str]] = {
     "cohort": {"n_samples", "n_genes", "n_classes", "n_program_genes", "n_xor_pairs", "n_circle_pairs"},
-    "sabbatini": {"dataset", "n_per_group"},
+    "sabbatini": {"dataset", "n_per_group", "layout"},
     "lda": {"n_samples", "n_genes", "n_classes", "n_programs", "count_model"},
 }
 COMMON = {"simulator", "seed", "chunk_samples", "chunk_genes"}
@@ -47,6 +47,9 @@ class SimulateParams(StageParams):
     count_model: Literal["multinomial", "nb"] = Field("multinomial", description="Count model (lda).")
     dataset: Literal["A", "B", "C", "D"] = Field("B", description="Sabbatini dataset (sabbatini).")
     n_per_group: int = Field(1000, ge=1, description="Samples per group (sabbatini).")
+    layout: Literal["random", "paper"] = Field(
+        "random", description="Significant positions: drawn from the seed, or the paper's draws (sabbatini)."
+    )
     seed: int | None = Field(None, ge=0, description="Seed; default the run's seed.")
     chunk_samples: int | None = Field(None, ge=1, description="Stored chunk length along samples.")
     chunk_genes: int | None = Field(None, ge=1, description="Stored chunk length along genes.")
@@ -88,7 +91,11 @@ def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
             )
         elif params.simulator == "sabbatini":
             url = simulate_sabbatini(
-                ctx.store_url, dataset=params.dataset, n_per_group=params.n_per_group, **common
+                ctx.store_url,
+                dataset=params.dataset,
+                n_per_group=params.n_per_group,
+                layout=params.layout,
+                **common,
             )
         else:
             url = simulate_lda(
