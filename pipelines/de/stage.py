@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipelines.de.analysis import DeRequest, execute, plan
+from pipelines.de.calibration import calibrate, write_calibration
 from pipelines.de.output import export_table, result_group, save_result
 from pipelines.de.volcano import volcano_png
 from pipelines.stages import Stage, StageContext, StageParams
@@ -96,6 +97,9 @@ class DeParams(StageParams):
     tests: list[DeTest] = Field(min_length=1)
     export: Literal["csv", "parquet", "none"] = "csv"
     volcano: bool = True
+    calibrate: int = Field(
+        0, ge=0, le=1000, description="Label permutations per contrast for an FDR check (0 = none)."
+    )
 
 
 def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
@@ -106,9 +110,15 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
     # count matrix fails the stage before the other methods compute anything
     plans.sort(key=lambda p: p.request.method != "deseq2")
     outputs: dict[str, Any] = {}
+    permuted = []
     for checked in plans:
         method = checked.request.method
-        for name, result in execute(ds, checked, progress=ctx.progress).items():
+        results = execute(ds, checked, progress=ctx.progress)
+        if params.calibrate:
+            permuted.append(
+                calibrate(ds, checked, results, params.calibrate, ctx.seed, progress=ctx.progress)
+            )
+        for name, result in results.items():
             group = result_group(method, name)
             entry: dict[str, Any] = {"store_group": save_result(ctx.store_url, method, name, result)}
             folder = ctx.run_dir / "de" / method
@@ -126,6 +136,8 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
             outputs[group] = entry
         if checked.skipped:
             outputs[f"de/{method}/skipped_groups"] = checked.skipped
+    if permuted:
+        outputs["de/calibration"] = write_calibration(ctx.store_url, ctx.run_dir / "de", permuted)
     return outputs
 
 
