@@ -82,7 +82,9 @@ def test_stage_counts_permuted_calls_as_scipy_welch_with_bh(tmp_path: Path, loca
     manifest = run_config(parse_config(cfg), runtime=local_runtime, progress=Progress(enabled=False))
     out = manifest["stages"][0]["outputs"]["de/calibration"]
     perms = pd.read_csv(out["permutations_table"])
-    assert "calibration/de" in list_results(url) and not any("calibration" in g for g in list_results(url, "de"))
+    assert "calibration/de" in list_results(url) and not any(
+        "calibration" in g for g in list_results(url, "de")
+    )
     ds = open_store(url)
     x = np.asarray(ds["log_expr"].values, dtype=np.float64)
     contrast = pairwise(ds, "cond", "B", "A")
@@ -100,7 +102,9 @@ def test_stage_counts_permuted_calls_as_scipy_welch_with_bh(tmp_path: Path, loca
     summary = read_calibration(url).set_index("method")
     assert set(summary.index) == {"welch", "deseq2"}
     assert summary.loc["welch", "perm_mean"] == welch["n_called"].mean()
-    assert summary.loc["welch", "fdr_estimate"] == min(1.0, welch["n_called"].mean() / welch["observed"].iloc[0])
+    assert summary.loc["welch", "fdr_estimate"] == min(
+        1.0, welch["n_called"].mean() / welch["observed"].iloc[0]
+    )
     # the report shows the check beside the DE results
     from pipelines.report.build import de_section
     from storage.store import read_result

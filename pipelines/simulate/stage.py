@@ -21,14 +21,27 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pipelines.simulate.cohort import simulate_cohort
-from pipelines.simulate.lda import simulate_lda
+from pipelines.simulate.lda import PRESETS, simulate_lda
 from pipelines.simulate.sabbatini import simulate_sabbatini
 from pipelines.stages import Stage, StageContext, StageParams
 
 USES: dict[str, set[str]] = {
     "cohort": {"n_samples", "n_genes", "n_classes", "n_program_genes", "n_xor_pairs", "n_circle_pairs"},
     "sabbatini": {"dataset", "n_per_group", "layout"},
-    "lda": {"n_samples", "n_genes", "n_classes", "n_programs", "count_model"},
+    "lda": {
+        "n_samples",
+        "n_genes",
+        "n_classes",
+        "n_programs",
+        "count_model",
+        "structure",
+        "n_pathways",
+        "genes_per_pathway",
+        "upweighted_per_class",
+        "upweight",
+        "reads_per_sample",
+        "preset",
+    },
 }
 COMMON = {"simulator", "seed", "chunk_samples", "chunk_genes"}
 
@@ -45,6 +58,22 @@ class SimulateParams(StageParams):
     n_circle_pairs: int = Field(4, ge=0, description="Ring/cross gene pairs per class (cohort).")
     n_programs: int = Field(8, ge=2, description="Topics: one per class plus shared ones (lda).")
     count_model: Literal["multinomial", "nb"] = Field("multinomial", description="Count model (lda).")
+    structure: Literal["programs", "pathways"] = Field(
+        "programs", description="Topics: class programmes, or pathways as Bontonou et al. (lda)."
+    )
+    n_pathways: int = Field(1500, ge=1, description="Pathways (lda pathways).")
+    genes_per_pathway: int = Field(10, ge=1, description="Genes per pathway (lda pathways).")
+    upweighted_per_class: int = Field(37, ge=1, description="Pathways up-weighted per class (lda pathways).")
+    upweight: float = Field(
+        10.0, gt=0, description="Dirichlet weight of up-weighted pathways; others 1 (lda)."
+    )
+    reads_per_sample: float | None = Field(
+        None, gt=0, description="Median reads per sample; default 1000 x genes (lda)."
+    )
+    preset: Literal["bontonou"] | None = Field(
+        None,
+        description="bontonou: 33 classes, 1,500 x 10 genes, 37 up-weighted, 1.5M reads, 9,900 samples (lda).",
+    )
     dataset: Literal["A", "B", "C", "D"] = Field("B", description="Sabbatini dataset (sabbatini).")
     n_per_group: int = Field(1000, ge=1, description="Samples per group (sabbatini).")
     layout: Literal["random", "paper"] = Field(
@@ -63,6 +92,21 @@ class SimulateParams(StageParams):
                 f"it takes {', '.join(sorted(USES[self.simulator] | COMMON))}"
             )
         return self
+
+
+def lda_options(params: SimulateParams) -> dict[str, Any]:
+    """Keyword arguments of :func:`simulate_lda`: a preset's sizes, overridden by options set explicitly."""
+    keys = ("n_samples", "n_genes", "n_classes", "n_programs", "structure", "n_pathways")
+    keys += ("genes_per_pathway", "upweighted_per_class", "upweight", "reads_per_sample")
+    out: dict[str, Any] = {k: getattr(params, k) for k in keys}
+    if params.preset is not None:
+        preset = dict(PRESETS[params.preset])
+        out.update({k: v for k, v in preset.items() if k not in params.model_fields_set})
+        out["structure"] = "pathways"
+    if out["structure"] == "pathways" and "n_genes" not in params.model_fields_set:
+        out["n_genes"] = int(out["n_pathways"]) * int(out["genes_per_pathway"])
+    out["library_mean"] = out.pop("reads_per_sample")
+    return out
 
 
 def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
@@ -98,15 +142,8 @@ def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
                 **common,
             )
         else:
-            url = simulate_lda(
-                ctx.store_url,
-                n_samples=params.n_samples,
-                n_genes=params.n_genes,
-                n_classes=params.n_classes,
-                n_programs=params.n_programs,
-                count_model=params.count_model,
-                **common,
-            )
+            lda = lda_options(params)
+            url = simulate_lda(ctx.store_url, count_model=params.count_model, **lda, **common)
     return {"store": url, "simulator": params.simulator, "seed": seed}
 
 
