@@ -13,7 +13,7 @@ paper reports curves that rise and flatten (saturate) as more items are averaged
 
 Pipeline: ``simulate_cohort`` (19,241 genes, ``tissues`` classes) -> train ``models`` MLP replicates
 (gexplain defaults, ``epochs`` max) -> two ``run_explain`` runs of model 0 (seeds 0, 1) and one of
-model 1 (explicit repeats: ``mc_dropout``, 1 repeat, 1 ``universal`` reference, 20 steps) ->
+model 1 (seed 2; explicit repeats: ``mc_dropout``, 1 repeat, 1 ``universal`` reference, 20 steps) ->
 ``compare_runs`` -> saturation pools of ``pool`` items on ``pool_samples`` samples.
 
 The exact infinite-repeat limit (the ``expected`` repeat mode of the attribution engine, built in
