@@ -7,6 +7,7 @@ Config example::
     [stage.params]
     export = "csv"                    # "csv", "parquet" or "none"
     volcano = true
+    calibrate = 20                    # label permutations per contrast: calls under permuted labels
     [[stage.params.tests]]
     method = "deseq2"
     design = "~ cell + dex"
@@ -22,7 +23,9 @@ Config example::
 Every test is checked against the store before any is computed (deseq2's count checks, which
 read the data, run first). Results are written to the
 store under ``results/de/<method>/<contrast>``, tables and volcano plots to
-``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``.
+``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``. With ``calibrate = N`` every test
+reruns on N label permutations per contrast (:mod:`pipelines.de.calibration`); the table goes to
+``results/calibration/de`` and ``<run folder>/de/calibration.csv`` and into the report.
 """
 
 from __future__ import annotations
