@@ -67,3 +67,44 @@ def test_deterministic_across_chunks_and_nb_counts_work():
 def test_too_few_programmes_is_an_input_error():
     with pytest.raises(InputError, match="--programs"):
         simulate_lda("memory://sim-lda/bad.zarr", n_samples=10, n_genes=50, n_classes=4, n_programs=4, seed=0)
+
+
+PATHWAYS = {"n_samples": 400, "n_genes": 300, "n_classes": 4, "seed": 3, "structure": "pathways"}
+PATHWAYS |= {"n_pathways": 30, "genes_per_pathway": 10, "upweighted_per_class": 4, "upweight": 10.0}
+
+
+def test_pathway_class_means_match_the_dirichlet_closed_form_and_truth_is_recorded():
+    ds = open_store(simulate_lda("memory://sim-lda/pathways.zarr", **PATHWAYS, library_mean=2e5)).load()
+    up = np.asarray(ds.attrs["simulator"]["params"]["upweighted"])
+    assert up.shape == (4, 4)
+    pathway = ds["truth_pathway"].values
+    np.testing.assert_array_equal(pathway, np.arange(300) // 10)
+    counts = ds["counts"].values.astype(float)
+    share = counts / counts.sum(axis=1, keepdims=True)
+    labels = ds["sample_tissue"].values
+    for c in range(4):
+        # E[theta_k | c] = alpha_ck / sum_k alpha_ck: 10 for up-weighted pathways, 1 otherwise
+        alpha = np.ones(30)
+        alpha[up[c]] = 10.0
+        expected_pathway = alpha / alpha.sum()
+        observed_pathway = np.bincount(pathway, weights=share[labels == f"tissue_{c:02d}"].mean(axis=0))
+        np.testing.assert_allclose(observed_pathway, expected_pathway, rtol=0.35)
+        assert observed_pathway[up[c]].sum() == pytest.approx(expected_pathway[up[c]].sum(), rel=0.1)
+    n_up = np.bincount(up.reshape(-1), minlength=30)
+    np.testing.assert_array_equal(ds["truth_n_classes"].values, n_up[pathway])
+    np.testing.assert_array_equal(ds["truth_informative"].values, (n_up[pathway] > 0) & (n_up[pathway] < 4))
+    median_reads = np.median(counts.sum(axis=1))
+    assert 1.8e5 < median_reads < 2.2e5
+
+
+def test_pathway_sizes_must_agree_and_the_stage_preset_has_the_studys_sizes():
+    from pipelines.simulate.stage import SimulateParams, lda_options
+
+    with pytest.raises(InputError, match="--genes"):
+        simulate_lda("memory://sim-lda/bad.zarr", **{**PATHWAYS, "n_genes": 299})
+    opts = lda_options(SimulateParams(simulator="lda", preset="bontonou"))
+    assert opts["n_samples"] == 9900 and opts["n_classes"] == 33 and opts["n_genes"] == 15000
+    assert opts["n_pathways"] == 1500 and opts["genes_per_pathway"] == 10
+    assert opts["upweighted_per_class"] == 37 and opts["library_mean"] == 1.5e6
+    smaller = lda_options(SimulateParams(simulator="lda", preset="bontonou", n_samples=990))
+    assert smaller["n_samples"] == 990 and smaller["structure"] == "pathways"

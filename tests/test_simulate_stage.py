@@ -38,7 +38,7 @@ def test_stage_writes_the_run_store_with_the_run_seed(tmp_path, local_runtime):
     out = run_config(cfg, progress=SILENT, runtime=local_runtime)
     assert out["ran"] == ["simulate"]
     ds = open_store(cfg.store_url)
-    assert ds.sizes == {"sample": 60, "gene": 10}
+    assert ds.sizes == {"sample": 60, "gene": 20}
     assert ds.attrs["simulator"] == {
         "name": "sabbatini",
         "params": {**ds.attrs["simulator"]["params"], "dataset": "A", "seed": 4, "n_per_group": 30},

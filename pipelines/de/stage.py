@@ -7,6 +7,7 @@ Config example::
     [stage.params]
     export = "csv"                    # "csv", "parquet" or "none"
     volcano = true
+    calibrate = 20                    # label permutations per contrast: calls under permuted labels
     [[stage.params.tests]]
     method = "deseq2"
     design = "~ cell + dex"
@@ -25,7 +26,10 @@ e.g. ``--method``, ``--contrast COLUMN TEST REF``, ``--one-vs-rest COLUMN``).
 Every test is checked against the store before any is computed (deseq2's count checks, which
 read the data, run first). Results are written to the
 store under ``results/de/<method>/<contrast>``, tables and volcano plots to
-``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``, or to ``out`` (one test only).
+``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``, or to ``out`` (one test only). With
+``calibrate = N`` every test reruns on N label permutations per contrast
+(:mod:`pipelines.de.calibration`); the table goes to ``results/calibration/de`` and
+``<run folder>/de/calibration.csv`` and into the report.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.de.analysis import execute, plan
+from pipelines.de.calibration import calibrate, write_calibration
 from pipelines.de.output import check_table_path, export_table, result_group, save_result
 from pipelines.de.volcano import volcano_png
 from pipelines.labels import UnlabelledPolicy
@@ -95,6 +100,9 @@ class DeParams(StageParams):
     tests: list[DeTest] = Field(min_length=1, description="The tests (the CLI runs one).")
     export: Literal["csv", "parquet", "none"] = Field("csv", description="Table format written per contrast.")
     volcano: bool = Field(True, description="Write a volcano PNG beside each table.")
+    calibrate: int = Field(
+        0, ge=0, le=1000, description="Label permutations per contrast for an FDR check (0 = none)."
+    )
     out: str | None = Field(
         None,
         description="Table file (.csv/.parquet) of the one test, relative to the run folder; with several "
@@ -130,9 +138,14 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
     # count matrix fails the stage before the other methods compute anything
     plans.sort(key=lambda p: p.request.method != "deseq2")
     outputs: dict[str, Any] = {}
+    permuted = []
     for checked in plans:
         method = checked.request.method
         results = execute(ds, checked, progress=ctx.progress)
+        if params.calibrate:
+            permuted.append(
+                calibrate(ds, checked, results, params.calibrate, ctx.seed, progress=ctx.progress)
+            )
         if params.out is not None:
             paths = table_paths(ctx.run_dir / params.out, list(results))
         else:
@@ -155,6 +168,8 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
             outputs[group] = entry
         if checked.skipped:
             outputs[f"de/{method}/skipped_groups"] = checked.skipped
+    if permuted:
+        outputs["de/calibration"] = write_calibration(ctx.store_url, ctx.run_dir / "de", permuted)
     return outputs
 
 

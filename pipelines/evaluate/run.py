@@ -26,7 +26,14 @@ from pipelines.evaluate.biology import (
     housekeeping,
     tissue_enhanced,
 )
-from pipelines.evaluate.faithfulness import default_k_grid, ensemble_predict_proba, prediction_gaps
+from pipelines.evaluate.faithfulness import (
+    default_k_grid,
+    ensemble_predict_proba,
+    openxai_k_grid,
+    perturbation_gaps,
+    prediction_gaps,
+    with_areas,
+)
 from pipelines.evaluate.ground_truth import attribution_importance, ground_truth_table
 from pipelines.evaluate.inputs import (
     ATTR,
@@ -218,17 +225,36 @@ def faithfulness_part(
         x = _values(ds[layer], spos, gpos).astype(np.float64)
         attr = _values(res[ATTR + src.explainer], pick, slice(None))
         targets = np.array([classes.index(c) for c in labels])
-        if opts.reference == "zero":
-            reference = np.zeros(genes.size)
-        else:
-            reference = np.asarray(ds[layer].isel({GENE: gpos}).mean(SAMPLE).values, dtype=np.float64)
-        ks = list(opts.faithfulness_ks) or default_k_grid(genes.size)
-        ks = [k for k in ks if k <= genes.size]
         predict = ensemble_predict_proba([m.module for m in models])
-        table = prediction_gaps(
-            predict, x, attr, targets, ks, reference, n_random=opts.n_random, seed=opts.seed
-        )
-        frames.append(table.assign(source=src.name, n_samples=int(pick.size)))
+        layer_values = ds[layer].isel({GENE: gpos})
+        for variant in opts.faithfulness:
+            if variant == "openxai":
+                ks = list(opts.faithfulness_ks) or openxai_k_grid(genes.size)
+                ks = [k for k in ks if k <= genes.size]
+                scale = np.asarray(layer_values.std(SAMPLE).values, dtype=np.float64)
+                table = perturbation_gaps(
+                    predict,
+                    x,
+                    attr,
+                    ks,
+                    scale=np.where(scale > 0, scale, 1.0),
+                    sigma=opts.faithfulness_sigma,
+                    n_perturbations=opts.faithfulness_perturbations,
+                    n_random=opts.n_random,
+                    seed=opts.seed,
+                    sample_ids=spos,
+                )
+            else:
+                if opts.reference == "zero":
+                    reference = np.zeros(genes.size)
+                else:
+                    reference = np.asarray(layer_values.mean(SAMPLE).values, dtype=np.float64)
+                ks = list(opts.faithfulness_ks) or default_k_grid(genes.size)
+                ks = [k for k in ks if k <= genes.size]
+                table = prediction_gaps(
+                    predict, x, attr, targets, ks, reference, n_random=opts.n_random, seed=opts.seed
+                )
+            frames.append(with_areas(table).assign(source=src.name, n_samples=int(pick.size)))
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

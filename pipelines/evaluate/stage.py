@@ -45,7 +45,13 @@ class EvaluateParams(StageParams):
     faithfulness_ks: list[int] = Field(
         default_factory=list, description="Grid of k for PGI/PGU (default 1,2,5,10,...)."
     )
-    n_random: int = Field(5, ge=0, description="Random gene sets per k (the PGI floor).")
+    faithfulness: list[Literal["openxai", "replace"]] = Field(
+        default_factory=lambda: ["openxai"],
+        description="PGI/PGU variants: openxai (Gaussian noise, sigma 0.1 sd) and/or replace (by reference).",
+    )
+    faithfulness_sigma: float = Field(0.1, gt=0, description="openxai noise sd, standardised units.")
+    faithfulness_perturbations: int = Field(100, ge=1, description="openxai perturbations per sample.")
+    n_random: int = Field(5, ge=0, description="Random gene sets per k (the PGI/PGU floors).")
     reference: Literal["mean", "zero"] = Field("mean", description="Replacement value of removed genes.")
     min_samples: int = Field(
         2, ge=1, description="Samples whose top-k must contain a gene for it to be shared."

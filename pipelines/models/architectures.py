@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipelines.models.rules import RULES
 from storage.errors import InputError
 
 GeneOrderKind = Literal["stored", "position", "random"]
@@ -323,7 +324,7 @@ class CNN(nn.Module):
         return {"grid": self.grid, "dropout": self.dropout_p}
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, **RULES}
 
 
 def build_model(

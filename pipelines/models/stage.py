@@ -15,6 +15,7 @@ from pipelines.labels import UnlabelledPolicy
 from pipelines.models.cv import cross_validate
 from pipelines.models.data import TrainingData, read_training_data, stratified_split
 from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
+from pipelines.models.rules import RULES, save_rule_set
 from pipelines.models.train import TrainParams
 from pipelines.params import Name, StageParams
 from pipelines.progress import Progress
@@ -50,6 +51,10 @@ class TrainStageParams(TrainParams, StageParams):
         True, description="Train on Ray tasks; false trains one model after another in this process."
     )
     overwrite: bool = Field(False, description="Replace an existing model set of this name.")
+    rule_genes: list[str] | None = Field(
+        None,
+        description="rule_* archs: the rule's two genes; unset = the store's truth_informative pair.",
+    )
 
     @model_validator(mode="after")
     def _something_to_do(self) -> TrainStageParams:
@@ -120,6 +125,15 @@ def run_training(
     seed = params.seed if params.seed is not None else seed
     ds = open_store(store_url)
     data = read_training_data(ds, params.label, params.layer, unlabelled=params.unlabelled)
+    if params.arch in RULES:  # fixed decision rules are placed, not trained (pipelines/models/rules.py)
+        return save_rule_set(
+            store_url,
+            params.model_set,
+            params.arch,
+            data,
+            genes=params.rule_genes,
+            overwrite=params.overwrite,
+        )
     positions = _gene_positions(store_url, data) if params.gene_order == "position" else None
     if params.arch == "cnn" and params.gene_order == "position" and positions is None:
         raise InputError(

@@ -39,7 +39,9 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Literal["mlp", "cnn"] = "mlp"
+    arch: Literal["mlp", "cnn", "rule_linear", "rule_circle"] = Field(
+        "mlp", description="mlp, cnn, or a fixed decision rule (pipelines/models/rules.py; not trained)"
+    )
     hidden: int = Field(128, ge=1, description="MLP hidden width")
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
     batch_norm: bool = Field(True, description="MLP: BatchNorm1d after the first layer (as in the paper)")

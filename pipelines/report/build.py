@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pipelines.de.calibration import read_calibration
 from pipelines.evaluate.ground_truth import de_evidence
 from pipelines.evaluate.inputs import ATTR, explainers_of, label_column
 from pipelines.evaluate.tables import read_tables
@@ -123,8 +124,10 @@ def models_section(store_url: str) -> Section:
     return s
 
 
-def de_section(de: dict[str, xr.Dataset], alpha: float, max_plots: int) -> Section:
-    """Volcano plots and the number of significant genes per contrast."""
+def de_section(
+    de: dict[str, xr.Dataset], alpha: float, max_plots: int, calibration: pd.DataFrame | None = None
+) -> Section:
+    """Volcano plots, the number of significant genes per contrast and the label-permutation check."""
     s = _section("de")
     if not de:
         s.missing("no DE results in the store (run `gexplain de`)")
@@ -144,6 +147,8 @@ def de_section(de: dict[str, xr.Dataset], alpha: float, max_plots: int) -> Secti
             }
         )
     s.table("de_summary", pd.DataFrame(rows))
+    if calibration is not None:
+        s.table("de_calibration", calibration)
     for name, d in list(de.items())[:max_plots]:
         s.figure(
             plots.volcano(
@@ -241,13 +246,14 @@ def faithfulness_section(tables: dict[str, pd.DataFrame]) -> Section:
     if f is None:
         s.missing("faithfulness (needs a model set and an explain run; run the evaluate stage)")
         return s
-    for source, t in f.groupby("source", sort=True):
+    by = ["source", "variant"] if "variant" in f else ["source"]
+    for key, t in f.groupby(by, sort=True):
         s.figure(
             plots.curves(
                 t,
                 "k",
                 ["pgi", "pgu", "random"],
-                f"prediction gap: {source}",
+                f"prediction gap: {' '.join(map(str, key))}",
                 "k genes replaced",
                 "mean |change in p|",
                 True,
@@ -385,7 +391,7 @@ def build_report(
     sections = [
         data_section(store_url, ds, label),
         models,
-        de_section(de, alpha, max_plots),
+        de_section(de, alpha, max_plots, read_calibration(store_url)),
         top_genes_section(tables, ds, top_n),
         reproducibility_section(tables),
         ground_truth_section(tables, ds),

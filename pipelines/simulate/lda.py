@@ -25,6 +25,27 @@ other gene's counts have exactly the same distribution in every class. Written: 
 with the largest weight on the gene, -1), ``truth_class`` (that topic's class, -1),
 ``truth_log2_effect`` (log2 of the largest over the smallest expected class mean), labels
 ``sample_tissue``.
+
+Pathway structure (``structure="pathways"``; Bontonou et al., the IG-limitations study)
+-----------------------------------------------------------------------------------------
+The study simulates 33 classes and 15,000 genes grouped into 1,500 pathways of 10 genes, with a
+class-specific up-weighting of 37 pathways in the Dirichlet prior, about 1.5 M reads per sample
+and 9,900 samples (``preset="bontonou"``: :data:`PRESETS`). Here (paper text: the sizes and the
+up-weighting; the distributions' remaining parameters are ours):
+
+* gene ``g`` belongs to pathway ``g // genes_per_pathway``; its share inside the pathway is
+  ``w ~ Dirichlet(1)`` over the pathway's genes (stream ``GENE_STREAM``);
+* class ``c`` up-weights ``upweighted_per_class`` pathways drawn without replacement (each class
+  independently): ``alpha_c = 1`` for every pathway, ``upweight`` (default 10) for its own;
+* sample ``j`` of class ``c``: ``theta_j ~ Dirichlet(alpha_c)`` over pathways, gene
+  probabilities ``p_jg = theta_j[pathway(g)] w_g``, library ``L_j`` as above around
+  ``reads_per_sample``, counts ``~ Multinomial(L_j, p_j)`` (or NB).
+
+Ground truth: a gene is informative iff its pathway is up-weighted by at least one class but not
+by all (its expected share then differs between classes). Written: ``truth_informative``,
+``truth_pathway`` (its pathway), ``truth_class`` (lowest class up-weighting its pathway, -1),
+``truth_n_classes`` (how many classes up-weight it), ``truth_log2_effect``, ``truth_mode``; the
+up-weighted pathways of every class are in ``attrs['simulator']['params']['upweighted']``.
 """
 
 from __future__ import annotations
@@ -50,6 +71,18 @@ from pipelines.simulate.common import (
 from storage.errors import InputError
 
 A_SHARED, A_ON, A_OFF, LIBRARY_SD = 1.0, 2.0, 0.05, 0.3
+A_PATHWAY = 1.0
+# the IG-limitations study's sizes (Bontonou et al.)
+PRESETS: dict[str, dict[str, int | float]] = {
+    "bontonou": {
+        "n_samples": 9900,
+        "n_classes": 33,
+        "n_pathways": 1500,
+        "genes_per_pathway": 10,
+        "upweighted_per_class": 37,
+        "reads_per_sample": 1.5e6,
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +104,74 @@ class TopicModel:
         """Return the expected gene proportions per class, (class, gene) float64."""
         weights = self.alpha / self.alpha.sum(axis=1, keepdims=True)
         return weights @ self.beta
+
+    def gene_probabilities(self, theta: np.ndarray) -> np.ndarray:
+        """Gene proportions (gene,) of a sample with topic weights ``theta`` (topic,)."""
+        return theta @ self.beta
+
+
+@dataclass(frozen=True)
+class PathwayModel:
+    """Pathways and class concentrations of a pathway-structured LDA cohort.
+
+    Attributes
+    ----------
+    pathway
+        (gene,) int64 pathway of each gene.
+    within
+        (gene,) float64 share of each gene inside its pathway (sums to 1 per pathway).
+    alpha
+        (class, pathway) float64 Dirichlet concentrations.
+    upweighted
+        (class, upweighted_per_class) int64 pathways each class up-weights.
+    """
+
+    pathway: np.ndarray
+    within: np.ndarray
+    alpha: np.ndarray
+    upweighted: np.ndarray
+
+    def class_means(self) -> np.ndarray:
+        """Return the expected gene proportions per class, (class, gene) float64."""
+        weights = self.alpha / self.alpha.sum(axis=1, keepdims=True)
+        return weights[:, self.pathway] * self.within[None, :]
+
+    def gene_probabilities(self, theta: np.ndarray) -> np.ndarray:
+        """Gene proportions (gene,) of a sample with pathway weights ``theta`` (pathway,)."""
+        return theta[self.pathway] * self.within
+
+
+def design_pathways(
+    n_classes: int,
+    n_pathways: int,
+    genes_per_pathway: int,
+    upweighted_per_class: int,
+    upweight: float,
+    seed: int,
+) -> PathwayModel:
+    """Draw the within-pathway shares and each class's up-weighted pathways (module docstring).
+
+    Raises
+    ------
+    InputError
+        When a class would up-weight more pathways than exist.
+    """
+    if not 1 <= upweighted_per_class <= n_pathways:
+        raise InputError(
+            f"option --upweighted-per-class (= {upweighted_per_class}) must be between 1 and "
+            f"--pathways (= {n_pathways})"
+        )
+    if not upweight > 0:
+        raise InputError(f"option --upweight (= {upweight}) must be positive")
+    rng = rng_for(seed, GENE_STREAM)
+    within = rng.dirichlet(np.ones(genes_per_pathway), size=n_pathways).reshape(-1)
+    pathway = np.repeat(np.arange(n_pathways, dtype=np.int64), genes_per_pathway)
+    up = np.stack(
+        [np.sort(rng.choice(n_pathways, size=upweighted_per_class, replace=False)) for _ in range(n_classes)]
+    ).astype(np.int64)
+    alpha = np.full((n_classes, n_pathways), A_PATHWAY)
+    alpha[np.arange(n_classes)[:, None], up] = upweight
+    return PathwayModel(pathway=pathway, within=within, alpha=alpha, upweighted=up)
 
 
 def design_topics(
@@ -115,7 +216,7 @@ def design_topics(
 def lda_block(
     block: slice,
     labels: np.ndarray,
-    model: TopicModel,
+    model: TopicModel | PathwayModel,
     seed: int,
     *,
     library_mean: float,
@@ -128,7 +229,7 @@ def lda_block(
         rng = rng_for(seed, SAMPLE_STREAM, j)
         theta = rng.dirichlet(model.alpha[labels[j]])
         library = int(round(np.exp(rng.normal(np.log(library_mean), LIBRARY_SD))))
-        p = theta @ model.beta
+        p = model.gene_probabilities(theta)
         p = p / p.sum()
         if count_model == "multinomial":
             y = rng.multinomial(library, p)
@@ -141,13 +242,43 @@ def lda_block(
     return {"counts": counts, "log_expr": log2_cpm1(counts)}
 
 
+def _pathway_truth(model: PathwayModel) -> dict[str, tuple[str, np.ndarray]]:
+    """Truth variables of a pathway cohort (see the module docstring)."""
+    n_classes, n_pathways = model.alpha.shape
+    up = np.zeros((n_classes, n_pathways), dtype=bool)
+    up[np.arange(n_classes)[:, None], model.upweighted] = True
+    n_up = up.sum(axis=0)[model.pathway]
+    informative = (n_up > 0) & (n_up < n_classes)
+    first = np.where(up.any(axis=0), up.argmax(axis=0), -1)[model.pathway]
+    return {
+        "truth_informative": ("gene", informative),
+        "truth_mode": ("gene", np.where(informative, "linear", "none").astype(object)),
+        "truth_pathway": ("gene", model.pathway),
+        "truth_class": ("gene", np.where(informative, first, -1).astype(np.int64)),
+        "truth_n_classes": ("gene", n_up.astype(np.int64)),
+    }
+
+
+def _program_truth(model: TopicModel, n_classes: int) -> dict[str, tuple[str, np.ndarray]]:
+    """Truth variables of a programme cohort (see the module docstring)."""
+    specific = model.beta[:n_classes]
+    informative = (specific > 0).any(axis=0)
+    program = np.where(informative, specific.argmax(axis=0), -1).astype(np.int64)
+    return {
+        "truth_informative": ("gene", informative),
+        "truth_mode": ("gene", np.where(informative, "linear", "none").astype(object)),
+        "truth_program": ("gene", program),
+        "truth_class": ("gene", program),
+    }
+
+
 def simulate_lda(
     url: str,
     *,
     n_samples: int,
     n_genes: int,
     n_classes: int,
-    n_programs: int,
+    n_programs: int = 8,
     seed: int,
     chunks: Mapping[str, int] | None = None,
     progress: Progress | None = None,
@@ -157,6 +288,11 @@ def simulate_lda(
     library_mean: float | None = None,
     count_model: Literal["multinomial", "nb"] = "multinomial",
     dispersion: float = 0.05,
+    structure: Literal["programs", "pathways"] = "programs",
+    n_pathways: int = 1500,
+    genes_per_pathway: int = 10,
+    upweighted_per_class: int = 37,
+    upweight: float = 10.0,
     overwrite: bool = False,
 ) -> str:
     """Simulate an LDA-style cohort into a new store (see the module docstring).
@@ -166,9 +302,9 @@ def simulate_lda(
     url
         Store path or fsspec URL to create.
     n_samples, n_genes, n_classes
-        Dimensions.
+        Dimensions (``pathways``: ``n_genes`` must equal ``n_pathways * genes_per_pathway``).
     n_programs
-        Topics in all: ``n_classes`` class-specific plus ``n_programs - n_classes`` shared.
+        ``programs``: topics in all, ``n_classes`` class-specific plus shared ones.
     seed
         Seed of every draw.
     chunks, progress, overwrite
@@ -178,11 +314,18 @@ def simulate_lda(
     shared_concentration, specific_concentration
         Dirichlet concentrations of the shared and class-specific topics over genes.
     library_mean
-        Median library size in reads (default ``1000 * n_genes``).
+        Median library size in reads per sample (default ``1000 * n_genes``).
     count_model
         ``"multinomial"`` (fixed library size) or ``"nb"`` (independent NB counts).
     dispersion
         NB dispersion when ``count_model="nb"``.
+    structure
+        ``"programs"`` (class-specific and shared topics) or ``"pathways"`` (Bontonou et al.).
+    n_pathways, genes_per_pathway
+        ``pathways``: number of pathways and genes in each.
+    upweighted_per_class, upweight
+        ``pathways``: pathways each class up-weights in its Dirichlet prior and their
+        concentration (the others have 1).
 
     Returns
     -------
@@ -193,21 +336,61 @@ def simulate_lda(
     check_seed(seed)
     if count_model not in ("multinomial", "nb"):
         raise InputError(f"option --count-model (= {count_model!r}) must be 'multinomial' or 'nb'")
-    per_program = genes_per_program or max(5, n_genes // (4 * n_programs))
+    if structure not in ("programs", "pathways"):
+        raise InputError(f"option --structure (= {structure!r}) must be 'programs' or 'pathways'")
     library = float(library_mean or 1000.0 * n_genes)
-    model = design_topics(
-        n_genes,
-        n_classes,
-        n_programs,
-        seed,
-        genes_per_program=min(per_program, n_genes),
-        shared_concentration=shared_concentration,
-        specific_concentration=specific_concentration,
-    )
+    params: dict[str, object] = {
+        "structure": structure,
+        "n_samples": n_samples,
+        "n_genes": n_genes,
+        "n_classes": n_classes,
+        "seed": seed,
+        "library_mean": library,
+        "count_model": count_model,
+        "dispersion": dispersion,
+    }
+    model: TopicModel | PathwayModel
+    if structure == "pathways":
+        check_positive(pathways=n_pathways, genes_per_pathway=genes_per_pathway)
+        if n_genes != n_pathways * genes_per_pathway:
+            raise InputError(
+                f"option --genes (= {n_genes}) must equal --pathways x --genes-per-pathway "
+                f"(= {n_pathways} x {genes_per_pathway} = {n_pathways * genes_per_pathway})"
+            )
+        model = design_pathways(
+            n_classes, n_pathways, genes_per_pathway, upweighted_per_class, upweight, seed
+        )
+        truth = _pathway_truth(model)
+        params.update(
+            n_pathways=n_pathways,
+            genes_per_pathway=genes_per_pathway,
+            upweighted_per_class=upweighted_per_class,
+            upweight=upweight,
+            pathway_concentration=A_PATHWAY,
+            within_pathway="Dirichlet(1)",
+            upweighted=model.upweighted.tolist(),
+            reference="Bontonou et al., LDA simulation of the IG-limitations study",
+        )
+    else:
+        per_program = genes_per_program or max(5, n_genes // (4 * n_programs))
+        model = design_topics(
+            n_genes,
+            n_classes,
+            n_programs,
+            seed,
+            genes_per_program=min(per_program, n_genes),
+            shared_concentration=shared_concentration,
+            specific_concentration=specific_concentration,
+        )
+        truth = _program_truth(model, n_classes)
+        params.update(
+            n_programs=n_programs,
+            genes_per_program=per_program,
+            shared_concentration=shared_concentration,
+            specific_concentration=specific_concentration,
+            class_concentration={"shared": A_SHARED, "own": A_ON, "other": A_OFF},
+        )
     labels = rng_for(seed, LABEL_STREAM).integers(0, n_classes, size=n_samples)
-    specific = model.beta[:n_classes]
-    informative = (specific > 0).any(axis=0)
-    program = np.where(informative, specific.argmax(axis=0), -1)
     means = model.class_means()
     with np.errstate(divide="ignore", invalid="ignore"):
         effect = np.log2(means.max(axis=0) / means.min(axis=0))
@@ -215,27 +398,10 @@ def simulate_lda(
     width = max(2, len(str(n_classes - 1)))
     names = np.array([f"tissue_{k:0{width}d}" for k in range(n_classes)], dtype=object)
     gene_ids = np.array([f"LDAG{g:06d}" for g in range(n_genes)], dtype=object)
-    params = {
-        "n_samples": n_samples,
-        "n_genes": n_genes,
-        "n_classes": n_classes,
-        "n_programs": n_programs,
-        "seed": seed,
-        "genes_per_program": per_program,
-        "shared_concentration": shared_concentration,
-        "specific_concentration": specific_concentration,
-        "library_mean": library,
-        "count_model": count_model,
-        "dispersion": dispersion,
-        "class_concentration": {"shared": A_SHARED, "own": A_ON, "other": A_OFF},
-    }
     variables = {
         "sample_tissue": ("sample", names[labels]),
         "gene_symbol": ("gene", gene_ids.copy()),
-        "truth_informative": ("gene", informative),
-        "truth_mode": ("gene", np.where(informative, "linear", "none").astype(object)),
-        "truth_program": ("gene", program.astype(np.int64)),
-        "truth_class": ("gene", program.astype(np.int64)),
+        **truth,
         "truth_log2_effect": ("gene", effect),
     }
     return write_store(

@@ -24,15 +24,28 @@ from pydantic import Field, model_validator
 
 from pipelines.params import StageParams, cli
 from pipelines.simulate.cohort import simulate_cohort
-from pipelines.simulate.lda import simulate_lda
+from pipelines.simulate.lda import PRESETS, simulate_lda
 from pipelines.simulate.sabbatini import simulate_sabbatini
 from pipelines.stages import Stage, StageContext
 
 # the options each simulator takes: field names equal the simulator's keyword names
 USES: dict[str, set[str]] = {
     "cohort": {"n_samples", "n_genes", "n_classes", "n_program_genes", "n_xor_pairs", "n_circle_pairs"},
-    "sabbatini": {"dataset", "n_per_group"},
-    "lda": {"n_samples", "n_genes", "n_classes", "n_programs", "count_model"},
+    "sabbatini": {"dataset", "n_per_group", "layout"},
+    "lda": {
+        "n_samples",
+        "n_genes",
+        "n_classes",
+        "n_programs",
+        "count_model",
+        "structure",
+        "n_pathways",
+        "genes_per_pathway",
+        "upweighted_per_class",
+        "upweight",
+        "reads_per_sample",
+        "preset",
+    },
 }
 COMMON = {"simulator", "seed", "chunk_samples", "chunk_genes"}
 SIMULATORS: dict[str, Callable[..., str]] = {
@@ -72,8 +85,27 @@ class SimulateParams(StageParams):
         json_schema_extra=cli("--programs"),
     )
     count_model: Literal["multinomial", "nb"] = Field("multinomial", description="Count model (lda).")
+    structure: Literal["programs", "pathways"] = Field(
+        "programs", description="Topics: class programmes, or pathways as Bontonou et al. (lda)."
+    )
+    n_pathways: int = Field(1500, ge=1, description="Pathways (lda pathways).")
+    genes_per_pathway: int = Field(10, ge=1, description="Genes per pathway (lda pathways).")
+    upweighted_per_class: int = Field(37, ge=1, description="Pathways up-weighted per class (lda pathways).")
+    upweight: float = Field(
+        10.0, gt=0, description="Dirichlet weight of up-weighted pathways; others 1 (lda)."
+    )
+    reads_per_sample: float | None = Field(
+        None, gt=0, description="Median reads per sample; default 1000 x genes (lda)."
+    )
+    preset: Literal["bontonou"] | None = Field(
+        None,
+        description="bontonou: 33 classes, 1,500 x 10 genes, 37 up-weighted, 1.5M reads, 9,900 samples (lda).",
+    )
     dataset: Literal["A", "B", "C", "D"] = Field("B", description="Sabbatini dataset (sabbatini).")
     n_per_group: int = Field(1000, ge=1, description="Samples per group (sabbatini).")
+    layout: Literal["random", "paper"] = Field(
+        "random", description="Significant positions: drawn from the seed, or the paper's draws (sabbatini)."
+    )
     seed: int | None = Field(
         None, ge=0, description="Seed of every draw (default: the run's seed; 0 from the CLI)."
     )
@@ -91,6 +123,21 @@ class SimulateParams(StageParams):
         return self
 
 
+def lda_options(params: SimulateParams) -> dict[str, Any]:
+    """Keyword arguments of :func:`simulate_lda`: a preset's sizes, overridden by options set explicitly."""
+    keys = ("n_samples", "n_genes", "n_classes", "n_programs", "count_model", "structure", "n_pathways")
+    keys += ("genes_per_pathway", "upweighted_per_class", "upweight", "reads_per_sample")
+    out: dict[str, Any] = {k: getattr(params, k) for k in keys}
+    if params.preset is not None:
+        preset = dict(PRESETS[params.preset])
+        out.update({k: v for k, v in preset.items() if k not in params.model_fields_set})
+        out["structure"] = "pathways"
+    if out["structure"] == "pathways" and "n_genes" not in params.model_fields_set:
+        out["n_genes"] = int(out["n_pathways"]) * int(out["genes_per_pathway"])
+    out["library_mean"] = out.pop("reads_per_sample")
+    return out
+
+
 def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
     """Simulate into ``ctx.store_url`` (replacing it) and return a summary for the manifest."""
     seed = ctx.seed if params.seed is None else params.seed
@@ -104,7 +151,10 @@ def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
         "overwrite": ctx.overwrite,
     }
     simulate = SIMULATORS[params.simulator]
-    options = params.model_dump(include=USES[params.simulator])  # field names = keyword names
+    if params.simulator == "lda":
+        options = lda_options(params)
+    else:
+        options = params.model_dump(include=USES[params.simulator])  # field names = keyword names
     with ctx.runtime.dask_scheduler():
         url = simulate(ctx.store_url, **options, **common)
     return {"store": url, "simulator": params.simulator, "seed": seed}
