@@ -159,7 +159,7 @@ def design_pathways(
     if not 1 <= upweighted_per_class <= n_pathways:
         raise InputError(
             f"option --upweighted-per-class (= {upweighted_per_class}) must be between 1 and "
-            f"--pathways (= {n_pathways})"
+            f"--n-pathways (= {n_pathways})"
         )
     if not upweight > 0:
         raise InputError(f"option --upweight (= {upweight}) must be positive")
@@ -354,7 +354,7 @@ def simulate_lda(
         check_positive(pathways=n_pathways, genes_per_pathway=genes_per_pathway)
         if n_genes != n_pathways * genes_per_pathway:
             raise InputError(
-                f"option --genes (= {n_genes}) must equal --pathways x --genes-per-pathway "
+                f"option --genes (= {n_genes}) must equal --n-pathways x --genes-per-pathway "
                 f"(= {n_pathways} x {genes_per_pathway} = {n_pathways * genes_per_pathway})"
             )
         model = design_pathways(
