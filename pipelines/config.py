@@ -28,6 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cluster.runtime import ray_address_kind
+from pipelines.environment import StorageSection
+from pipelines.notify import NotifySection
 from pipelines.stages import StageParams, get_stage
 from storage.errors import InputError
 from storage.paths import is_local
@@ -56,7 +59,9 @@ class RunSection(_Strict):
 class ClusterSection(_Strict):
     """The ``[cluster]`` table."""
 
-    address: str = Field("", description="Ray address: '' embedded local, 'auto', 'ray://host:port'.")
+    address: str = Field(
+        "", description="Ray address: '' embedded local, 'auto', 'host:port', 'ray://host:port'."
+    )
     dask_address: str = Field("", description="Dask scheduler address; '' uses local threads.")
     num_cpus: int = Field(0, ge=0, description="CPUs of the embedded runtime (0 = all cores).")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the embedded Ray (unset = autodetect).")
@@ -64,10 +69,7 @@ class ClusterSection(_Strict):
     @field_validator("address")
     @classmethod
     def _ray_address(cls, value: str) -> str:
-        if value and value != "auto" and not value.startswith("ray://"):
-            raise ValueError(
-                "must be '' (embedded local), 'auto' or 'ray://host:10001'; a Dask scheduler goes in dask_address"
-            )
+        ray_address_kind(value)  # ValueError naming the accepted forms (host:port included)
         return value
 
     @field_validator("dask_address")
@@ -89,6 +91,8 @@ class StageEntry(_Strict):
 class RawConfig(_Strict):
     run: RunSection
     cluster: ClusterSection = Field(default_factory=ClusterSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     stage: list[StageEntry] = Field(default_factory=list)
 
 
@@ -111,6 +115,8 @@ class RunConfig(BaseModel):
     raw: dict[str, Any]
     run: RunSection
     cluster: ClusterSection
+    storage: StorageSection = Field(default_factory=StorageSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     stages: list[StageSpec]
     run_dir: Path
     store_url: str
@@ -192,6 +198,8 @@ def parse_config(path: str | Path, *, base_dir: Path | None = None) -> RunConfig
         raw=data,
         run=raw.run,
         cluster=raw.cluster,
+        storage=raw.storage,
+        notify=raw.notify,
         stages=stages,
         run_dir=run_dir,
         store_url=store,

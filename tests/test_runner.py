@@ -149,8 +149,9 @@ def test_cluster_addresses_are_routed_and_checked(probe):
     assert route_cluster_address("auto") == ("auto", None)
     assert route_cluster_address("ray://head:10001") == ("ray://head:10001", None)
     assert route_cluster_address("tcp://sched:8786") == (None, "tcp://sched:8786")
-    with pytest.raises(InputError, match="--cluster 'head:8786'"):
-        route_cluster_address("head:8786")
+    assert route_cluster_address("127.0.0.1:6380") == ("127.0.0.1:6380", None)  # Ray's own host:port form
+    with pytest.raises(InputError, match="--cluster 'head'"):
+        route_cluster_address("head")
     cfg = _config(probe / "c.toml", extra='[cluster]\naddress = "tcp://sched:8786"\n')
     with pytest.raises(InputError, match="cluster.address.*dask_address"):
         parse_config(cfg)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from cluster.runtime import ray_address_kind
 from pipelines.config import parse_config
+from pipelines.environment import parse_storage_option
 from pipelines.runner import run_config
 from storage.errors import InputError
 
@@ -19,8 +21,8 @@ def route_cluster_address(address: str) -> tuple[str | None, str | None]:
     Parameters
     ----------
     address
-        ``auto`` or ``ray://host:port`` (Ray), ``tcp://host:8786`` or ``tls://...`` (Dask scheduler),
-        ``local`` (the embedded default).
+        ``auto``, ``host:port`` or ``ray://host:port`` (Ray), ``tcp://host:8786`` or ``tls://...``
+        (Dask scheduler), ``local`` (the embedded default).
 
     Raises
     ------
@@ -29,14 +31,16 @@ def route_cluster_address(address: str) -> tuple[str | None, str | None]:
     """
     if address in ("", "local"):
         return "", None
-    if address == "auto" or address.startswith("ray://"):
-        return address, None
     if address.startswith(DASK_SCHEMES):
         return None, address
-    raise InputError(
-        f"--cluster {address!r} is not an address gexplain understands; use 'auto' or 'ray://host:10001' "
-        "for Ray, 'tcp://host:8786' for a Dask scheduler, or 'local' for the embedded runtime"
-    )
+    try:
+        ray_address_kind(address)
+    except ValueError:
+        raise InputError(
+            f"--cluster {address!r} is not an address gexplain understands; use 'auto', 'host:port' or "
+            "'ray://host:10001' for Ray, 'tcp://host:8786' for a Dask scheduler, or 'local' for the embedded runtime"
+        ) from None
+    return address, None
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +57,19 @@ def register(app: typer.Typer) -> None:
             "'local' (embedded). Overrides the config's [cluster].",
         ),
         dask: str = typer.Option(None, "--dask", help="Dask scheduler address, e.g. tcp://host:8786."),
+        storage_option: list[str] = typer.Option(
+            None,
+            "--storage-option",
+            help="fsspec option of the store's protocol, KEY=VALUE (repeatable); added to the config's [storage] options.",
+        ),
+        forward_env: list[str] = typer.Option(
+            None,
+            "--forward-env",
+            help="Environment variable to set on every Ray and Dask worker (repeatable).",
+        ),
+        hook_url: str = typer.Option(
+            None, "--hook-url", help="Webhook that gets the run summary as JSON on success and failure."
+        ),
     ) -> None:
         """Run the configured stages in order; finished stages with unchanged parameters are skipped."""
         cfg = parse_config(config)
@@ -64,6 +81,12 @@ def register(app: typer.Typer) -> None:
                 cfg.cluster.dask_address = dask_address
         if dask is not None:
             cfg.cluster.dask_address = dask
+        cfg.storage.options.update(parse_storage_option(text) for text in storage_option or [])
+        cfg.storage.forward_env.extend(forward_env or [])
+        if hook_url is not None:
+            if hook_url and not hook_url.startswith(("http://", "https://")):
+                raise InputError(f"--hook-url {hook_url!r}: use an http:// or https:// URL")
+            cfg.notify.hook_url = hook_url
         result = run_config(cfg, force=force)
         typer.echo(f"run folder: {cfg.run_dir}")
         typer.echo(f"manifest:   {cfg.run_dir / 'manifest.json'}")
