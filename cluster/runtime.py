@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def probe_ray_gcs(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             ) from exc
 
 
-class _WorkerEnvPlugin:
+class _WorkerEnvPlugin(WorkerPlugin):
     """Dask worker plugin: set environment variables, then run an optional setup callable."""
 
     name = "gexplain-worker-env"
