@@ -103,8 +103,22 @@ def prepare(config: RunConfig) -> dict[str, str]:
             "on object storage the run state (manifest, tables, report) is also kept beside the store, at "
             f"{config.store_url}.runs/{config.run.name}/, so a fresh machine resumes from it"
         )
-    storage = getattr(config, "storage", None) or StorageSection()
-    env = set_storage_options(config.store_url, storage.options)
+    return configure_workers(config.store_url, getattr(config, "storage", None) or StorageSection())
+
+
+def configure_workers(store_url: str, storage: StorageSection) -> dict[str, str]:
+    """Register ``storage``'s options for ``store_url`` and give every later runtime's workers them.
+
+    Any command that opens a store and starts a runtime calls this first (``gexplain run`` does it
+    through :func:`prepare`); the runtime options of the other commands can build a
+    :class:`StorageSection` from ``--storage-option`` / ``--forward-env`` and call it too.
+
+    Returns
+    -------
+    dict
+        The environment every Ray and Dask worker gets.
+    """
+    env = set_storage_options(store_url, storage.options)
     env.update(forwarded_environment(storage.forward_env))
     set_default_worker_env(env, refresh_from_environment if env else None)
     return env

@@ -19,6 +19,7 @@ import logging
 import urllib.error
 import urllib.request
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -109,12 +110,13 @@ def send(section: NotifySection | None, manifest: dict[str, Any], error: BaseExc
         method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "gexplain"},
     )
+    where = "{0.scheme}://{0.netloc}".format(urlsplit(section.hook_url))  # webhook paths often hold secrets
     try:
         with urllib.request.urlopen(request, timeout=section.timeout_s) as response:
             ok = 200 <= response.status < 300
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        log.warning("notification to %s failed: %s", section.hook_url, exc)
+        log.warning("notification to %s failed: %s", where, exc)
         return False
     if not ok:
-        log.warning("notification to %s answered %s", section.hook_url, response.status)
+        log.warning("notification to %s answered %s", where, response.status)
     return ok
