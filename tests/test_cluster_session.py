@@ -62,19 +62,24 @@ def _driver(code: str, env: dict[str, str], timeout: float = 240) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-EMBEDDED = """
-    import json, os, ray
-    from cluster.runtime import start_runtime
-    runtime = start_runtime(num_cpus=1)
-    runtime.ensure_ray()
-    @ray.remote
-    def pid():
-        return os.getpid()
-    ray.get(pid.remote())
-    out = {"gcs": ray.get_runtime_context().gcs_address, "cpus": ray.cluster_resources().get("CPU")}
-    runtime.shutdown()
-    print(json.dumps(out))
+START_EMBEDDED = """
+import json, os, time, psutil, ray
+from cluster.runtime import start_runtime
+runtime = start_runtime(num_cpus=1)
+runtime.ensure_ray()
+@ray.remote
+def pid():
+    return os.getpid()
+ray.get([pid.remote() for _ in range(2)])
 """
+EMBEDDED = (
+    START_EMBEDDED
+    + """
+out = {"gcs": ray.get_runtime_context().gcs_address, "cpus": ray.cluster_resources().get("CPU")}
+runtime.shutdown()
+print(json.dumps(out))
+"""
+)
 
 
 def test_embedded_default_never_attaches_to_another_ray(head, tmp_path):
@@ -132,22 +137,17 @@ def test_embedded_ray_dies_with_its_driver(tmp_path):
     Without the watchdog Ray's agents and idle workers lingered for about a minute; the bound
     below is generous for a loaded 2-core machine and still far from that.
     """
-    code = """
-        import json, os, sys, time, psutil, ray
-        from cluster.runtime import start_runtime
-        runtime = start_runtime(num_cpus=1)
-        runtime.ensure_ray()
-        @ray.remote
-        def pid():
-            return os.getpid()
-        ray.get([pid.remote() for _ in range(2)])
-        me = psutil.Process()
-        family = [(p.pid, p.create_time(), p.name()) for p in me.children(recursive=True)]
-        print(json.dumps(family), flush=True)
-        time.sleep(600)
-    """
+    code = (
+        START_EMBEDDED
+        + """
+me = psutil.Process()
+family = [(p.pid, p.create_time(), p.name()) for p in me.children(recursive=True)]
+print(json.dumps(family), flush=True)
+time.sleep(600)
+"""
+    )
     driver = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", code],
         env=_clean_env(HOME=str(tmp_path), RAY_TMPDIR=short_tmpdir("gx-kill-")),
         stdout=subprocess.PIPE,
         text=True,
