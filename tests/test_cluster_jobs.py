@@ -102,6 +102,14 @@ def test_storage_options_reach_every_new_filesystem_and_worker_processes(monkeyp
             check=True,
         ).stdout.split()
         assert out == [endpoint, "True"]
+        bare = subprocess.run(  # and one started without them does not: the options must travel
+            [sys.executable, "-c", code],
+            env={"PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert bare == ["None", "False"]
     finally:
         set_storage_options("s3://bucket/cohort.zarr", {})
     assert "FSSPEC_S3" not in os.environ
