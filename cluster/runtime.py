@@ -245,6 +245,7 @@ class Runtime:
     worker_env: dict[str, str] = field(default_factory=dict)
     worker_setup: Callable[[], None] | None = None
     ray_started_here: bool = False
+    ray_connected_here: bool = False
     dask_client: Any | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict, repr=False)
     _reaper: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -256,7 +257,7 @@ class Runtime:
         """Start or connect Ray if it is not running in this process yet (idempotent)."""
         import ray
 
-        if ray.is_initialized():
+        if ray.is_initialized() and (not self.address or self.ray_connected_here):
             return
         kwargs: dict[str, Any] = {
             "ignore_reinit_error": True,
@@ -298,11 +299,21 @@ class Runtime:
                     f"Ray client at {target}: nothing accepts connections there ({reason}); the head must run "
                     "`ray start --head --ray-client-server-port 10001`; " + AUTH_FIX
                 )
+        if ray.is_initialized():  # this process already holds a Ray: use it only if it is that cluster
+            current = ray.get_runtime_context().gcs_address
+            if kind == "client" or _same_gcs(current, target):
+                self.ray_connected_here = True
+                return
+            raise ClusterConnectError(
+                f"Ray at {self.address}: this process is already attached to another Ray (GCS {current}); "
+                "run gexplain in a fresh process, or drop the address to use the Ray it has"
+            )
         log.info("connecting to Ray at %s", target)
         try:
             ray.init(address=target, **kwargs)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterConnectError(f"Ray at {self.address}: {exc}; {AUTH_FIX}") from exc
+        self.ray_connected_here = True
 
     def _set_env(self, updates: dict[str, str | None]) -> None:
         for key, value in updates.items():
@@ -416,6 +427,17 @@ class Runtime:
         if self.dask_client is not None:
             self.dask_client.close()
             self.dask_client = None
+
+
+def _same_gcs(first: str, second: str) -> bool:
+    """True when two ``host:port`` GCS addresses name the same server (loopback resolved as Ray does)."""
+    from ray._private.services import resolve_ip_for_localhost
+
+    def norm(address: str) -> tuple[str, int]:
+        host, port = _split_host_port(address)
+        return resolve_ip_for_localhost(host), port
+
+    return norm(first) == norm(second)
 
 
 def _reload_ray_auth() -> None:

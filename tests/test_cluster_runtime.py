@@ -116,3 +116,11 @@ def test_embedded_ray_is_not_open_to_other_processes(ray_runtime):
             assert _get_cluster_id(f"{host}:{port}", None) == grpc.StatusCode.UNAUTHENTICATED
             assert _get_cluster_id(f"{host}:{port}", "not-the-token") == grpc.StatusCode.UNAUTHENTICATED
         assert _get_cluster_id(gcs, token) == grpc.StatusCode.OK
+
+
+def test_an_address_naming_the_ray_this_process_holds_reuses_it(ray_runtime):
+    gcs = ray.get_runtime_context().gcs_address
+    runtime = start_runtime(gcs)  # probes the GCS with this process's token, then reuses the connection
+    assert runtime.ray_connected_here and not runtime.ray_started_here
+    runtime.shutdown()
+    assert ray.is_initialized()  # what it did not start stays up
