@@ -28,12 +28,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cluster.runtime import ray_address_kind
+from pipelines.environment import StorageSection
+from pipelines.notify import NotifySection
 from pipelines.params import Name, StageParams, StoreUrl, cli, format_error
 from pipelines.stages import get_stage
 from storage.errors import InputError
 from storage.paths import is_local
 
-RAY_SCHEMES = ("ray://",)
 DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
 
 
@@ -56,7 +58,7 @@ def route_cluster_address(address: str) -> tuple[str | None, str | None]:
     Parameters
     ----------
     address
-        ``auto`` or ``ray://host:port`` (Ray), ``tcp://host:8786`` or ``tls://...`` (a Dask
+        ``auto``, ``host:port`` or ``ray://host:port`` (Ray), ``tcp://host:8786`` or ``tls://...`` (a Dask
         scheduler), ``local`` or ``""`` (the embedded default).
 
     Returns
@@ -71,14 +73,17 @@ def route_cluster_address(address: str) -> tuple[str | None, str | None]:
     """
     if address in ("", "local"):
         return "", None
-    if address == "auto" or address.startswith(RAY_SCHEMES):
-        return address, None
     if address.startswith(DASK_SCHEMES):
         return None, address
-    raise InputError(
-        f"--cluster {address!r} is not an address gexplain understands; use 'auto' or 'ray://host:10001' "
-        "for Ray, 'tcp://host:8786' for a Dask scheduler, or 'local' for the embedded runtime"
-    )
+    try:
+        ray_address_kind(address)
+    except ValueError:
+        raise InputError(
+            f"--cluster {address!r} is not an address gexplain understands; use 'auto', 'host:port' or "
+            "'ray://host:10001' for Ray, 'tcp://host:8786' for a Dask scheduler, or 'local' for the "
+            "embedded runtime"
+        ) from None
+    return address, None
 
 
 class ClusterSection(_Strict):
@@ -86,7 +91,7 @@ class ClusterSection(_Strict):
 
     address: str = Field(
         "",
-        description="Cluster to run on: 'auto' or 'ray://host:10001' (Ray), 'tcp://host:8786' (a Dask "
+        description="Cluster to run on: 'auto', 'host:port' or 'ray://host:10001' (Ray), 'tcp://host:8786' (a Dask "
         "scheduler, same as dask_address), '' or 'local' (embedded).",
         json_schema_extra=cli("--cluster"),
     )
@@ -150,6 +155,8 @@ class StageEntry(_Strict):
 class RawConfig(_Strict):
     run: RunSection
     cluster: ClusterSection = Field(default_factory=ClusterSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     stage: list[StageEntry] = Field(default_factory=list)
 
 
@@ -172,6 +179,8 @@ class RunConfig(BaseModel):
     raw: dict[str, Any]
     run: RunSection
     cluster: ClusterSection
+    storage: StorageSection = Field(default_factory=StorageSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     stages: list[StageSpec]
     run_dir: Path
     store_url: str
@@ -256,6 +265,8 @@ def parse_config(path: str | Path, *, base_dir: Path | None = None) -> RunConfig
         raw=data,
         run=raw.run,
         cluster=raw.cluster,
+        storage=raw.storage,
+        notify=raw.notify,
         stages=stages,
         run_dir=run_dir,
         store_url=store,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.runtime import Runtime, start_runtime
+from pipelines import environment, notify, runstate
 from pipelines.config import RunConfig
 from pipelines.memory import PeakMemory
 from pipelines.progress import Progress
@@ -71,6 +72,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
 
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     atomic_write_bytes(str(run_dir / MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
+    runstate.mirror(run_dir, manifest)  # beside an object-store store, for a fresh machine's rerun
 
 
 def _now() -> str:
@@ -104,18 +106,24 @@ def run_config(
         The manifest as written, with ``"ran"`` and ``"skipped"`` stage-name lists.
     """
     progress = progress or Progress()
+    environment.prepare(config)  # refuses a run.out URL; storage options and worker env
     config.run_dir.mkdir(parents=True, exist_ok=True)
+    runstate.restore(config.run_dir, config.store_url, config.run.name)
     previous = read_manifest(config.run_dir)
     done = {s["name"]: s for s in previous.get("stages", []) if s.get("status") == "done"}
     store_present = exists(config.store_url)
     own_runtime = runtime is None
     if runtime is None:
-        runtime = start_runtime(
-            config.cluster.address,
-            dask_address=config.cluster.dask_address,
-            num_cpus=config.cluster.num_cpus or None,
-            num_gpus=config.cluster.num_gpus,
-        )
+        try:  # connects to every configured cluster now: fails before the first stage
+            runtime = start_runtime(
+                config.cluster.address,
+                dask_address=config.cluster.dask_address,
+                num_cpus=config.cluster.num_cpus or None,
+                num_gpus=config.cluster.num_gpus,
+            )
+        except BaseException as exc:
+            notify.send(config.notify, {"config": config.raw, "store": config.store_url, "stages": []}, exc)
+            raise
     manifest: dict[str, Any] = {
         "config_path": str(config.path),
         "config": config.raw,
@@ -173,10 +181,11 @@ def run_config(
             )
             ran.append(spec.name)
             _write_manifest(config.run_dir, manifest)
-    except BaseException:
+    except BaseException as exc:
         if manifest["stages"] and manifest["stages"][-1].get("status") == "running":
             manifest["stages"][-1]["status"] = "failed"
         _write_manifest(config.run_dir, manifest)
+        notify.send(config.notify, manifest, exc)
         raise
     finally:
         if own_runtime:
@@ -184,6 +193,7 @@ def run_config(
         progress.close()
     manifest["finished"] = _now()
     _write_manifest(config.run_dir, manifest)
+    notify.send(config.notify, manifest)
     if not ran:
         progress.print("nothing to do: every stage is done with the same parameters (use --force to rerun)")
     return {**manifest, "ran": ran, "skipped": skipped}

@@ -149,8 +149,9 @@ def test_cluster_addresses_are_routed_and_checked(probe):
     assert route_cluster_address("auto") == ("auto", None)
     assert route_cluster_address("ray://head:10001") == ("ray://head:10001", None)
     assert route_cluster_address("tcp://sched:8786") == (None, "tcp://sched:8786")
-    with pytest.raises(InputError, match="--cluster 'head:8786'"):
-        route_cluster_address("head:8786")
+    assert route_cluster_address("127.0.0.1:6380") == ("127.0.0.1:6380", None)  # Ray's own host:port form
+    with pytest.raises(InputError, match="--cluster 'head'"):
+        route_cluster_address("head")
     # the config's address follows the same rule as --cluster: a Dask scheduler goes to dask_address
     cfg = parse_config(_config(probe / "c.toml", extra='[cluster]\naddress = "tcp://sched:8786"\n'))
     assert (cfg.cluster.address, cfg.cluster.dask_address) == ("", "tcp://sched:8786")

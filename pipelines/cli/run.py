@@ -11,7 +11,9 @@ import typer
 from pipelines.cli.generate import RUNTIME, check_writable, cluster_options
 from pipelines.cli.options import option_parameters
 from pipelines.config import parse_config
+from pipelines.environment import parse_storage_option
 from pipelines.runner import run_config
+from storage.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +23,12 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context = values.pop("ctx")
         cfg = parse_config(values["config"])
         cfg.cluster = cluster_options(values, ctx, base=cfg.cluster)
+        cfg.storage.options.update(parse_storage_option(text) for text in values["storage_option"] or [])
+        cfg.storage.forward_env.extend(values["forward_env"] or [])
+        if values["hook_url"] is not None:
+            if values["hook_url"] and not values["hook_url"].startswith(("http://", "https://")):
+                raise InputError(f"--hook-url {values['hook_url']!r}: use an http:// or https:// URL")
+            cfg.notify.hook_url = values["hook_url"]
         check_writable(cfg.run_dir, f"{cfg.path}: run.out")
         result = run_config(cfg, force=values["force"])
         typer.echo(f"run folder: {cfg.run_dir}")
@@ -51,6 +59,37 @@ def register(app: typer.Typer) -> None:
                 default=typer.Option(False, "--force", help="Rerun every stage even if done."),
             ),
             *option_parameters(RUNTIME),
+            inspect.Parameter(
+                "storage_option",
+                keyword,
+                annotation=list[str],
+                default=typer.Option(
+                    None,
+                    "--storage-option",
+                    help="fsspec option of the store's protocol, KEY=VALUE (repeatable); added to the "
+                    "config's [storage] options.",
+                ),
+            ),
+            inspect.Parameter(
+                "forward_env",
+                keyword,
+                annotation=list[str],
+                default=typer.Option(
+                    None,
+                    "--forward-env",
+                    help="Environment variable to set on every Ray and Dask worker (repeatable).",
+                ),
+            ),
+            inspect.Parameter(
+                "hook_url",
+                keyword,
+                annotation=str,
+                default=typer.Option(
+                    None,
+                    "--hook-url",
+                    help="Webhook that gets the run summary as JSON on success and failure.",
+                ),
+            ),
         ]
     )
     run.__doc__ = (
