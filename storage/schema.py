@@ -167,16 +167,23 @@ def validate(ds: xr.Dataset, *, require: tuple[str, ...] = (), where: str = "dat
 
 
 def to_storable_strings(values: np.ndarray) -> np.ndarray:
-    """Return string arrays as object arrays (stored as Zarr v3 variable-length strings).
+    """Return string arrays as fixed-width numpy unicode (``<U<n>``, n = the longest string).
+
+    Stored that way, plain ``xarray.open_zarr``/``zarr`` readers get ordinary numpy unicode back
+    (Zarr's variable-length strings read as ``StringDType``, which e.g. ``.astype(str)`` refuses).
+    Object arrays are converted when every element is a ``str``; others are returned unchanged.
 
     Parameters
     ----------
     values
-        Any 1-d array; non-string arrays are returned unchanged.
+        Any array; non-string arrays are returned unchanged.
     """
     arr = np.asarray(values)
+    if arr.dtype.kind == "O" and arr.size and all(isinstance(v, str) for v in arr.ravel()):
+        arr = arr.astype(str)
     if arr.dtype.kind in "UT":
-        return arr.astype(object)
+        width = max(1, max((len(str(v)) for v in arr.ravel()), default=1))
+        return arr.astype(f"<U{width}")
     return arr
 
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.de.analysis import METHODS, DeRequest, execute, plan
-from pipelines.de.output import check_table_path, export_table, save_result
+from pipelines.de.output import begin_results, check_table_path, export_table, finish_results, save_result
 from pipelines.de.volcano import volcano_png
 from pipelines.progress import Progress
 from storage.store import open_store
@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         ds = open_store(store)
         checked = plan(ds, request)
         results = execute(ds, checked, progress=Progress())
+        begin_results(store, {method})
         paths = table_paths(out, list(results)) if out is not None else {}
         summary = Table("contrast", f"padj < {alpha:g}", "store group", "table")
         for name, result in results.items():
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
                     volcano_png(result, paths[name].with_suffix(".png"), alpha=alpha)
             n_sig = int((result["padj"].values < alpha).sum())
             summary.add_row(name, str(n_sig), group, table)
+        finish_results(store, {method})
         Console().print(summary)
         for skipped in checked.skipped:
             typer.echo(f"skipped group (fewer than 2 samples per level): {skipped}", err=True)

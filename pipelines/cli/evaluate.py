@@ -8,7 +8,7 @@ import typer
 
 from pipelines.evaluate.run import EvaluateOptions, evaluate_store
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
-from pipelines.evaluate.tables import write_table
+from pipelines.evaluate.tables import finish_evaluation, write_table
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
             for table, df in saturation_part(store, opts, params).items():
                 out.tables[table] = df
                 out.groups.append(write_table(store, name, table, df, out_dir))
+        finish_evaluation(store, name)
         for table in sorted(out.tables):
             typer.echo(f"{table}: {out_dir / (table + '.csv')}")
         if not out.tables:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipelines.de.analysis import DeRequest, execute, plan
-from pipelines.de.output import export_table, result_group, save_result
+from pipelines.de.output import begin_results, export_table, finish_results, result_group, save_result
 from pipelines.de.volcano import volcano_png
 from pipelines.stages import Stage, StageContext, StageParams
 from storage.store import open_store
@@ -106,6 +106,7 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
     # count matrix fails the stage before the other methods compute anything
     plans.sort(key=lambda p: p.request.method != "deseq2")
     outputs: dict[str, Any] = {}
+    begin_results(ctx.store_url, {p.request.method for p in plans})
     for checked in plans:
         method = checked.request.method
         for name, result in execute(ds, checked, progress=ctx.progress).items():
@@ -126,6 +127,7 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
             outputs[group] = entry
         if checked.skipped:
             outputs[f"de/{method}/skipped_groups"] = checked.skipped
+    finish_results(ctx.store_url, {p.request.method for p in plans})
     return outputs
 
 

@@ -41,7 +41,7 @@ from pipelines.evaluate.inputs import (
     positions,
 )
 from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
-from pipelines.evaluate.tables import write_table
+from pipelines.evaluate.tables import begin_evaluation, write_table
 from pipelines.progress import Progress
 from storage.checkpoints import list_model_sets
 from storage.errors import InputError
@@ -381,6 +381,7 @@ def evaluate_store(
     runs = explain_runs(store_url, list(opts.explain_runs) or None)
     de = de_results(store_url, list(opts.de_methods) or None)
     out = EvaluateOutput()
+    begin_evaluation(store_url, opts.name)  # the caller finishes it (finish_evaluation) after its last table
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from pipelines.evaluate.run import EvaluateOptions, evaluate_store
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
-from pipelines.evaluate.tables import write_table
+from pipelines.evaluate.tables import finish_evaluation, write_table
 from pipelines.stages import Stage, StageContext, StageParams
 
 
@@ -81,6 +81,7 @@ def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
         for table, df in saturation_part(ctx.store_url, opts, params.saturation).items():
             out.tables[table] = df
             out.groups.append(write_table(ctx.store_url, params.name, table, df, csv_dir))
+    finish_evaluation(ctx.store_url, params.name)
     return {"tables": str(csv_dir), "results": sorted(out.groups), "n_tables": len(out.tables)}
 
 
