@@ -144,6 +144,7 @@ class StoreWriter:
     layers: tuple[str, ...]
     overwrite: bool = False
     extra_attrs: dict[str, Any] = field(default_factory=dict)
+    made_dirs: tuple[str, ...] = ()
 
     def write_block(self, region: Mapping[str, slice], arrays: Mapping[str, np.ndarray]) -> None:
         """Write one block of one or more layers.
@@ -204,9 +205,18 @@ class StoreWriter:
         return self.url
 
     def abort(self) -> None:
-        """Remove a temporary store after a failure (the final location is untouched)."""
+        """Remove a temporary store after a failure (the final location is untouched).
+
+        Parent folders that :func:`create_store` made for it are removed too when left empty, so
+        bad input leaves nothing behind.
+        """
         if self.write_url != self.url:
             shutil.rmtree(self.write_url, ignore_errors=True)
+            for folder in self.made_dirs:  # deepest first
+                try:
+                    Path(folder).rmdir()
+                except OSError:
+                    break
 
 
 def create_store(
@@ -274,8 +284,13 @@ def create_store(
     validate(ds, where=final)
     if exists(final):
         hold_store(final, "exclusive")  # nobody else may be writing the store this replaces
+    made: list[str] = []
     if is_local(final):
         parent = Path(final).parent
+        missing = parent
+        while not missing.exists():
+            made.append(str(missing))
+            missing = missing.parent
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale_siblings(final)
         write_url = str(parent / temp_name(Path(final).name, "partial"))
@@ -287,7 +302,9 @@ def create_store(
     encoding = {name: {"fill_value": _layer_fill(np.dtype(dt))} for name, dt in layers.items()}
     with _quiet_strings():
         ds.to_zarr(write_url, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
-    return StoreWriter(url=final, write_url=write_url, layers=tuple(layers), overwrite=overwrite)
+    return StoreWriter(
+        url=final, write_url=write_url, layers=tuple(layers), overwrite=overwrite, made_dirs=tuple(made)
+    )
 
 
 def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
@@ -639,7 +656,8 @@ class BlockLedger:
 
     Resume means: skip every key for which :meth:`is_done` is True. A marker is the group document
     ``ledger/<name>/<key>/zarr.json`` (its attributes hold the key's info), written atomically only
-    after the block's data is written. Writing a marker holds the lease of the result it belongs to.
+    after the block's data is written. A ledger belongs to one running job: opening it takes the
+    lease of the result it fills, so a second job of the same name fails at once, before any work.
 
     Parameters
     ----------
@@ -653,6 +671,7 @@ class BlockLedger:
         self.store = normalize_url(url)
         self.name = name.strip("/")
         self.root = join(url, "ledger", name)
+        _hold_result(self.store, self.name)
 
     def _marker(self, key: str) -> str:
         return join(self.root, key.replace("/", "__"))

@@ -188,7 +188,11 @@ def _campaign(tmp: Path, config_text: str, stages: list[str], external: bool) ->
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(float(rng.uniform(2.0, 6.0)))
+            manifest = work / "run" / "manifest.json"
+            deadline = time.monotonic() + 120
+            while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # the run has started (imports done, leases taken)
+            time.sleep(float(rng.uniform(0.0, 3.0)))
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=300)
             done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -11,6 +11,7 @@ written for structurally bad input:
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -162,6 +163,25 @@ def check_file(path: Path, what: str) -> Path:
     return path
 
 
+def _check_text(path: Path, probe: int = 1 << 16) -> None:
+    """Refuse a file whose first ``probe`` bytes (decompressed) are not UTF-8 text, naming the byte."""
+    try:
+        with gzip.open(path, "rb") if is_gzip(path) else open(path, "rb") as fh:
+            head = fh.read(probe)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read as (gzip) text ({exc}); re-download or re-export it") from exc
+    bad = head.find(b"\x00")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        bad = exc.start if bad < 0 else min(bad, exc.start)
+    if bad >= 0:
+        raise InputError(
+            f"{path}: byte {bad} is not UTF-8 text (binary data?); give a CSV/TSV/GCT text table, plain "
+            "or gzip-compressed (Parquet and h5ad files are read with --format matrix / h5ad)"
+        )
+
+
 def open_text(path: Path) -> tuple[IO[str], HashingReader]:
     """Open a plain or gzip text file for streaming, hashing the raw bytes as they are read.
 
@@ -170,6 +190,7 @@ def open_text(path: Path) -> tuple[IO[str], HashingReader]:
     (text stream, hashing reader)
         ``hashing.digest.hexdigest()`` is the file's sha256 once the stream was read to its end.
     """
+    _check_text(path)
     hashing = HashingReader(open(path, "rb"))
     raw: IO[bytes] = io.BufferedReader(hashing, buffer_size=1 << 20)
     if is_gzip(path):
