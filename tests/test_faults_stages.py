@@ -167,6 +167,11 @@ def _store(config: Path) -> str:
     return "ing.zarr" if "ingest" in config.read_text() else "cohort.zarr"
 
 
+def _manifest_stamp(folder: Path) -> int:
+    path = folder / "run" / "manifest.json"
+    return path.stat().st_mtime_ns if path.exists() else 0
+
+
 def _campaign(tmp: Path, config_text: str, stages: list[str], external: bool) -> None:
     ref_dir = tmp / "reference"
     ref_dir.mkdir()
@@ -180,6 +185,7 @@ def _campaign(tmp: Path, config_text: str, stages: list[str], external: bool) ->
     rng = np.random.default_rng(SEED)
     if external:  # `run` itself: signalled from outside at a seeded random time
         for sig in (signal.SIGKILL, signal.SIGINT):
+            before = _manifest_stamp(work)
             proc = subprocess.Popen(
                 [GEXPLAIN, "run", str(config)],
                 cwd=work,
@@ -188,10 +194,9 @@ def _campaign(tmp: Path, config_text: str, stages: list[str], external: bool) ->
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            manifest = work / "run" / "manifest.json"
             deadline = time.monotonic() + 120
-            while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)  # the run has started (imports done, leases taken)
+            while _manifest_stamp(work) == before and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # wait until this run has started a stage (imports done, leases taken)
             time.sleep(float(rng.uniform(0.0, 3.0)))
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=300)

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             faithfulness_samples=faithfulness_samples,
             seed=seed,
         )
-        out = evaluate_store(store, opts, csv_dir=out_dir)
+        out = evaluate_store(store, opts, csv_dir=out_dir, finish=False)
         if saturation:
             params = SaturationParams(enabled=True, pool=saturation_pool, samples=saturation_samples)
             for table, df in saturation_part(store, opts, params).items():

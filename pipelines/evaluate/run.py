@@ -41,7 +41,7 @@ from pipelines.evaluate.inputs import (
     positions,
 )
 from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
-from pipelines.evaluate.tables import begin_evaluation, write_table
+from pipelines.evaluate.tables import begin_evaluation, finish_evaluation, write_table
 from pipelines.progress import Progress
 from storage.checkpoints import list_model_sets
 from storage.errors import InputError
@@ -355,7 +355,12 @@ def _hidden_rows(
 
 
 def evaluate_store(
-    store_url: str, opts: EvaluateOptions, csv_dir: Path | None = None, progress: Progress | None = None
+    store_url: str,
+    opts: EvaluateOptions,
+    csv_dir: Path | None = None,
+    progress: Progress | None = None,
+    *,
+    finish: bool = True,
 ) -> EvaluateOutput:
     """Run every evaluation whose inputs exist and write its tables.
 
@@ -369,6 +374,9 @@ def evaluate_store(
         Folder for CSV copies of the tables (created).
     progress
         Progress reporting.
+    finish
+        Flag the evaluation complete at the end; False when the caller writes more tables into it
+        and then calls :func:`pipelines.evaluate.tables.finish_evaluation` itself.
 
     Returns
     -------
@@ -381,7 +389,7 @@ def evaluate_store(
     runs = explain_runs(store_url, list(opts.explain_runs) or None)
     de = de_results(store_url, list(opts.de_methods) or None)
     out = EvaluateOutput()
-    begin_evaluation(store_url, opts.name)  # the caller finishes it (finish_evaluation) after its last table
+    begin_evaluation(store_url, opts.name)  # its tables count only once the evaluation is finished
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)
 
@@ -403,4 +411,6 @@ def evaluate_store(
     progress.print("evaluate: biology")
     for table, df in biology_part(ds, label, runs, de, opts).items():
         emit(table, df)
+    if finish:
+        finish_evaluation(store_url, opts.name)
     return out

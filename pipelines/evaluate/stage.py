@@ -76,7 +76,7 @@ def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
     """Evaluate the store and write tables; return where they are."""
     csv_dir = ctx.run_dir / "evaluate" / params.name
     opts = options(params, ctx.seed)
-    out = evaluate_store(ctx.store_url, opts, csv_dir=csv_dir, progress=ctx.progress)
+    out = evaluate_store(ctx.store_url, opts, csv_dir=csv_dir, progress=ctx.progress, finish=False)
     if params.saturation.enabled:
         for table, df in saturation_part(ctx.store_url, opts, params.saturation).items():
             out.tables[table] = df
