@@ -202,6 +202,7 @@ def run_config(
             )
             ran.append(spec.name)
             _write_manifest(config.run_dir, manifest)
+            faults.set_scope("-")
     except BaseException:
         if manifest["stages"] and manifest["stages"][-1].get("status") == "running":
             manifest["stages"][-1]["status"] = "failed"

@@ -17,6 +17,8 @@ from pathlib import Path
 from storage.nodes import is_temp, owner_gone
 from storage.paths import is_local, normalize_url
 
+BOOKKEEPING = ("leases", "ledger", "models")
+
 
 @dataclass(frozen=True)
 class Removed:
@@ -113,4 +115,10 @@ def collect(store_url: str, *, dry_run: bool = False) -> list[Removed]:
     for root, dirs, _files in os.walk(store):
         dirs[:] = [d for d in dirs if d != "c" and not is_temp(d)]  # never descend into chunk folders
         out += _stale_in(Path(root), dry_run=dry_run)
+    for area in BOOKKEEPING:  # folders a killed writer made but never gave a group document
+        for root, _dirs, files in os.walk(store / area, topdown=False):
+            folder = Path(root)
+            if not files and not any(folder.iterdir()) and not dry_run:
+                folder.rmdir()
+                out.append(Removed(str(folder), 0))
     return out

@@ -97,12 +97,14 @@ def lease_url(store_url: str, scope: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(url: str) -> Iterator[None]:
-    """Serialise read-decide-write on a local lease folder (``flock``); no-op on object stores."""
+def _locked(url: str, base: str | None) -> Iterator[None]:
+    """Serialise read-decide-write of local leases (``flock`` on the store root, or on the folder
+    holding a run lease, which exist already: no folder is made before its group document);
+    no-op on object stores."""
     if not is_local(url):
         yield
         return
-    folder = Path(normalize_url(url))
+    folder = Path(normalize_url(base)) if base is not None else Path(normalize_url(url)).parent
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -130,7 +132,7 @@ def _write(url: str, holders: dict[str, dict[str, Any]], base: str | None) -> No
 
 def _acquire(url: str, mode: Mode, what: str, base: str | None) -> None:
     ttl = ttl_seconds()
-    with _locked(url):
+    with _locked(url, base):
         now = time.time()
         holders = {t: h for t, h in _holders(read_group(url)).items() if is_live(h, now) and t != _TOKEN}
         blocking = [h for h in holders.values() if mode == "exclusive" or h.get("mode") == "exclusive"]
@@ -156,7 +158,7 @@ def _renew(url: str, mode: Mode, base: str | None) -> None:
     """Extend this process's lease; re-enter it when its record went away (a store replaced whole)."""
     if base is not None and not exists(base):
         return
-    with _locked(url):
+    with _locked(url, base):
         holders = _holders(read_group(url))
         mine = holders.get(_TOKEN) or {**_me(ttl_seconds()), "mode": mode}
         holders[_TOKEN] = {**mine, "expires": time.time() + ttl_seconds()}
@@ -164,7 +166,7 @@ def _renew(url: str, mode: Mode, base: str | None) -> None:
 
 
 def _release(url: str, base: str | None) -> None:
-    with _locked(url):
+    with _locked(url, base):
         attrs = read_group(url)
         if attrs is None:
             return  # the folder went away with its store (replaced); nothing to release
