@@ -321,7 +321,8 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Dims ``sample`` and ``gene``; variables whose data is not complete are dropped.
+        Dims ``sample`` and ``gene``; variables whose data is not complete are dropped; data
+        variables in name order (not the file system's listing order).
     """
     target = normalize_url(url)
     if not exists(target):
@@ -344,6 +345,8 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
     if listed is not None:
         hidden = [v for v in ds.data_vars if str(v) not in listed]
         ds = ds.drop_vars(hidden)
+    # a fixed variable order: the file system's listing order differs between stores written alike
+    ds = ds[sorted(str(v) for v in ds.data_vars)]
     return _eager_annotations(ds)
 
 
