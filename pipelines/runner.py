@@ -8,6 +8,14 @@ as done with the same fingerprint and the store still exists. Changing a stage's
 therefore changes its fingerprint and that of every later stage, so that stage and all after it
 rerun; stages before it are skipped. ``force=True`` reruns everything.
 
+A stage the runner reruns owns what it wrote before: when the manifest already records it (done,
+failed or killed while running), its ``overwrite`` parameter is switched on, so a changed
+parameter or a resumed kill replaces its model set or result instead of failing on it.
+
+A run holds two leases for its whole length (:mod:`storage.lease`): its run folder's and its
+store's (exclusive). A second, overlapping run of the same config or on the same store fails at
+once (exit 2) naming the holder; readers of the store are never blocked.
+
 The manifest (``<run folder>/manifest.json``, written atomically after every stage) holds the
 config, library versions, the runtime, and per stage: status, fingerprint, wall time, peak memory
 of the process tree, and the stage's outputs.
@@ -29,6 +37,8 @@ from pipelines.memory import PeakMemory
 from pipelines.progress import Progress
 from pipelines.stages import StageContext, get_stage
 from pipelines.versions import library_versions
+from storage import faults
+from storage.lease import hold, hold_store, release_all
 from storage.paths import atomic_write_bytes, exists
 
 MANIFEST = "manifest.json"
@@ -79,6 +89,13 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+def _owned(params: Any) -> Any:
+    """Return ``params`` with ``overwrite`` on, for a stage whose earlier outputs the runner owns."""
+    if "overwrite" in type(params).model_fields and not params.overwrite:
+        return params.model_copy(update={"overwrite": True})
+    return params
+
+
 def run_config(
     config: RunConfig,
     *,
@@ -108,10 +125,14 @@ def run_config(
     progress = progress or Progress()
     environment.prepare(config)  # refuses a run.out URL; storage options and worker env
     config.run_dir.mkdir(parents=True, exist_ok=True)
+    hold(str(config.run_dir / ".lease"), "exclusive", f"run folder {config.run_dir}")
     runstate.restore(config.run_dir, config.store_url, config.run.name)
+    store_present = exists(config.store_url)
+    if store_present:
+        hold_store(config.store_url, "exclusive")
     previous = read_manifest(config.run_dir)
     done = {s["name"]: s for s in previous.get("stages", []) if s.get("status") == "done"}
-    store_present = exists(config.store_url)
+    recorded = {s["name"] for s in previous.get("stages", [])}
     own_runtime = runtime is None
     if runtime is None:
         try:  # connects to every configured cluster now: fails before the first stage
@@ -139,6 +160,7 @@ def run_config(
     try:
         for spec in config.stages:
             params = spec.params.model_dump(mode="json")
+            params_obj = spec.params
             stage = get_stage(spec.kind)
             inputs = input_state(stage.inputs(spec.params)) if stage.inputs else []
             fp = fingerprint(
@@ -150,6 +172,8 @@ def run_config(
                 manifest["stages"].append(record)
                 progress.print(f"[dim]skip[/dim] {spec.name}: done earlier with the same parameters")
                 continue
+            if spec.name in recorded:
+                params_obj = _owned(params_obj)
             ctx = StageContext(
                 run_dir=config.run_dir,
                 store_url=config.store_url,
@@ -159,6 +183,7 @@ def run_config(
                 stage_name=spec.name,
             )
             progress.print(f"[bold]run[/bold] {spec.name} ({spec.kind})")
+            faults.set_scope(spec.kind)
             entry: dict[str, Any] = {
                 "name": spec.name,
                 "kind": spec.kind,
@@ -171,7 +196,11 @@ def run_config(
             _write_manifest(config.run_dir, manifest)
             t0 = time.perf_counter()
             with PeakMemory() as mem, runtime.dask_scheduler():
-                outputs = stage.run(ctx, spec.params)
+                outputs = stage.run(ctx, params_obj)
+            if not exists(config.store_url) or not store_present:
+                store_present = exists(config.store_url)
+                if store_present:  # the stage created the store: hold it for the rest of the run
+                    hold_store(config.store_url, "exclusive")
             entry.update(
                 status="done",
                 wall_s=round(time.perf_counter() - t0, 3),
@@ -181,6 +210,7 @@ def run_config(
             )
             ran.append(spec.name)
             _write_manifest(config.run_dir, manifest)
+            faults.set_scope("-")
     except BaseException as exc:
         if manifest["stages"] and manifest["stages"][-1].get("status") == "running":
             manifest["stages"][-1]["status"] = "failed"
@@ -191,6 +221,7 @@ def run_config(
         if own_runtime:
             runtime.shutdown()
         progress.close()
+        release_all()
     manifest["finished"] = _now()
     _write_manifest(config.run_dir, manifest)
     notify.send(config.notify, manifest)

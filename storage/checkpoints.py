@@ -1,37 +1,50 @@
-"""Model checkpoints stored with an expression store.
+"""Model checkpoints stored with an expression store, as whole, atomic model sets.
 
-Layout (local path or fsspec URL)::
+Layout (local path or fsspec URL; every node is Zarr, so plain Zarr readers see groups and arrays)::
 
-    <store>/models/<model_set>/replicate-<k>.pt     serialised weights (opaque bytes)
-    <store>/models/<model_set>/replicate-<k>.json   metadata (JSON object)
+    <store>/models/<model_set>/                  group; attrs: gexplain_complete, replicates, created
+    <store>/models/<model_set>/replicate-<k>     1-d uint8 array: serialised weights; attrs: metadata
+    <store>/models/<model_set>/reports/<name>    group; attrs: a JSON report (e.g. cross-validation)
 
-Both files are written atomically, the weights first; the JSON, which records the weights'
-SHA-256, is the completion marker, so a checkpoint whose JSON is missing is never listed and a
-checkpoint whose weights do not match their recorded hash is refused. This module knows nothing
-of torch: callers pass and receive plain bytes and dicts.
+A model set counts only once its group says ``gexplain_complete`` and lists its replicates.
+Training writes a set with :class:`ModelSetWriter`: locally under a hidden sibling
+``models/.<set>.partial-<host>-<pid>-<hex>`` that is renamed into place whole (an existing set is
+moved aside first and removed after), so a killed train leaves the old set or nothing, never a
+part. On object stores (no rename) the old set is removed and the new one written in place with the
+flag set last. Each replicate's metadata records the weights' SHA-256; weights that do not match
+are refused. This module knows nothing of torch: callers pass and receive plain bytes and dicts.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
-import re
+import shutil
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import zarr
+
+from storage import faults
 from storage.errors import InputError
-from storage.paths import atomic_write_bytes, filesystem, join
+from storage.gc import remove_stale_siblings
+from storage.lease import hold_scope
+from storage.names import validate_name
+from storage.nodes import ensure_groups, read_group, write_group
+from storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
 
 MODELS_DIR = "models"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_REPLICATE = re.compile(r"^replicate-(\d+)\.json$")
+COMPLETE = "gexplain_complete"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _check_name(model_set: str) -> None:
-    if not _NAME.match(model_set):
-        raise InputError(
-            f"model set name '{model_set}' is not allowed; use letters, digits, '.', '_' or '-' "
-            "(e.g. --model-set tissue_mlp)"
-        )
+    validate_name(model_set, "model set name")
 
 
 def model_set_url(store_url: str, model_set: str) -> str:
@@ -40,23 +53,119 @@ def model_set_url(store_url: str, model_set: str) -> str:
     return join(store_url, MODELS_DIR, model_set)
 
 
-def checkpoint_urls(store_url: str, model_set: str, replicate: int) -> tuple[str, str]:
-    """Return the (weights, metadata) URLs of one replicate."""
-    base = model_set_url(store_url, model_set)
-    return f"{base}/replicate-{int(replicate)}.pt", f"{base}/replicate-{int(replicate)}.json"
+def replicate_url(store_url: str, model_set: str, replicate: int) -> str:
+    """Return the array of one replicate's weights."""
+    return f"{model_set_url(store_url, model_set)}/replicate-{int(replicate)}"
+
+
+def _write_replicate(
+    set_url: str, replicate: int, weights: bytes, metadata: dict[str, Any], model_set: str
+) -> None:
+    meta = json.loads(json.dumps(metadata, default=str))
+    meta.update(model_set=model_set, replicate=int(replicate), sha256=hashlib.sha256(weights).hexdigest())
+    data = np.frombuffer(weights, dtype=np.uint8)
+    arr = zarr.create_array(
+        store=normalize_url(f"{set_url}/replicate-{int(replicate)}"),
+        shape=(data.size,),
+        chunks=(max(data.size, 1),),
+        dtype="uint8",
+        compressors=None,
+        overwrite=True,
+        zarr_format=3,
+        attributes=meta,
+    )
+    if data.size:
+        arr[:] = data
+
+
+def _set_doc(replicates: list[int], complete: bool, created: str | None = None) -> dict[str, Any]:
+    return {
+        COMPLETE: complete,
+        "replicates": sorted(int(r) for r in replicates),
+        "created": created or _now(),
+    }
+
+
+class ModelSetWriter:
+    """Write a whole model set aside and swap it in at :meth:`commit`.
+
+    Parameters
+    ----------
+    store_url
+        The expression store.
+    model_set
+        Name of the set.
+    overwrite
+        Replace an existing complete set at commit (checked here, before any work).
+
+    Raises
+    ------
+    InputError
+        When the set exists and ``overwrite`` is False, or another process writes it.
+    """
+
+    def __init__(self, store_url: str, model_set: str, *, overwrite: bool = False) -> None:
+        self.store_url = normalize_url(store_url)
+        self.model_set = model_set
+        self.final = model_set_url(store_url, model_set)
+        if list_checkpoints(store_url, model_set) and not overwrite:
+            raise InputError(
+                f"model set '{model_set}' already exists in {self.store_url}; choose another --model-set "
+                "or pass --overwrite"
+            )
+        hold_scope(self.store_url, f"models/{model_set}")
+        ensure_groups(self.store_url, self.final)
+        if is_local(self.final):
+            remove_stale_siblings(self.store_url)
+            self.write_url = str(Path(self.final).parent / temp_name(model_set, "partial"))
+        else:
+            delete_model_set(self.store_url, model_set)
+            self.write_url = self.final
+        self.replicates: list[int] = []
+        write_group(self.write_url, _set_doc([], False))
+
+    def add(self, replicate: int, weights: bytes, metadata: dict[str, Any]) -> str:
+        """Write one replicate (weights + metadata, which gains ``sha256``, ``replicate``, ``model_set``)."""
+        faults.point()
+        _write_replicate(self.write_url, replicate, weights, metadata, self.model_set)
+        self.replicates.append(int(replicate))
+        return replicate_url(self.store_url, self.model_set, replicate)
+
+    def commit(self) -> list[str]:
+        """Flag the set complete and move it into place whole; return its replicates' URLs."""
+        write_group(self.write_url, _set_doc(self.replicates, True))
+        if self.write_url != self.final:
+            target = Path(self.final)
+            if target.exists():
+                trash = target.with_name(temp_name(target.name, "old"))
+                target.rename(trash)
+                faults.point()
+                Path(self.write_url).rename(target)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                Path(self.write_url).rename(target)
+        return [replicate_url(self.store_url, self.model_set, k) for k in sorted(self.replicates)]
+
+    def abort(self) -> None:
+        """Remove the set being written (locally; an existing set is untouched)."""
+        if self.write_url != self.final:
+            shutil.rmtree(self.write_url, ignore_errors=True)
 
 
 def save_checkpoint(
     store_url: str, model_set: str, replicate: int, weights: bytes, metadata: dict[str, Any]
 ) -> str:
-    """Write one checkpoint atomically (weights, then metadata with the weights' hash).
+    """Add (or replace) one replicate in a set in place; the set lists it once it is written.
+
+    For tools and tests that build a set replicate by replicate; training uses
+    :class:`ModelSetWriter`, which makes the whole set appear at once.
 
     Parameters
     ----------
     store_url
         The expression store (path or fsspec URL).
     model_set
-        Name of the model set (folder under ``models/``).
+        Name of the model set.
     replicate
         Replicate number k >= 0.
     weights
@@ -67,37 +176,27 @@ def save_checkpoint(
     Returns
     -------
     str
-        URL of the metadata file.
+        URL of the replicate's array.
     """
-    pt_url, json_url = checkpoint_urls(store_url, model_set, replicate)
-    atomic_write_bytes(pt_url, weights)
-    meta = {
-        **metadata,
-        "model_set": model_set,
-        "replicate": int(replicate),
-        "sha256": hashlib.sha256(weights).hexdigest(),
-    }
-    atomic_write_bytes(json_url, json.dumps(meta, indent=1, sort_keys=True).encode())
-    return json_url
-
-
-def _read(url: str) -> bytes:
-    fs, path = filesystem(url)
-    with fs.open(path, "rb") as fh:
-        data: bytes = fh.read()
-    return data
+    url = model_set_url(store_url, model_set)
+    hold_scope(store_url, f"models/{model_set}")
+    ensure_groups(store_url, url)
+    doc = read_group(url) or _set_doc([], True)
+    listed = [r for r in doc.get("replicates", []) if r != int(replicate)]
+    write_group(url, {**doc, "replicates": sorted(listed)})  # hidden while rewritten
+    _write_replicate(url, replicate, weights, metadata, model_set)
+    write_group(url, {**doc, **_set_doc([*listed, int(replicate)], True, doc.get("created"))})
+    return replicate_url(store_url, model_set, replicate)
 
 
 def read_metadata(store_url: str, model_set: str, replicate: int) -> dict[str, Any]:
     """Return one checkpoint's metadata without reading its weights."""
-    _, json_url = checkpoint_urls(store_url, model_set, replicate)
-    try:
-        meta: dict[str, Any] = json.loads(_read(json_url))
-    except FileNotFoundError:
+    url = replicate_url(store_url, model_set, replicate)
+    if int(replicate) not in list_checkpoints(store_url, model_set):
         raise InputError(
-            f"no checkpoint {json_url}; list the model sets with list_model_sets or train one with `gexplain train`"
-        ) from None
-    return meta
+            f"no checkpoint {url}; list the model sets with list_model_sets or train one with `gexplain train`"
+        )
+    return dict(zarr.open_array(normalize_url(url), mode="r", zarr_format=3).attrs)
 
 
 def load_checkpoint(store_url: str, model_set: str, replicate: int) -> tuple[bytes, dict[str, Any]]:
@@ -109,63 +208,91 @@ def load_checkpoint(store_url: str, model_set: str, replicate: int) -> tuple[byt
         (weights bytes, metadata dict).
     """
     meta = read_metadata(store_url, model_set, replicate)
-    pt_url, _ = checkpoint_urls(store_url, model_set, replicate)
-    weights = _read(pt_url)
+    url = replicate_url(store_url, model_set, replicate)
+    weights = np.asarray(
+        zarr.open_array(normalize_url(url), mode="r", zarr_format=3)[:], dtype=np.uint8
+    ).tobytes()
     if hashlib.sha256(weights).hexdigest() != meta.get("sha256"):
         raise InputError(
-            f"checkpoint {pt_url} does not match its recorded SHA-256; retrain model set '{model_set}'"
+            f"checkpoint {url} does not match its recorded SHA-256; retrain model set '{model_set}'"
         )
     return weights, meta
 
 
+def model_set_state(store_url: str, model_set: str) -> dict[str, Any] | None:
+    """Return a model set's group attributes (``gexplain_complete``, ``replicates``), or None."""
+    return read_group(model_set_url(store_url, model_set))
+
+
 def list_checkpoints(store_url: str, model_set: str) -> list[int]:
-    """Return the replicate numbers of the complete checkpoints of a model set, ascending."""
-    fs, path = filesystem(model_set_url(store_url, model_set))
-    if not fs.exists(path):
+    """Return the replicate numbers of a complete model set, ascending (``[]`` for none or incomplete)."""
+    doc = model_set_state(store_url, model_set)
+    if not doc or not doc.get(COMPLETE, False):
         return []
-    found = []
-    for entry in fs.ls(path, detail=False):
-        match = _REPLICATE.match(str(entry).rstrip("/").rsplit("/", 1)[-1])
-        if match:
-            found.append(int(match.group(1)))
-    return sorted(found)
+    return sorted(int(r) for r in doc.get("replicates", []))
 
 
-def list_model_sets(store_url: str) -> list[str]:
-    """Return the names of the model sets stored with a store that hold at least one checkpoint."""
+def _set_names(store_url: str) -> list[str]:
     fs, path = filesystem(join(store_url, MODELS_DIR))
     if not fs.exists(path):
         return []
     names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False)]
-    return sorted(n for n in names if _NAME.match(n) and list_checkpoints(store_url, n))
+    return sorted(n for n in names if not n.startswith(".") and n != "zarr.json")
+
+
+def list_model_sets(store_url: str) -> list[str]:
+    """Return the names of the complete model sets stored with a store that hold at least one checkpoint."""
+    return [n for n in _set_names(store_url) if list_checkpoints(store_url, n)]
+
+
+def model_set_states(store_url: str) -> list[dict[str, Any]]:
+    """Every model set with ``name``, ``state`` (complete/incomplete) and ``replicates`` (for ``info``)."""
+    out = []
+    for name in _set_names(store_url):
+        doc = model_set_state(store_url, name) or {}
+        out.append(
+            {
+                "name": name,
+                "state": "complete" if doc.get(COMPLETE) else "incomplete",
+                "replicates": doc.get("replicates", []),
+            }
+        )
+    return out
 
 
 def delete_model_set(store_url: str, model_set: str) -> None:
-    """Remove a model set's folder (metadata first, so no half-deleted checkpoint is listed)."""
-    fs, path = filesystem(model_set_url(store_url, model_set))
-    if not fs.exists(path):
+    """Remove a model set (its flag first, so a half-deleted set never counts)."""
+    url = model_set_url(store_url, model_set)
+    if not exists(url):
         return
-    for replicate in list_checkpoints(store_url, model_set):
-        _, json_url = checkpoint_urls(store_url, model_set, replicate)
-        jfs, jpath = filesystem(json_url)
-        jfs.rm(jpath)
+    hold_scope(store_url, f"models/{model_set}")
+    doc = read_group(url)
+    if doc is not None:
+        write_group(url, {**doc, COMPLETE: False})
+    fs, path = filesystem(url)
     fs.rm(path, recursive=True)
 
 
 def save_model_set_report(store_url: str, model_set: str, name: str, report: dict[str, Any]) -> str:
-    """Write a JSON report (e.g. cross-validation metrics) beside a model set's checkpoints.
+    """Write a JSON report (e.g. cross-validation metrics) with a model set.
 
     Parameters
     ----------
     name
-        File stem, e.g. ``"cv"`` -> ``<store>/models/<model_set>/cv.json``.
+        Report name, e.g. ``"cv"`` -> group ``<store>/models/<model_set>/reports/cv``.
 
     Returns
     -------
     str
-        URL of the report.
+        URL of the report's group.
     """
-    _check_name(name)
-    url = f"{model_set_url(store_url, model_set)}/{name}.json"
-    atomic_write_bytes(url, json.dumps(report, indent=1, sort_keys=True, default=str).encode())
+    validate_name(name, "report name")
+    url = f"{model_set_url(store_url, model_set)}/reports/{name}"
+    hold_scope(store_url, f"models/{model_set}")
+    write_group(url, json.loads(json.dumps(report, default=str)), parents_below=store_url)
     return url
+
+
+def read_model_set_report(store_url: str, model_set: str, name: str) -> dict[str, Any] | None:
+    """Return a report written by :func:`save_model_set_report`, or None."""
+    return read_group(f"{model_set_url(store_url, model_set)}/reports/{name}")

@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import uuid
 from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from storage import faults
+
+
+def host_name() -> str:
+    """This machine's host name reduced to ``[A-Za-z0-9-]`` (for temporary names and leases)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def temp_name(name: str, kind: str) -> str:
+    """Return a hidden sibling name ``.<name>.<kind>-<host>-<pid>-<hex>`` owned by this process.
+
+    Parameters
+    ----------
+    name
+        The final name.
+    kind
+        ``"partial"`` (being written), ``"old"`` (being replaced) or ``"tmp"`` (atomic file write).
+    """
+    return f".{name}.{kind}-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def is_local(url: str | os.PathLike[str]) -> bool:
@@ -69,11 +91,12 @@ def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
     data
         The complete new content.
     """
+    faults.point()
     target = normalize_url(url)
     if is_local(target):
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        tmp = path.with_name(temp_name(path.name, "tmp"))
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -174,16 +174,23 @@ def validate(ds: xr.Dataset, *, require: tuple[str, ...] = (), where: str = "dat
 
 
 def to_storable_strings(values: np.ndarray) -> np.ndarray:
-    """Return string arrays as object arrays (stored as Zarr v3 variable-length strings).
+    """Return string arrays as fixed-width numpy unicode (``<U<n>``, n = the longest string).
+
+    Stored that way, plain ``xarray.open_zarr``/``zarr`` readers get ordinary numpy unicode back
+    (Zarr's variable-length strings read as ``StringDType``, which e.g. ``.astype(str)`` refuses).
+    Object arrays are converted when every element is a ``str``; others are returned unchanged.
 
     Parameters
     ----------
     values
-        Any 1-d array; non-string arrays are returned unchanged.
+        Any array; non-string arrays are returned unchanged.
     """
     arr = np.asarray(values)
+    if arr.dtype.kind == "O" and arr.size and all(isinstance(v, str) for v in arr.ravel()):
+        arr = arr.astype(str)
     if arr.dtype.kind in "UT":
-        return arr.astype(object)
+        width = max(1, max((len(str(v)) for v in arr.ravel()), default=1))
+        return arr.astype(f"<U{width}")
     return arr
 
 
@@ -223,10 +230,26 @@ def render_markdown() -> str:
         "",
         "## Results, models and ledgers inside a store",
         "",
-        "- `results/<kind>/<name>`: result groups (DE tables, attributions, evaluation), each with",
-        "  `gexplain_complete` set only once fully written.",
-        "- `models/<model_set>/replicate-<k>.pt` and `.json`: model checkpoints.",
-        "- `ledger/<name>/<key>.json`: one marker per finished block of a resumable job.",
+        "Every node below is Zarr (a group with a `zarr.json`, or an array), so `zarr.open_group(store)`,",
+        "`xarray.open_zarr` and `xarray.open_datatree` see no foreign file. Strings are stored as",
+        "fixed-width unicode, so plain readers get numpy `<U` arrays back (not `StringDType`).",
+        "",
+        "- `results/<kind>/<name>`: result groups (DE tables, attributions, evaluation tables), each with",
+        "  `gexplain_complete` set only once fully written. Multi-part results -- `results/evaluate/<name>`",
+        "  (one table per group below it) and `results/de/<method>` (one group per contrast) -- carry",
+        "  `gexplain_result_set = true` and their own `gexplain_complete`: until it is set none of their",
+        "  parts is listed.",
+        "- `models/<model_set>`: group with `gexplain_complete` and `replicates`; a set is swapped in whole.",
+        "  `models/<model_set>/replicate-<k>`: 1-d `uint8` array of the serialised weights, metadata",
+        "  (genes, classes, parameters, metrics, `sha256` of the weights) in its attributes.",
+        "  `models/<model_set>/reports/<name>`: group whose attributes hold a report (e.g. `cv`).",
+        "- `ledger/<name>/<key>`: one group per finished block of a resumable job (attributes: the key's",
+        "  info).",
+        "- `leases/<scope>`: writer leases (attributes `gexplain_lease.holders`: owner, host, pid, mode,",
+        "  expiry), scope `store` or `results__<kind>__<name>` or `models__<set>`.",
+        "- Hidden `.<name>.partial-<host>-<pid>-<hex>` / `.old-` / `.tmp-` entries (beside the store and",
+        "  in `models/`) belong to a running writer; once it is gone the next writer or `gexplain gc`",
+        "  removes them.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -11,14 +11,21 @@ A store is never read as complete while it holds partial data:
 * Variables appended later (:func:`add_variables`) are listed in ``gexplain_variables`` only
   after their data is written; :func:`open_store` hides variables that are not listed.
 * Result groups (:func:`write_result`) carry their own ``gexplain_complete`` flag.
-* Resumable jobs record finished blocks in a :class:`BlockLedger`, one marker object per key.
+* Multi-part results (an evaluation's tables, a DE stage's contrasts) sit under one parent group
+  whose own flag is set by :func:`begin_result_set` and :func:`mark_result_complete`: while it is
+  unset, none of the parts is listed.
+* Resumable jobs record finished blocks in a :class:`BlockLedger`, one marker group per key.
+* Root attrs are never absent: appends write the whole attrs (one atomic ``zarr.json`` write).
+* Every writer holds a lease (:mod:`storage.lease`): the store exclusively to change root
+  variables, or shared plus the result's own lease to write a result. A second writer fails at once.
+* Hidden temporaries (``.<name>.partial-*``, ``.<name>.old-*``) left by a killed writer are removed
+  by the next writer once their owner is gone (:func:`storage.gc.collect`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import shutil
 import uuid
 import warnings
@@ -33,13 +40,18 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from storage import faults
 from storage.errors import IncompleteStoreError, InputError
-from storage.paths import atomic_write_bytes, exists, filesystem, is_local, join, normalize_url
+from storage.gc import remove_stale_siblings
+from storage.lease import hold_scope, hold_store, renew_all
+from storage.nodes import read_group, write_group
+from storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
 from storage.schema import GENE, SAMPLE, to_storable_strings, validate
 
 DEFAULT_CHUNKS: dict[str, int] = {SAMPLE: 2048, GENE: 2048}
 COMPLETE = "gexplain_complete"
 VARIABLES = "gexplain_variables"
+RESULT_SET = "gexplain_result_set"
 
 
 def gexplain_version() -> str:
@@ -63,12 +75,25 @@ def _layer_fill(dtype: np.dtype) -> Any:
 
 
 @contextlib.contextmanager
-def _kept_attrs(url: str) -> Iterator[None]:
-    """Restore the group's attrs after an xarray append (which rewrites them)."""
-    before = dict(_open_group(url, "r").attrs)
-    yield
-    group = _open_group(url, "r+")
-    group.attrs.update({**before, **{k: v for k, v in group.attrs.items() if k not in before}})
+def _quiet_strings() -> Iterator[None]:
+    """Silence zarr's note that fixed-width unicode has no final Zarr v3 spec yet (we read it back)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*FixedLengthUTF32.*")
+        yield
+
+
+def _append(url: str, ds: xr.Dataset, encoding: Mapping[str, Any] | None = None) -> None:
+    """Append variables to a store's root, keeping its attrs whole.
+
+    xarray rewrites the root attrs on every append; giving it the current attrs makes that one
+    atomic ``zarr.json`` write of the same content, so no reader (and no kill) ever sees ``{}``.
+    """
+    faults.point()
+    out = ds.copy()
+    out.attrs = dict(_open_group(url, "r").attrs)
+    with _quiet_strings():
+        out.to_zarr(url, mode="a", zarr_format=3, consolidated=False, encoding=dict(encoding or {}))
+    faults.point()  # written, not yet listed: the window that once left root attrs empty
 
 
 def layer_chunks(ds: xr.Dataset) -> dict[str, int]:
@@ -120,6 +145,7 @@ class StoreWriter:
     layers: tuple[str, ...]
     overwrite: bool = False
     extra_attrs: dict[str, Any] = field(default_factory=dict)
+    made_dirs: tuple[str, ...] = ()
 
     def write_block(self, region: Mapping[str, slice], arrays: Mapping[str, np.ndarray]) -> None:
         """Write one block of one or more layers.
@@ -132,6 +158,7 @@ class StoreWriter:
         arrays
             Layer name -> array of shape (samples in region, genes in region).
         """
+        faults.point()
         group = _open_group(self.write_url, "r+")
         key = (region.get(SAMPLE, slice(None)), region.get(GENE, slice(None)))
         for name, arr in arrays.items():
@@ -151,8 +178,7 @@ class StoreWriter:
         ds = xr.Dataset(
             {name: (dim, to_storable_strings(values)) for name, (dim, values) in variables.items()}
         )
-        with _kept_attrs(self.write_url):
-            ds.to_zarr(self.write_url, mode="a", zarr_format=3, consolidated=False)
+        _append(self.write_url, ds)
 
     def set_attrs(self, **attrs: Any) -> None:
         """Record extra group attrs, written at commit."""
@@ -160,6 +186,7 @@ class StoreWriter:
 
     def commit(self) -> str:
         """Mark the store complete and move it into place; return its URL."""
+        faults.point()
         group = _open_group(self.write_url, "r+")
         names = sorted(str(k) for k in group.array_keys())
         group.attrs.update({**self.extra_attrs, VARIABLES: names, COMPLETE: True})
@@ -168,18 +195,29 @@ class StoreWriter:
             if target.exists():
                 if not self.overwrite:
                     raise InputError(f"{self.url} already exists; pass overwrite=True (CLI: --overwrite)")
-                trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+                trash = target.with_name(temp_name(target.name, "old"))
                 target.rename(trash)
+                faults.point()
                 Path(self.write_url).rename(target)
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 Path(self.write_url).rename(target)
+            renew_all()  # leases on the replaced store live on in the new one
         return self.url
 
     def abort(self) -> None:
-        """Remove a temporary store after a failure (the final location is untouched)."""
+        """Remove a temporary store after a failure (the final location is untouched).
+
+        Parent folders that :func:`create_store` made for it are removed too when left empty, so
+        bad input leaves nothing behind.
+        """
         if self.write_url != self.url:
             shutil.rmtree(self.write_url, ignore_errors=True)
+            for folder in self.made_dirs:  # deepest first
+                try:
+                    Path(folder).rmdir()
+                except OSError:
+                    break
 
 
 def create_store(
@@ -245,18 +283,29 @@ def create_store(
         attrs={**(attrs or {}), "gexplain_version": gexplain_version(), "created": _now(), COMPLETE: False},
     )
     validate(ds, where=final)
+    if exists(final):
+        hold_store(final, "exclusive")  # nobody else may be writing the store this replaces
+    made: list[str] = []
     if is_local(final):
         parent = Path(final).parent
+        missing = parent
+        while not missing.exists():
+            made.append(str(missing))
+            missing = missing.parent
         parent.mkdir(parents=True, exist_ok=True)
-        write_url = str(parent / f".{Path(final).name}.partial-{uuid.uuid4().hex[:12]}")
+        remove_stale_siblings(final)
+        write_url = str(parent / temp_name(Path(final).name, "partial"))
     else:
         if exists(final):
             fs, path = filesystem(final)
             fs.rm(path, recursive=True)
         write_url = final
     encoding = {name: {"fill_value": _layer_fill(np.dtype(dt))} for name, dt in layers.items()}
-    ds.to_zarr(write_url, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
-    return StoreWriter(url=final, write_url=write_url, layers=tuple(layers), overwrite=overwrite)
+    with _quiet_strings():
+        ds.to_zarr(write_url, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
+    return StoreWriter(
+        url=final, write_url=write_url, layers=tuple(layers), overwrite=overwrite, made_dirs=tuple(made)
+    )
 
 
 def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
@@ -272,7 +321,8 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Dims ``sample`` and ``gene``; variables whose data is not complete are dropped.
+        Dims ``sample`` and ``gene``; variables whose data is not complete are dropped; data
+        variables in name order (not the file system's listing order).
     """
     target = normalize_url(url)
     if not exists(target):
@@ -295,6 +345,8 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
     if listed is not None:
         hidden = [v for v in ds.data_vars if str(v) not in listed]
         ds = ds.drop_vars(hidden)
+    # a fixed variable order: the file system's listing order differs between stores written alike
+    ds = ds[sorted(str(v) for v in ds.data_vars)]
     return _eager_annotations(ds)
 
 
@@ -335,6 +387,8 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
     """
     target = normalize_url(url)
     base = open_store(target)
+    hold_store(target, "exclusive")
+    remove_stale_siblings(target)
     for dim in (SAMPLE, GENE):
         if dim in ds.dims and (ds.sizes[dim] != base.sizes[dim]):
             raise InputError(
@@ -352,7 +406,8 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
     validate(new.assign_coords({SAMPLE: base[SAMPLE].values, GENE: base[GENE].values}), where=target)
     group = _open_group(target, "r+")
     listed = [v for v in group.attrs.get(VARIABLES, []) if v not in names]
-    group.attrs[VARIABLES] = listed
+    if len(listed) != len(group.attrs.get(VARIABLES, [])):
+        group.attrs.update({VARIABLES: listed})  # hide what is replaced before deleting it
     new = _fix_strings(new)
     chunks = layer_chunks(base)
     encoding: dict[str, dict[str, Any]] = {}
@@ -364,16 +419,51 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
             new[name] = var.chunk(chunks)
             encoding[name] = {"fill_value": _layer_fill(var.dtype)}
         if name in group:
+            faults.point()
             del group[name]
-    with _kept_attrs(target):
-        new.to_zarr(target, mode="a", zarr_format=3, consolidated=False, encoding=encoding)
+    _append(target, new, encoding)
     group = _open_group(target, "r+")
-    group.attrs[VARIABLES] = sorted(set(listed) | set(names))
+    group.attrs.update({VARIABLES: sorted(set(listed) | set(names))})
     return names
 
 
 def _result_path(group: str) -> str:
     return "results/" + group.strip("/")
+
+
+def result_scope(group: str) -> str:
+    """Lease scope of a result: ``results/<kind>/<name>`` (an evaluation's tables share one)."""
+    return "results/" + "/".join(group.strip("/").split("/")[:2])
+
+
+def _hold_result(url: str, group: str) -> None:
+    hold_scope(url, result_scope(group))
+
+
+def begin_result_set(url: str, group: str, **attrs: Any) -> str:
+    """Start (or restart) a multi-part result: its parts stay unlisted until it is marked complete.
+
+    Parameters
+    ----------
+    url
+        The store.
+    group
+        The parent group, e.g. ``"evaluate/default"``; its parts are written below it with
+        :func:`write_result` and the set is closed with :func:`mark_result_complete`.
+    attrs
+        Attributes recorded on the parent (e.g. the parameters).
+
+    Returns
+    -------
+    str
+        The group path inside the store.
+    """
+    _hold_result(url, group)
+    path = _result_path(group)
+    write_group(
+        join(url, path), {**attrs, RESULT_SET: True, COMPLETE: False, "created": _now()}, parents_below=url
+    )
+    return path
 
 
 def write_result(url: str, group: str, ds: xr.Dataset) -> str:
@@ -393,10 +483,13 @@ def write_result(url: str, group: str, ds: xr.Dataset) -> str:
     str
         The group path inside the store.
     """
+    _hold_result(url, group)
     path = _result_path(group)
     out = _fix_strings(ds.copy())
     out.attrs = {**ds.attrs, COMPLETE: False, "created": _now()}
-    out.to_zarr(normalize_url(url), group=path, mode="w", zarr_format=3, consolidated=False)
+    faults.point()
+    with _quiet_strings():
+        out.to_zarr(normalize_url(url), group=path, mode="w", zarr_format=3, consolidated=False)
     mark_result_complete(url, group)
     return path
 
@@ -418,6 +511,8 @@ def create_result(
     chunks
         Chunking for the (sample, gene) variables; regions written later must align to it.
     """
+    _hold_result(url, group)
+    faults.point()
     path = _result_path(group)
     out = template.copy()
     if chunks:
@@ -425,15 +520,16 @@ def create_result(
     out = _fix_strings(out)
     out.attrs = {**template.attrs, COMPLETE: False, "created": _now()}
     encoding = {str(n): {"fill_value": _layer_fill(out[n].dtype)} for n in out.data_vars}
-    out.to_zarr(
-        normalize_url(url),
-        group=path,
-        mode="w",
-        compute=False,
-        zarr_format=3,
-        consolidated=False,
-        encoding=encoding,
-    )
+    with _quiet_strings():
+        out.to_zarr(
+            normalize_url(url),
+            group=path,
+            mode="w",
+            compute=False,
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+        )
     return path
 
 
@@ -456,6 +552,8 @@ def write_result_region(
     arrays
         Variable name -> values for the region.
     """
+    _hold_result(url, group)
+    faults.point()
     root = _open_group(join(url, _result_path(group)), "r+")
     for name, arr in arrays.items():
         target = root[name]
@@ -465,7 +563,9 @@ def write_result_region(
 
 
 def mark_result_complete(url: str, group: str, **attrs: Any) -> None:
-    """Flag a result group complete (one metadata write), optionally updating its attrs."""
+    """Flag a result group (or result set) complete (one metadata write), optionally updating its attrs."""
+    _hold_result(url, group)
+    faults.point()
     root = _open_group(join(url, _result_path(group)), "r+")
     root.attrs.update({**attrs, COMPLETE: True})
 
@@ -499,7 +599,11 @@ def list_results(url: str, prefix: str = "") -> list[str]:
     found: list[str] = []
 
     def walk(group: zarr.Group, name: str) -> None:
-        if group.attrs.get(COMPLETE, False):
+        complete = bool(group.attrs.get(COMPLETE, False))
+        if group.attrs.get(RESULT_SET, False):
+            if not complete:
+                return  # an unfinished set hides all its parts
+        elif complete:
             found.append(name)
             return
         for key, child in group.groups():
@@ -510,49 +614,96 @@ def list_results(url: str, prefix: str = "") -> list[str]:
     return sorted(n for n in found if not pre or n == pre or n.startswith(pre + "/"))
 
 
-class BlockLedger:
-    """Record of finished blocks of a resumable job: one small marker object per key.
+def result_states(url: str) -> list[dict[str, Any]]:
+    """Every result and result set with its state, for ``gexplain info``.
 
-    Resume means: skip every key for which :meth:`is_done` is True. Markers are written with
-    :func:`storage.paths.atomic_write_bytes` only after the block's data is written.
+    Returns
+    -------
+    list of dict
+        ``name`` (relative to ``results/``), ``state`` (``"complete"``, ``"incomplete"`` or, when a
+        live writer holds its lease, ``"running"``), ``holder`` (that writer, or None) and ``set``
+        (True for a multi-part parent).
+    """
+    from storage.lease import scope_holders
+
+    target = normalize_url(url)
+    if not exists(join(target, "results")):
+        return []
+    out: list[dict[str, Any]] = []
+
+    def state(name: str, complete: bool) -> dict[str, Any]:
+        holders = scope_holders(target, result_scope(name))
+        running = bool(holders) and not complete
+        return {
+            "name": name,
+            "state": "complete" if complete else ("running" if running else "incomplete"),
+            "holder": holders[0] if running else None,
+        }
+
+    def walk(group: zarr.Group, name: str) -> None:
+        complete = bool(group.attrs.get(COMPLETE, False))
+        is_set = bool(group.attrs.get(RESULT_SET, False))
+        if name and (is_set or COMPLETE in group.attrs):
+            out.append({**state(name, complete), "set": is_set})
+            return
+        for key, child in group.groups():
+            walk(child, f"{name}/{key}" if name else key)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        walk(_open_group(join(target, "results"), "r"), "")
+    return sorted(out, key=lambda r: r["name"])
+
+
+class BlockLedger:
+    """Record of finished blocks of a resumable job: one small marker group per key.
+
+    Resume means: skip every key for which :meth:`is_done` is True. A marker is the group document
+    ``ledger/<name>/<key>/zarr.json`` (its attributes hold the key's info), written atomically only
+    after the block's data is written. A ledger belongs to one running job: opening it takes the
+    lease of the result it fills, so a second job of the same name fails at once, before any work.
 
     Parameters
     ----------
     url
         The store.
     name
-        The job's name (e.g. ``"explain/quickstart"``).
+        The job's name, the result it fills (e.g. ``"explain/quickstart"``).
     """
 
     def __init__(self, url: str, name: str) -> None:
+        self.store = normalize_url(url)
+        self.name = name.strip("/")
         self.root = join(url, "ledger", name)
+        _hold_result(self.store, self.name)
 
     def _marker(self, key: str) -> str:
-        safe = key.replace("/", "__")
-        return join(self.root, f"{safe}.json")
+        return join(self.root, key.replace("/", "__"))
 
     def is_done(self, key: str) -> bool:
         """Return True when ``key`` has a marker."""
-        return exists(self._marker(key))
+        return read_group(self._marker(key)) is not None
 
     def mark_done(self, key: str, info: Mapping[str, Any] | None = None) -> None:
         """Write the marker for ``key`` with optional JSON-serialisable ``info``."""
-        atomic_write_bytes(self._marker(key), json.dumps({"key": key, "at": _now(), **(info or {})}).encode())
+        _hold_result(self.store, self.name)
+        write_group(self._marker(key), {"key": key, "at": _now(), **(info or {})}, parents_below=self.store)
 
     def done_keys(self) -> set[str]:
         """Return every finished key."""
         fs, path = filesystem(self.root)
         if not fs.exists(path):
             return set()
-        names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+        names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
         return {
-            n[: -len(".json")].replace("__", "/")
+            n.replace("__", "/")
             for n in names
-            if n.endswith(".json") and not n.startswith(".")
+            if not n.startswith(".") and n != "zarr.json" and read_group(join(self.root, n)) is not None
         }
 
     def clear(self) -> None:
         """Remove every marker (a fresh start)."""
+        _hold_result(self.store, self.name)
         fs, path = filesystem(self.root)
         if fs.exists(path):
             fs.rm(path, recursive=True)

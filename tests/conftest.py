@@ -36,3 +36,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared reference data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _release_leases() -> Iterator[None]:
+    """Drop the writer leases a test took in this process, so later tests and subprocesses may write."""
+    yield
+    from storage.lease import release_all
+
+    release_all()

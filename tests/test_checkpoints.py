@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from importlib.metadata import version
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from test_models_train import gaussian_classes, make_store
 
 from pipelines.models.data import read_training_data, stratified_split
@@ -17,10 +17,11 @@ from pipelines.models.load import load_models
 from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
 from pipelines.models.train import TrainParams
 from storage.checkpoints import (
-    checkpoint_urls,
     list_checkpoints,
     list_model_sets,
     load_checkpoint,
+    read_metadata,
+    replicate_url,
     save_checkpoint,
 )
 from storage.errors import InputError
@@ -41,16 +42,13 @@ def test_checkpoint_round_trip_local_and_fsspec(tmp_path, root):
     assert list_checkpoints(store, "nothing") == []
 
 
-def test_checkpoint_without_metadata_is_not_listed_and_corruption_is_refused(tmp_path):
+def test_unlisted_replicate_is_not_listed_and_corruption_is_refused(tmp_path):
     store = str(tmp_path / "s")
     save_checkpoint(store, "m", 0, b"abc", {})
-    pt, js = checkpoint_urls(store, "m", 3)
-    with open(pt, "wb") as fh:  # weights written, metadata never: a killed writer
-        fh.write(b"partial")
+    zarr.create_array(store=replicate_url(store, "m", 3), shape=(3,), dtype="uint8")  # never listed: killed
     assert list_checkpoints(store, "m") == [0]
-    pt0, _ = checkpoint_urls(store, "m", 0)
-    with open(pt0, "wb") as fh:
-        fh.write(b"abd")
+    arr = zarr.open_array(replicate_url(store, "m", 0), mode="r+")
+    arr[:] = np.frombuffer(b"abd", dtype=np.uint8)
     with pytest.raises(InputError, match="SHA-256"):
         load_checkpoint(store, "m", 0)
     with pytest.raises(InputError, match="model set name"):
@@ -78,7 +76,7 @@ def trained(tmp_path_factory):
 
 def test_saved_metadata_is_complete(trained):
     url, data, split = trained
-    meta = json.loads(open(checkpoint_urls(url, "mlp", 1)[1]).read())
+    meta = read_metadata(url, "mlp", 1)
     for key in (
         "arch",
         "hyperparameters",

@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from storage.checkpoints import model_set_states
+from storage.lease import describe, scope_holders
 from storage.schema import layer_names, spec_for
-from storage.store import layer_chunks, list_results, open_store
+from storage.store import layer_chunks, list_results, open_store, result_states
 
 
 def describe_store(url: str) -> dict:
@@ -25,7 +27,10 @@ def describe_store(url: str) -> dict:
     -------
     dict
         ``dims``, ``layers`` (name, dtype, units), ``chunks``, ``labels`` (sample columns with up to
-        20 level counts), ``gene_annotations``, ``truth``, ``results``, ``attrs`` (provenance).
+        20 level counts), ``gene_annotations``, ``truth``, ``results`` (complete ones),
+        ``result_states`` and ``models`` (each with ``state``: complete, incomplete (resumable) or
+        running, and the running writer as ``holder``), ``writer`` (who holds the store's lease),
+        ``attrs`` (provenance).
     """
     ds = open_store(url)
     labels = {}
@@ -47,8 +52,26 @@ def describe_store(url: str) -> dict:
         "gene_annotations": [str(n) for n in ds.data_vars if str(n).startswith("gene_")],
         "truth": [str(n) for n in ds.data_vars if str(n).startswith("truth_")],
         "results": list_results(url),
+        "result_states": result_states(url),
+        "models": _model_states(url),
+        "writer": (scope_holders(url, "store") or [None])[0],
         "attrs": dict(ds.attrs),
     }
+
+
+def _model_states(url: str) -> list[dict]:
+    out = []
+    for entry in model_set_states(url):
+        holders = scope_holders(url, f"models/{entry['name']}")
+        running = bool(holders) and entry["state"] != "complete"
+        out.append(
+            {
+                **entry,
+                "state": "running" if running else entry["state"],
+                "holder": holders[0] if running else None,
+            }
+        )
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -80,6 +103,19 @@ def register(app: typer.Typer) -> None:
         con.print(t)
         if d["truth"]:
             con.print("ground truth: " + ", ".join(d["truth"]))
-        con.print("results: " + (", ".join(d["results"]) or "none"))
+        t = Table("model set / result", "state", "detail")
+        for m in d["models"]:
+            detail = f"replicates {m['replicates']}" + (
+                f"; writer {describe(m['holder'])}" if m["holder"] else ""
+            )
+            t.add_row(f"models/{m['name']}", m["state"], detail)
+        for r in d["result_states"]:
+            detail = f"writer {describe(r['holder'])}" if r["holder"] else ""
+            if r["state"] == "incomplete":
+                detail = "interrupted; rerun its stage to resume"
+            t.add_row(f"results/{r['name']}", r["state"], detail)
+        con.print(t)
+        if d["writer"]:
+            con.print(f"being written by {describe(d['writer'])}")
         prov = {k: v for k, v in d["attrs"].items() if k not in ("gexplain_variables",)}
         con.print("provenance: " + json.dumps(prov, default=str)[:2000])

@@ -18,7 +18,7 @@ import xarray as xr
 from pipelines.de.contrasts import Contrast
 from storage.errors import InputError
 from storage.schema import GENE
-from storage.store import write_result
+from storage.store import begin_result_set, mark_result_complete, write_result
 
 RESULT_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
 FORMATS = (".csv", ".parquet")
@@ -74,6 +74,18 @@ def result_dataset(
 def result_group(method: str, name: str) -> str:
     """Store result group of a contrast: ``de/<method>/<name>``."""
     return f"de/{method}/{name}"
+
+
+def begin_results(store_url: str, methods: set[str]) -> None:
+    """Open each method's result set ``de/<method>``: its contrasts stay unlisted until :func:`finish_results`."""
+    for method in sorted(methods):
+        begin_result_set(store_url, f"de/{method}")
+
+
+def finish_results(store_url: str, methods: set[str]) -> None:
+    """Flag each method's result set complete once all its contrasts are written."""
+    for method in sorted(methods):
+        mark_result_complete(store_url, f"de/{method}")
 
 
 def save_result(store_url: str, method: str, name: str, result: xr.Dataset) -> str:

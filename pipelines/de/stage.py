@@ -41,7 +41,14 @@ from pydantic import Field, field_validator, model_validator
 
 from pipelines.de.analysis import execute, plan
 from pipelines.de.calibration import calibrate, write_calibration
-from pipelines.de.output import check_table_path, export_table, result_group, save_result
+from pipelines.de.output import (
+    begin_results,
+    check_table_path,
+    export_table,
+    finish_results,
+    result_group,
+    save_result,
+)
 from pipelines.de.volcano import volcano_png
 from pipelines.labels import UnlabelledPolicy
 from pipelines.normalize.size_factors import SizeFactorMethod
@@ -139,6 +146,7 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
     plans.sort(key=lambda p: p.request.method != "deseq2")
     outputs: dict[str, Any] = {}
     permuted = []
+    begin_results(ctx.store_url, {p.request.method for p in plans})
     for checked in plans:
         method = checked.request.method
         results = execute(ds, checked, progress=ctx.progress)
@@ -170,6 +178,7 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
             outputs[f"de/{method}/skipped_groups"] = checked.skipped
     if permuted:
         outputs["de/calibration"] = write_calibration(ctx.store_url, ctx.run_dir / "de", permuted)
+    finish_results(ctx.store_url, {p.request.method for p in plans})
     return outputs
 
 

@@ -49,7 +49,7 @@ from pipelines.evaluate.inputs import (
     positions,
 )
 from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
-from pipelines.evaluate.tables import write_table
+from pipelines.evaluate.tables import begin_evaluation, finish_evaluation, write_table
 from pipelines.labels import labelled_samples
 from pipelines.progress import SILENT, Progress
 from storage.checkpoints import list_model_sets
@@ -378,7 +378,12 @@ def _labelled_only(
 
 
 def evaluate_store(
-    store_url: str, opts: EvaluateParams, csv_dir: Path | None = None, progress: Progress | None = None
+    store_url: str,
+    opts: EvaluateParams,
+    csv_dir: Path | None = None,
+    progress: Progress | None = None,
+    *,
+    finish: bool = True,
 ) -> EvaluateOutput:
     """Run every evaluation whose inputs exist and write its tables.
 
@@ -392,6 +397,9 @@ def evaluate_store(
         Folder for CSV copies of the tables (created).
     progress
         Progress reporting.
+    finish
+        Flag the evaluation complete at the end; False when the caller writes more tables into it
+        and then calls :func:`pipelines.evaluate.tables.finish_evaluation` itself.
 
     Returns
     -------
@@ -405,6 +413,7 @@ def evaluate_store(
     de = de_results(store_url, list(opts.de_methods) or None)
     ds, runs = _labelled_only(ds, label, runs, opts)
     out = EvaluateOutput()
+    begin_evaluation(store_url, opts.name)  # its tables count only once the evaluation is finished
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)
 
@@ -426,4 +435,6 @@ def evaluate_store(
     progress.print("evaluate: biology")
     for table, df in biology_part(ds, label, runs, de, opts).items():
         emit(table, df)
+    if finish:
+        finish_evaluation(store_url, opts.name)
     return out

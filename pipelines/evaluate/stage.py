@@ -8,7 +8,7 @@ from pydantic import Field
 
 from pipelines.evaluate.run import evaluate_store
 from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
-from pipelines.evaluate.tables import write_table
+from pipelines.evaluate.tables import finish_evaluation, write_table
 from pipelines.labels import UnlabelledPolicy
 from pipelines.params import Name, StageParams, cli
 from pipelines.stages import Stage, StageContext
@@ -73,11 +73,12 @@ def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
     csv_dir = ctx.run_dir / (params.out_dir or f"evaluate/{params.name}")
     if "seed" not in params.model_fields_set:
         params = params.model_copy(update={"seed": ctx.seed})
-    out = evaluate_store(ctx.store_url, params, csv_dir=csv_dir, progress=ctx.progress)
+    out = evaluate_store(ctx.store_url, params, csv_dir=csv_dir, progress=ctx.progress, finish=False)
     if params.saturation.enabled:
         for table, df in saturation_part(ctx.store_url, params, params.saturation).items():
             out.tables[table] = df
             out.groups.append(write_table(ctx.store_url, params.name, table, df, csv_dir))
+    finish_evaluation(ctx.store_url, params.name)
     return {"tables": str(csv_dir), "results": sorted(out.groups), "n_tables": len(out.tables)}
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from storage.paths import atomic_write_bytes
-from storage.store import list_results, read_result, write_result
+from storage.store import begin_result_set, list_results, mark_result_complete, read_result, write_result
 
 ROW = "row"
 PREFIX = "evaluate"
@@ -46,6 +46,16 @@ def dataset_to_table(ds: xr.Dataset) -> pd.DataFrame:
     """Inverse of :func:`table_to_dataset` (column order restored)."""
     cols = list(ds.attrs.get("columns", [str(v) for v in ds.data_vars]))
     return pd.DataFrame({c: np.asarray(ds[c].values) for c in cols})
+
+
+def begin_evaluation(store_url: str, name: str) -> None:
+    """Open evaluation ``name``: its tables stay unlisted until :func:`finish_evaluation` (one flag)."""
+    begin_result_set(store_url, f"{PREFIX}/{name}")
+
+
+def finish_evaluation(store_url: str, name: str) -> None:
+    """Flag evaluation ``name`` complete once every table is written."""
+    mark_result_complete(store_url, f"{PREFIX}/{name}")
 
 
 def write_table(store_url: str, name: str, table: str, df: pd.DataFrame, csv_dir: Path | None = None) -> str:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pipelines.versions import library_versions
-from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.checkpoints import ModelSetWriter, load_checkpoint, save_checkpoint
 
 CHECKPOINT_LIBRARIES = ("gexplain", "torch", "numpy", "ray", "xarray", "zarr", "scikit-learn")
 
@@ -44,6 +44,11 @@ def save_model(
         weights,
         {**metadata, "versions": library_versions(CHECKPOINT_LIBRARIES)},
     )
+
+
+def add_model(writer: ModelSetWriter, replicate: int, weights: bytes, metadata: dict[str, Any]) -> str:
+    """Add one trained replicate to a model set being written; adds library versions to the metadata."""
+    return writer.add(replicate, weights, {**metadata, "versions": library_versions(CHECKPOINT_LIBRARIES)})
 
 
 def read_model(

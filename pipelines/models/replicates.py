@@ -20,10 +20,10 @@ import ray
 
 from cluster.resources import gpu_fraction
 from pipelines.models.data import Split, TrainingData
-from pipelines.models.persist import save_model
+from pipelines.models.persist import add_model
 from pipelines.models.train import TrainParams, TrainResult, jittered, train_model
 from pipelines.progress import SILENT, Progress, Task
-from storage.checkpoints import delete_model_set, list_checkpoints
+from storage.checkpoints import ModelSetWriter
 from storage.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -184,27 +184,27 @@ def save_replicates(
     *,
     run_seed: int,
     overwrite: bool = False,
+    writer: ModelSetWriter | None = None,
 ) -> list[str]:
-    """Store trained replicates as ``<store>/models/<model_set>/replicate-<k>``.
+    """Store trained replicates as the model set ``<store>/models/<model_set>``, whole or not at all.
+
+    Parameters
+    ----------
+    writer
+        A writer opened before training (so an existing set is refused before the work); by
+        default one is opened here.
 
     Raises
     ------
     InputError
         When the model set exists and ``overwrite`` is False.
     """
-    if list_checkpoints(store_url, model_set):
-        if not overwrite:
-            raise InputError(
-                f"model set '{model_set}' already exists in {store_url}; choose another --model-set or pass --overwrite"
-            )
-        delete_model_set(store_url, model_set)
-    return [
-        save_model(
-            store_url,
-            model_set,
-            k,
-            result.weights,
-            checkpoint_metadata(data, split, result, store_url=store_url, run_seed=run_seed),
-        )
-        for k, result in enumerate(results)
-    ]
+    writer = writer or ModelSetWriter(store_url, model_set, overwrite=overwrite)
+    try:
+        for k, result in enumerate(results):
+            meta = checkpoint_metadata(data, split, result, store_url=store_url, run_seed=run_seed)
+            add_model(writer, k, result.weights, meta)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise

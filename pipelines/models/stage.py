@@ -20,7 +20,7 @@ from pipelines.models.train import TrainParams
 from pipelines.params import Name, StageParams
 from pipelines.progress import Progress
 from pipelines.stages import Stage, StageContext
-from storage.checkpoints import save_model_set_report
+from storage.checkpoints import ModelSetWriter, save_model_set_report
 from storage.errors import InputError
 from storage.store import open_store
 
@@ -139,6 +139,10 @@ def run_training(
         raise InputError(
             "--gene-order position needs gene_chrom and gene_start in the store; use --gene-order stored or random"
         )
+    # an existing set is refused (or replaced, with overwrite) before any training starts
+    writer = (
+        ModelSetWriter(store_url, params.model_set, overwrite=params.overwrite) if params.replicates else None
+    )
     if runtime is not None:
         runtime.ensure_ray()
     hyper = params.train_params()
@@ -176,7 +180,7 @@ def run_training(
             progress=progress,
         )
         out["checkpoints"] = save_replicates(
-            store_url, params.model_set, data, split, results, run_seed=seed, overwrite=params.overwrite
+            store_url, params.model_set, data, split, results, run_seed=seed, writer=writer
         )
         out["test_accuracy"] = [r.metrics["accuracy"] for r in results]
         out["test_macro_f1"] = [r.metrics["macro_f1"] for r in results]

@@ -1,0 +1,32 @@
+"""``gexplain gc STORE``: remove what killed writers left behind."""
+
+from __future__ import annotations
+
+import typer
+
+from storage.errors import InputError
+from storage.gc import collect
+from storage.lease import hold_store
+from storage.paths import exists, normalize_url
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``gc`` command to ``app``."""
+
+    @app.command("gc")
+    def gc(
+        store: str = typer.Argument(..., help="Store path or URL."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    ) -> None:
+        """Remove stale hidden leftovers (.partial-*, .old-*, .tmp-*) whose writer is gone."""
+        url = normalize_url(store)
+        if not exists(url):
+            raise InputError(f"no store at {url}; give the path of an existing store")
+        if not dry_run:
+            hold_store(url, "exclusive")  # no writer may be mid-way while we clean
+        removed = collect(url, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        for item in removed:
+            typer.echo(f"{verb} {item.path} ({item.bytes / 2**20:.1f} MiB)")
+        total = sum(r.bytes for r in removed) / 2**20
+        typer.echo(f"{verb} {len(removed)} leftover(s), {total:.1f} MiB")
