@@ -113,4 +113,4 @@ def test_export_bad_input_exits_2(exported: tuple[str, Path, Path], tmp_path: Pa
     assert main(["export", str(tmp_path / "none.zarr"), "--h5ad", str(tmp_path / "x.h5ad")]) == 2
     assert not (tmp_path / "x.h5ad").exists()
     assert main(["export", url, "--h5ad", str(h5ad), "--overwrite", "--attributions", "r1"]) == 0
-    assert set(anndata.read_h5ad(h5ad).layers) == {"log_expr", "attr_r1_ig"}
+    assert set(anndata.read_h5ad(h5ad).layers) == {"tpm", "attr_r1_ig"}  # X = log_expr

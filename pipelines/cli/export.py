@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         h5ad: Path = typer.Option(None, "--h5ad", help="Write an .h5ad file (anndata / scanpy)."),
         zarr: Path = typer.Option(None, "--zarr", help="Write AnnData-on-Zarr (anndata.read_zarr)."),
         layer: str = typer.Option(
-            None, "--layer", help="Store layer written as X (default counts, else the first)."
+            None,
+            "--layer",
+            help="Store layer written as X (default counts, else log_expr, else the first by name).",
         ),
         attributions: list[str] = typer.Option(
             None,

@@ -5,7 +5,7 @@ Mapping (obs = samples, var = genes, as scanpy expects):
 ============================== ==================================================================
 AnnData                        store
 ============================== ==================================================================
-``X``                          the chosen layer (default ``counts`` when present, else the first)
+``X``                          the chosen layer (default ``counts``, else ``log_expr``, else the first by name)
 ``layers[<name>]``             every other (sample, gene) layer, e.g. ``tpm``, ``log_expr``
 ``obs``                        every (sample,) variable: ``sample_*``, ``size_factors``
 ``var``                        every (gene,) variable: ``gene_*``, ``truth_*``
@@ -162,7 +162,7 @@ def store_to_anndata(
     store_url
         The store.
     layer
-        Layer written as ``X`` (default ``counts`` when present, else the first layer).
+        Layer written as ``X`` (default ``counts``, else ``log_expr``, else the first by name).
     attributions
         Explain runs to include (names under ``results/explain/``); None includes every run.
     attribution_std
@@ -182,7 +182,7 @@ def store_to_anndata(
     layers = layer_names(ds)
     if not layers:
         raise InputError(f"{store_url}: the store has no (sample, gene) layer to export")
-    x_layer = layer or ("counts" if "counts" in layers else layers[0])
+    x_layer = layer or next((n for n in ("counts", "log_expr") if n in layers), sorted(layers)[0])
     if x_layer not in layers:
         raise InputError(
             f"--layer {x_layer!r}: the store's layers are {', '.join(layers)}; choose one of them"
