@@ -32,6 +32,7 @@ from storage.checkpoints import (
     ModelSetWriter,
     list_checkpoints,
     list_model_sets,
+    read_model_set_report,
     save_checkpoint,
     save_model_set_report,
 )
@@ -467,6 +468,7 @@ def test_plain_readers_get_numpy_unicode_and_no_foreign_files(tmp_path: Path) ->
     )
     save_checkpoint(url, "default", 0, b"weights", {"genes": ["a"]})
     save_model_set_report(url, "default", "cv", {"accuracy": 0.5})
+    assert read_model_set_report(url, "default", "cv") == {"accuracy": 0.5}
     BlockLedger(url, "explain/run1").mark_done("block-0", {"samples": [0, 4]})
     hold_store(url, "shared")
     with warnings.catch_warnings():

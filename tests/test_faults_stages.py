@@ -200,7 +200,9 @@ def _signal_from_outside(work: Path, config: Path, sig: signal.Signals, delay: f
     print(f"gexplain run --force, {sig.name} after {delay:.2f} s -> exit {proc.returncode}", flush=True)
     if proc.returncode != 0:  # (a signal after the run finished has nothing to interrupt)
         done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-        _check_after_fault(work, _store(config), done, "INT" if sig == signal.SIGINT else "KILL")
+        # from outside, SIGINT may also land while the interpreter exits (-2): still a failure
+        strict = sig == signal.SIGINT and proc.returncode != -signal.SIGINT
+        _check_after_fault(work, _store(config), done, "INT" if strict else "KILL")
 
 
 def _campaign(tmp: Path, config_text: str, stages: list[str], external: bool) -> None:

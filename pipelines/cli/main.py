@@ -65,9 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread
         pass
     try:
-        return _main(argv)
-    finally:
+        code = _main(argv)
+    except KeyboardInterrupt:  # between the command's end and its clean-up
+        code = _interrupted()
+    try:
         release_all()
+    except KeyboardInterrupt:
+        code = _interrupted()
+    return code
 
 
 def _interrupted() -> int:
