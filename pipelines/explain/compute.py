@@ -441,7 +441,11 @@ def _run_collapsed(
         and (params.mode == "expected" or (not single_pass and len(repeats) > 1))
     )
     hidden = int(getattr(getattr(backend, "fast", None), "hidden_size", 256))
-    per_sample = 4 * (n_refs * hidden * 4 + 6 * n_genes) + (12 * hidden * n_genes if spread else 0)
+    per_sample = (
+        4 * (n_refs * hidden * 4 + 6 * n_genes)
+        + (12 * hidden * n_genes if spread else 0)
+        + (24 * n_refs * n_genes if median else 0)  # per-reference values (rows x R x genes)
+    )
     chunk = max(1, min(n, _budget_rows(params, per_sample)))
     mom = Moments.empty(n, n_genes)
     rep_mom = Moments.empty(n, n_genes) if spread and not single_pass else None
