@@ -203,7 +203,9 @@ def main() -> int:
             with Peak() as peak:
                 summary = run_explain(
                     url,
-                    spec.model_copy(update={"models": [0], "actors": actors, "sample_block": sizes.sample_block // 2}),
+                    spec.model_copy(
+                        update={"models": [0], "actors": actors, "sample_block": sizes.sample_block // 2}
+                    ),
                     name=f"scaling{actors}",
                 )
             work_s = summary.wall_s - summary.pool_start_s
