@@ -88,6 +88,11 @@ class Moments:
         )
 
     def _merge_rows(self, idx: np.ndarray, nb: np.ndarray, mb: np.ndarray, m2b: np.ndarray) -> None:
+        if not self.count[idx].any():  # nothing folded in yet: the update reduces to a copy, bit for bit
+            self.mean[idx] = mb
+            self.m2[idx] = m2b
+            self.count[idx] = nb
+            return
         na = self.count[idx].astype(np.float64)[:, None]
         nbf = nb.astype(np.float64)[:, None]
         n = np.maximum(na + nbf, 1.0)

@@ -12,7 +12,8 @@ mask m:
   ``p/(1-p) sum_h L_h**2`` per gene, and the mean of K repeats has 1/K of it.
 
 The collapse is exact only for estimators that average over repeats before any non-linear step:
-the signed mean over references and repeats (``abs = false``, no ``reference_reduce``). Taking
+the signed mean over references and repeats (``abs = false``, no ``reference_reduce``), and the
+median over references of the repeat mean (``reference_reduce = "median_of_repeat_mean"``). Taking
 ``abs`` or a median within each repeat (Zhao et al.'s script) is not linear in the mask and keeps
 explicit repeats. References drawn per (sample, repeat) pair a reference with a mask, so the
 collapse also needs ``reference_scope = "cohort"`` (or a reference-free explainer).
@@ -66,7 +67,7 @@ def estimator_collapses(explainer: Explainer, params: ExplainParams) -> bool:
         params.repeat_mode == "auto"
         and params.mode in ("mc_dropout", "expected", "deterministic")
         and not params.abs
-        and params.reference_reduce is None
+        and params.reference_reduce in (None, "median_of_repeat_mean")
         and explainer.uses_reference != "distribution"
         and not explainer.per_row
         and refs_shared

@@ -434,9 +434,18 @@ def _run_collapsed(
     n, n_genes = xt.shape
     n_refs = params.n_references if e.uses_reference == "each" else 1
     single_pass = masks is None  # expected / deterministic: every repeat is the same
-    spread = params.repeat_std and (params.mode == "expected" or (not single_pass and len(repeats) > 1))
+    median = params.reference_reduce == "median_of_repeat_mean" and n_refs > 1
+    spread = (
+        params.repeat_std
+        and params.reference_reduce is None
+        and (params.mode == "expected" or (not single_pass and len(repeats) > 1))
+    )
     hidden = int(getattr(getattr(backend, "fast", None), "hidden_size", 256))
-    per_sample = 4 * (n_refs * hidden * 4 + 6 * n_genes) + (12 * hidden * n_genes if spread else 0)
+    per_sample = (
+        4 * (n_refs * hidden * 4 + 6 * n_genes)
+        + (12 * hidden * n_genes if spread else 0)
+        + (24 * n_refs * n_genes if median else 0)  # per-reference values (rows x R x genes)
+    )
     chunk = max(1, min(n, _budget_rows(params, per_sample)))
     mom = Moments.empty(n, n_genes)
     rep_mom = Moments.empty(n, n_genes) if spread and not single_pass else None
@@ -464,12 +473,13 @@ def _run_collapsed(
                     masks,
                 ),
                 collapse=None if single_pass else repeats,
-                reduce_refs=True,
+                reduce_refs=not median,
                 spread=spread,
             )
             with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
                 out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
-            mean = out.values[:, 0].detach().cpu().numpy().astype(np.float64)
+            values = out.values.detach().cpu().numpy().astype(np.float64)
+            mean = np.median(values, axis=1) if median else values[:, 0]
             mom.add_mean(mean, count, rows=pos)
             if rep_mom is not None and out.repeat_m2 is not None:
                 rep_mom.add_summary(
@@ -503,6 +513,8 @@ def _run_explicit(
     per_sample = n_refs * n_genes * 4 * 6
     chunk = max(1, min(n, _budget_rows(params, per_sample)))
     reduce = e.ref_reduce == "mean"
+    median_of_mean = params.reference_reduce == "median_of_repeat_mean"
+    sums = np.zeros((n, 1 if reduce else n_refs, n_genes)) if median_of_mean else None
     mom = Moments.empty(n, n_genes)
     for k in repeats:
         for s0 in range(0, n, chunk):
@@ -531,5 +543,10 @@ def _run_explicit(
             for members, v in values:
                 if params.abs:
                     v = np.abs(v)
-                mom.add(reduce_references(v, params.reference_reduce), rows=members)
+                if sums is not None:
+                    sums[members] += v
+                else:
+                    mom.add(reduce_references(v, params.reference_reduce), rows=members)
+    if sums is not None:  # median over references of the mean over repeats
+        mom.add_mean(np.median(sums / max(len(repeats), 1), axis=1), len(repeats) * sums.shape[1])
     return mom

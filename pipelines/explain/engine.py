@@ -303,6 +303,7 @@ def _writes_repeat_std(params: ExplainParams, info: ModelSetInfo) -> bool:
     """Collapsed explainers of the MLP backend write ``attr_<e>_repeat_std``."""
     return (
         params.repeat_std
+        and params.reference_reduce is None
         and info.arch == "mlp"
         and params.backend == "auto"
         and (params.mode == "expected" or (params.mode == "mc_dropout" and params.repeats > 1))

@@ -70,8 +70,11 @@ class ExplainParams(StageParams):
     )
     shap_nsamples: int = Field(200, ge=1, description="Samples per input of SHAP's GradientExplainer.")
     kernel_samples: int = Field(200, ge=1, description="Coalitions per input for kernel_shap and lime.")
-    reference_reduce: Literal["median"] | None = Field(
-        None, description="'median': one value per (model, repeat) = median over its references."
+    reference_reduce: Literal["median", "median_of_repeat_mean"] | None = Field(
+        None,
+        description="'median': one value per (model, repeat) = median over its references (Zhao et al.'s "
+        "order, explicit repeats); 'median_of_repeat_mean': one value per model = median over references "
+        "of the mean over repeats (collapses exactly).",
     )
     per_model: bool = Field(False, description="Also write per-model means (attr_<explainer>_model).")
     backend: Literal["auto", "captum"] = Field(
