@@ -10,8 +10,10 @@ Supervision
 -----------
 * An actor that dies (process killed, out of memory, node lost: Ray raises
   :class:`ray.exceptions.RayActorError`) is killed for good and replaced by a new actor built
-  from the same factory; every task that was in flight on it is resubmitted. A task that kills
-  its actor more than ``max_task_retries`` times raises :class:`PoolError`.
+  from the same factory; every task that was in flight on it is resubmitted, each to run alone on
+  an actor. A death is charged to a task only when that task was the only one on the actor, so a
+  task queued behind a crash (or one whose reply the crash lost) is never blamed; a task that
+  kills its actor, alone, more than ``max_task_retries`` times raises :class:`PoolError`.
 * An exception raised by the factory or by a task is the caller's error: it propagates unchanged
   (Ray re-raises it with its original type), and the pool is not retried.
 * At most ``tasks_per_actor`` tasks are in flight per actor (one running, the rest queued on the
@@ -87,6 +89,7 @@ class _Slot:
     actor: Any
     generation: int = 0
     in_flight: set[Any] = field(default_factory=set)
+    exclusive: bool = False  # running a resubmitted task alone: nothing is queued behind it
 
 
 @dataclass
@@ -95,7 +98,7 @@ class _Flight(Generic[K]):
     args: tuple[Any, ...]
     slot: _Slot
     generation: int
-    seq: int = 0
+    exclusive: bool = False
 
 
 class ActorPool(Generic[K]):
@@ -120,7 +123,7 @@ class ActorPool(Generic[K]):
     tasks_per_actor
         Tasks in flight per actor (>= 1).
     max_task_retries
-        How many times one task may be resubmitted after killing its actor.
+        How many times one task may be resubmitted after killing its actor while running alone.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class ActorPool(Generic[K]):
             raise PoolError(f"the replacement of actor {slot.index} died while starting: {exc}") from exc
         slot.generation += 1
         slot.in_flight.clear()
+        slot.exclusive = False
         slot.actor = actor
 
     @property
@@ -207,17 +211,24 @@ class ActorPool(Generic[K]):
 
     # -- tasks ----------------------------------------------------------------------------
 
-    def _submit(self, key: K, args: tuple[Any, ...]) -> None:
-        slot = min(self._slots, key=lambda s: (len(s.in_flight), s.index))
+    def _submit(self, key: K, args: tuple[Any, ...], slot: _Slot | None = None) -> None:
+        """Submit a task: to ``slot`` alone (a resubmission), else to the least busy shared slot."""
+        exclusive = slot is not None
+        if slot is None:
+            slot = min((s for s in self._slots if not s.exclusive), key=lambda s: (len(s.in_flight), s.index))
         ref = slot.actor.call.remote(self.method, *args)
         slot.in_flight.add(ref)
+        slot.exclusive = exclusive
         self.stats.submitted += 1
         self._flights[ref] = _Flight(
-            key=key, args=args, slot=slot, generation=slot.generation, seq=self.stats.submitted
+            key=key, args=args, slot=slot, generation=slot.generation, exclusive=exclusive
         )
 
     def _has_room(self) -> bool:
-        return any(len(s.in_flight) < self.tasks_per_actor for s in self._slots)
+        return any(not s.exclusive and len(s.in_flight) < self.tasks_per_actor for s in self._slots)
+
+    def _idle_slot(self) -> _Slot | None:
+        return next((s for s in self._slots if not s.in_flight), None)
 
     def imap_unordered(
         self,
@@ -247,15 +258,18 @@ class ActorPool(Generic[K]):
         source = iter(tasks)
         retry: deque[tuple[K, tuple[Any, ...]]] = deque()
         attempts: dict[K, int] = {}
-        charged: set[tuple[int, int]] = set()  # (slot, generation) deaths already charged to a task
+        deaths: set[tuple[int, int]] = set()  # (slot, generation) deaths already accounted for
         seen: set[K] = set()
         exhausted = False
         while True:
-            while self._has_room():
-                if retry:
-                    self._submit(*retry.popleft())
+            while True:
+                if retry:  # resubmissions first, each alone on an idle actor; new tasks wait
+                    idle = self._idle_slot()
+                    if idle is None:
+                        break
+                    self._submit(*retry.popleft(), slot=idle)
                     continue
-                if exhausted:
+                if exhausted or not self._has_room():
                     break
                 try:
                     key, args = next(source)
@@ -271,20 +285,23 @@ class ActorPool(Generic[K]):
             (ref,), _ = ray.wait(list(self._flights), num_returns=1)
             flight = self._flights.pop(ref)
             flight.slot.in_flight.discard(ref)
+            if flight.exclusive and flight.generation == flight.slot.generation:
+                flight.slot.exclusive = False
             try:
                 result = ray.get(ref)
             except RayActorError as exc:
-                # An actor runs its tasks in submission order, so only the oldest task still out on the
-                # dead actor was running when it died; the ones queued behind it are resubmitted free.
-                same_actor = [
-                    f.seq
-                    for f in self._flights.values()
-                    if f.slot is flight.slot and f.generation == flight.generation
-                ]
+                # Charge the death only to a task that was alone on the actor: with others queued
+                # behind it, the culprit is unknown (the oldest may have finished and lost its reply
+                # in the crash). All of them are resubmitted to run alone, where blame is exact.
                 death = (flight.slot.index, flight.generation)
-                if death not in charged and flight.seq <= min(same_actor, default=flight.seq):
-                    charged.add(death)
-                    attempts[flight.key] = attempts.get(flight.key, 0) + 1
+                if death not in deaths:
+                    deaths.add(death)
+                    others = any(
+                        f.slot is flight.slot and f.generation == flight.generation
+                        for f in self._flights.values()
+                    )
+                    if not others:
+                        attempts[flight.key] = attempts.get(flight.key, 0) + 1
                 if attempts.get(flight.key, 0) > self.max_task_retries:
                     raise PoolError(
                         f"task {flight.key!r} killed its actor {attempts.get(flight.key, 0)} times "
