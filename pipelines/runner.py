@@ -29,6 +29,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cluster.runtime import Runtime, start_runtime
 from pipelines import environment, notify, runstate
@@ -96,6 +97,22 @@ def _owned(params: Any) -> Any:
     return params
 
 
+def redacted(raw: dict[str, Any]) -> dict[str, Any]:
+    """The config as written to manifests and webhooks: storage option values and the webhook's
+    path and query (credentials live there) are masked."""
+    out = dict(raw)
+    storage = dict(out.get("storage") or {})
+    if storage.get("options"):
+        storage["options"] = {key: "***" for key in storage["options"]}
+        out["storage"] = storage
+    hook = (out.get("notify") or {}).get("hook_url")
+    if hook:
+        parts = urlsplit(hook)
+        host = parts.hostname or ""
+        out["notify"] = {**out["notify"], "hook_url": f"{parts.scheme}://{host}/***"}
+    return out
+
+
 def run_config(
     config: RunConfig,
     *,
@@ -125,29 +142,38 @@ def run_config(
     progress = progress or Progress()
     environment.prepare(config)  # refuses a run.out URL; storage options and worker env
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    hold(str(config.run_dir / ".lease"), "exclusive", f"run folder {config.run_dir}")
-    runstate.restore(config.run_dir, config.store_url, config.run.name)
-    store_present = exists(config.store_url)
-    if store_present:
-        hold_store(config.store_url, "exclusive")
-    previous = read_manifest(config.run_dir)
-    done = {s["name"]: s for s in previous.get("stages", []) if s.get("status") == "done"}
-    recorded = {s["name"] for s in previous.get("stages", [])}
+    try:
+        return _run_held(config, force, progress, runtime)
+    finally:
+        release_all()  # after the last manifest write: the run holds its leases to the end
+
+
+def _run_held(config: RunConfig, force: bool, progress: Progress, runtime: Runtime | None) -> dict[str, Any]:
+    """:func:`run_config` once the run folder exists; the caller releases the leases taken here."""
+    raw = redacted(config.raw)
     own_runtime = runtime is None
-    if runtime is None:
-        try:  # connects to every configured cluster now: fails before the first stage
+    try:  # holds the run folder and store, and connects to every cluster, before the first stage
+        hold(str(config.run_dir / ".lease"), "exclusive", f"run folder {config.run_dir}")
+        runstate.restore(config.run_dir, config.store_url, config.run.name)
+        store_present = exists(config.store_url)
+        if store_present:
+            hold_store(config.store_url, "exclusive")
+        previous = read_manifest(config.run_dir)
+        if runtime is None:
             runtime = start_runtime(
                 config.cluster.address,
                 dask_address=config.cluster.dask_address,
                 num_cpus=config.cluster.num_cpus or None,
                 num_gpus=config.cluster.num_gpus,
             )
-        except BaseException as exc:
-            notify.send(config.notify, {"config": config.raw, "store": config.store_url, "stages": []}, exc)
-            raise
+    except BaseException as exc:
+        notify.send(config.notify, {"config": raw, "store": config.store_url, "stages": []}, exc)
+        raise
+    done = {s["name"]: s for s in previous.get("stages", []) if s.get("status") == "done"}
+    recorded = {s["name"] for s in previous.get("stages", [])}
     manifest: dict[str, Any] = {
         "config_path": str(config.path),
-        "config": config.raw,
+        "config": raw,
         "store": config.store_url,
         "versions": library_versions(),
         "runtime": runtime.describe(),
@@ -221,7 +247,6 @@ def run_config(
         if own_runtime:
             runtime.shutdown()
         progress.close()
-        release_all()
     manifest["finished"] = _now()
     _write_manifest(config.run_dir, manifest)
     notify.send(config.notify, manifest)

@@ -49,7 +49,7 @@ def restore(run_dir: Path, store_url: str, run_name: str) -> bool:
     run_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(fs.find(root)):
         rel = path[len(root) :].lstrip("/")
-        if not rel or any(part in ("", ".", "..") for part in rel.split("/")):
+        if not rel or any(part in ("", ".", "..") or part.startswith(".") for part in rel.split("/")):
             continue
         target = run_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,8 @@ def mirror(run_dir: Path, manifest: dict[str, Any]) -> None:
         return
     fs, root = filesystem(remote)
     manifest_path = run_dir / MANIFEST
-    for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    files = (p for p in run_dir.rglob("*") if p.is_file())
+    for path in sorted(p for p in files if not any(s.startswith(".") for s in p.relative_to(run_dir).parts)):
         if path == manifest_path:
             continue
         st = path.stat()

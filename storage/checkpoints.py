@@ -118,14 +118,23 @@ class ModelSetWriter:
         if is_local(self.final):
             remove_stale_siblings(self.store_url)
             self.write_url = str(Path(self.final).parent / temp_name(model_set, "partial"))
-        else:
-            delete_model_set(self.store_url, model_set)
+        else:  # object stores cannot rename: the set is replaced in place, from the first write on
             self.write_url = self.final
         self.replicates: list[int] = []
+        self._started = False
+
+    def _start(self) -> None:
+        """Begin writing (on object stores this removes the old set: only once there is a new one)."""
+        if self._started:
+            return
+        if self.write_url == self.final:
+            delete_model_set(self.store_url, self.model_set)
         write_group(self.write_url, _set_doc([], False))
+        self._started = True
 
     def add(self, replicate: int, weights: bytes, metadata: dict[str, Any]) -> str:
         """Write one replicate (weights + metadata, which gains ``sha256``, ``replicate``, ``model_set``)."""
+        self._start()
         faults.point()
         _write_replicate(self.write_url, replicate, weights, metadata, self.model_set)
         self.replicates.append(int(replicate))
@@ -133,6 +142,7 @@ class ModelSetWriter:
 
     def commit(self) -> list[str]:
         """Flag the set complete and move it into place whole; return its replicates' URLs."""
+        self._start()
         write_group(self.write_url, _set_doc(self.replicates, True))
         if self.write_url != self.final:
             target = Path(self.final)

@@ -112,3 +112,15 @@ def test_stage_counts_permuted_calls_as_scipy_welch_with_bh(tmp_path: Path, loca
     de = {g: read_result(url, g) for g in list_results(url, "de")}
     section = de_section(de, 0.05, 0, read_calibration(url))
     assert section.tables["de_calibration"].shape[0] == 2
+
+
+def test_cli_calibration_prints_its_table(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """``gexplain de --calibrate N`` exits 0 and names the calibration table it wrote."""
+    from pipelines.cli.main import main
+
+    url = _store(tmp_path)
+    args = ["de", url, "--method", "welch", "--layer", "log_expr", "--contrast", "cond", "B", "A"]
+    assert main([*args, "--calibrate", "2", "--run-dir", str(tmp_path / "run"), "--no-volcano"]) == 0
+    table = tmp_path / "run" / "de" / "calibration.csv"
+    assert table.is_file() and str(table) in " ".join(capsys.readouterr().out.split())
+    assert set(pd.read_csv(table)["method"]) == {"welch"}

@@ -183,3 +183,24 @@ def test_info_describes_a_store(tmp_path, capsys):
     assert d["attrs"]["label_column"] == "sample_tissue"
     assert main(["info", url]) == 0
     assert "sample_tissue" in capsys.readouterr().out
+
+
+def test_manifest_config_masks_credentials() -> None:
+    """Storage option values and the webhook's path, query and user info never reach manifests."""
+    import json
+
+    from pipelines.runner import redacted
+
+    raw = {
+        "run": {"name": "r"},
+        "storage": {"options": {"key": "AKIAEXAMPLE", "secret": "s3cr3t"}, "forward_env": ["AWS_REGION"]},
+        "notify": {"hook_url": "https://user:pw@hooks.example.org/T0/B1/XYZ?token=abc", "on": ["failure"]},
+    }
+    before = json.dumps(raw)
+    out = redacted(raw)
+    text = json.dumps(out)
+    for secret in ("AKIAEXAMPLE", "s3cr3t", "XYZ", "abc", "pw"):
+        assert secret not in text
+    assert out["storage"] == {"options": {"key": "***", "secret": "***"}, "forward_env": ["AWS_REGION"]}
+    assert out["notify"] == {"hook_url": "https://hooks.example.org/***", "on": ["failure"]}
+    assert json.dumps(raw) == before  # the config itself is untouched

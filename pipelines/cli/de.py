@@ -28,6 +28,9 @@ def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:
         if not isinstance(entry, dict):
             typer.echo(f"skipped groups (fewer than 2 samples per level): {', '.join(entry)}", err=True)
             continue
+        if "n_genes" not in entry:  # the calibration table (calibrate = N), not a result
+            typer.echo(f"calibration under permuted labels: {entry.get('table', entry)}")
+            continue
         below = next((v for k, v in entry.items() if k.startswith("n_padj_below_")), "")
         summary.add_row(group, str(entry["n_genes"]), str(below), entry.get("table", ""))
     Console().print(summary)

@@ -287,6 +287,7 @@ def saturation_part(
         and ``saturation_summary`` (:func:`summarise_saturation`); empty when the store has no
         model set. ``k`` is clipped to the number of genes.
     """
+    EXACT_REPEAT_VARIANCE.clear()  # this evaluation's variances only
     if opts.model_set not in list_model_sets(store_url):
         return {}
     curves: dict[str, pd.DataFrame] = {}
