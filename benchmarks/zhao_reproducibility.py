@@ -228,12 +228,7 @@ def saturation_lines(sat: dict[str, pd.DataFrame], limit: dict[str, pd.DataFrame
         lines += [
             "",
             "Saturation points (first n whose doubling gains < 0.01; None: still gaining at the last "
-            "doubling): "
-            + "; ".join(
-                f"{r['curve']}: Spearman {r['saturation_n_spearman']}, top-100 {r['saturation_n_top_k']}"
-                for _, r in sat["saturation_summary"].iterrows()
-            )
-            + ".",
+            "doubling): " + "; ".join(f"{a}: {_point(curves[curves['axis'] == a])}" for a in axes) + ".",
         ]
     lc, sc = limit["limit_curve"], limit["seeds_curve"]
     lines += [
