@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from pipelines.cli.generate import RUNTIME, check_writable, cluster_options
 from pipelines.cli.options import option_parameters
 from pipelines.config import parse_config
-from pipelines.environment import parse_storage_option
+from pipelines.environment import StorageSection, parse_storage_option
+from pipelines.notify import NotifySection
 from pipelines.runner import run_config
 from storage.errors import InputError
 
@@ -23,12 +25,21 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context = values.pop("ctx")
         cfg = parse_config(values["config"])
         cfg.cluster = cluster_options(values, ctx, base=cfg.cluster)
-        cfg.storage.options.update(parse_storage_option(text) for text in values["storage_option"] or [])
-        cfg.storage.forward_env.extend(values["forward_env"] or [])
+        storage = cfg.storage.model_dump()
+        storage["options"].update(parse_storage_option(text) for text in values["storage_option"] or [])
+        storage["forward_env"] += values["forward_env"] or []
+        notify = cfg.notify.model_dump()
         if values["hook_url"] is not None:
-            if values["hook_url"] and not values["hook_url"].startswith(("http://", "https://")):
-                raise InputError(f"--hook-url {values['hook_url']!r}: use an http:// or https:// URL")
-            cfg.notify.hook_url = values["hook_url"]
+            notify["hook_url"] = values["hook_url"]
+        try:  # the config sections' own checks, for options given here too
+            cfg.storage = StorageSection.model_validate(storage)
+            cfg.notify = NotifySection.model_validate(notify)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            flag = {"hook_url": "--hook-url", "forward_env": "--forward-env"}.get(
+                str(problem["loc"][0]), "--storage-option"
+            )
+            raise InputError(f"{flag} (or the config's storage/notify tables): {problem['msg']}") from None
         check_writable(cfg.run_dir, f"{cfg.path}: run.out")
         result = run_config(cfg, force=values["force"])
         typer.echo(f"run folder: {cfg.run_dir}")

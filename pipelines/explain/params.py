@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.explain.references import parse_references
-from pipelines.stages import StageParams
+from pipelines.labels import UnlabelledPolicy
+from pipelines.params import Name, StageParams
 from storage.errors import InputError
 
 
@@ -47,13 +48,13 @@ class ExplainParams(StageParams):
         "repeats, attr_<explainer>_repeat_std (MLP only; about doubles the cost).",
     )
     models: Literal["all"] | list[int] = Field("all", description="Replicates to explain: 'all' or numbers.")
-    model_set: str = Field("default", description="Model set stored with the store.")
+    model_set: Name = Field("default", description="Model set stored with the store.")
     mode: Literal["mc_dropout", "expected", "deterministic", "paper"] = Field(
         "mc_dropout",
         description="mc_dropout: explicit dropout masks; expected: the exact infinite-repeat limit "
         "(dropout off) with the analytic repeat spread; deterministic: dropout off; paper: train mode.",
     )
-    unlabelled: Literal["exclude", "error"] = Field(
+    unlabelled: UnlabelledPolicy = Field(
         "exclude", description="Samples without a label: leave them out (logged) or refuse the store."
     )
     abs: bool = Field(False, description="Aggregate absolute attributions (as the paper).")

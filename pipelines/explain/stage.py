@@ -26,7 +26,7 @@ from pipelines.explain.engine import ExplainSummary, run_explain
 from pipelines.explain.params import ExplainParams
 from pipelines.progress import SILENT, Progress
 from pipelines.stages import Stage, StageContext
-from storage.errors import InputError
+from storage.names import validate_name
 from storage.schema import SAMPLE
 from storage.store import open_store
 
@@ -69,11 +69,9 @@ def explain_store(
 
 def run(ctx: StageContext, params: ExplainParams) -> dict[str, Any]:
     """Stage entry point: explain the run's store; returns the result path and counters."""
-    name = params.name or ctx.stage_name or "explain"
-    if "/" in name or " " in name:
-        raise InputError(
-            f"explain stage '{ctx.stage_name}': params.name '{name}' must not contain '/' or spaces"
-        )
+    name = validate_name(
+        params.name or ctx.stage_name or "explain", f"explain stage '{ctx.stage_name}': name"
+    )
     ctx.runtime.ensure_ray()
     seed = ctx.seed if params.seed is None else params.seed
     summary = explain_store(ctx.store_url, params, seed, name=name, progress=ctx.progress)
