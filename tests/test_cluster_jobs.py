@@ -10,6 +10,7 @@ import textwrap
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -279,3 +280,16 @@ def test_unreachable_cluster_is_notified_before_any_stage(probe, hook, monkeypat
     ((_, body),) = hook.received
     assert body["status"] == "failure" and address in body["error"] and body["stages"] == []
     assert not (probe / "run" / "calls.jsonl").exists()
+
+
+def test_stage_commands_take_storage_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every computing command applies --storage-option before any work (here: refused for a local path)."""
+    from pipelines.cli.main import main
+
+    out = tmp_path / "s.zarr"
+    args = ["simulate", "cohort", "--out", str(out), "--samples", "12", "--genes", "20", "--classes", "2"]
+    assert main([*args, "--storage-option", "anon=true"]) == 2
+    assert "apply to object-store URLs" in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+    assert main([*args, "--forward-env", "NOT A NAME"]) == 2
+    assert "--forward-env" in capsys.readouterr().err

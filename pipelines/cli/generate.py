@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from cluster.runtime import start_runtime
 from pipelines.cli.options import CliField, cli_fields, collect, command_class, option_parameters
 from pipelines.config import ClusterSection
+from pipelines.environment import StorageSection, configure_workers, parse_storage_option
 from pipelines.params import StageParams, check_store_url, validate_params
 from pipelines.progress import Progress
 from pipelines.stages import StageContext, get_stage
@@ -36,6 +38,44 @@ RUN_DIR = inspect.Parameter(
     ),
     annotation=Path,
 )
+
+
+STORAGE = [
+    inspect.Parameter(
+        "storage_option",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[str],
+        default=typer.Option(
+            None,
+            "--storage-option",
+            help="fsspec option of the store's protocol, KEY=VALUE (repeatable), e.g. "
+            "endpoint_url=http://127.0.0.1:9000; added to a config's storage options.",
+        ),
+    ),
+    inspect.Parameter(
+        "forward_env",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[str],
+        default=typer.Option(
+            None,
+            "--forward-env",
+            help="Environment variable to set on every Ray and Dask worker (repeatable).",
+        ),
+    ),
+]
+
+
+def storage_options(values: dict[str, Any], base: StorageSection | None = None) -> StorageSection:
+    """``--storage-option`` / ``--forward-env`` applied over ``base``, checked by the config section."""
+    storage = (base or StorageSection()).model_dump()
+    storage["options"].update(parse_storage_option(text) for text in values["storage_option"] or [])
+    storage["forward_env"] += values["forward_env"] or []
+    try:
+        return StorageSection.model_validate(storage)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        flag = "--forward-env" if problem["loc"][0] == "forward_env" else "--storage-option"
+        raise InputError(f"{flag} (or the config's storage table): {problem['msg']}") from None
 
 
 def cluster_options(
@@ -77,9 +117,13 @@ def run_stage(
     run_dir: Path,
     cluster: ClusterSection,
     overwrite: bool = True,
+    storage: StorageSection | None = None,
 ) -> dict[str, Any]:
-    """Run one stage from the CLI exactly as ``gexplain run`` does: same ``run``, same runtime."""
+    """Run one stage from the CLI exactly as ``gexplain run`` does: same ``run``, same runtime,
+    same storage options for the driver and every worker."""
     check_writable(str(run_dir), "--run-dir")
+    if storage is not None and (storage.options or storage.forward_env):
+        configure_workers(store, storage)
     runtime = start_runtime(
         cluster.address,
         dask_address=cluster.dask_address,
@@ -186,7 +230,7 @@ def stage_command(
                 annotation=str,
             )
         )
-    tail = [RUN_DIR, *option_parameters(RUNTIME), *(extra or [])]
+    tail = [RUN_DIR, *option_parameters(RUNTIME), *STORAGE, *(extra or [])]
     extra_names = [p.name for p in extra or []]
     what = f"gexplain {command}" if name is None or kind == command else f"gexplain {kind} {command}"
 
@@ -207,6 +251,7 @@ def stage_command(
             run_dir=Path(values["run_dir"]),
             cluster=cluster,
             overwrite=bool(values.get("overwrite", True)),
+            storage=storage_options(values),
         )
         if show is None:
             show_json(outputs)

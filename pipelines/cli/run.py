@@ -9,10 +9,9 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from pipelines.cli.generate import RUNTIME, check_writable, cluster_options
+from pipelines.cli.generate import RUNTIME, STORAGE, check_writable, cluster_options, storage_options
 from pipelines.cli.options import option_parameters
 from pipelines.config import parse_config
-from pipelines.environment import StorageSection, parse_storage_option
 from pipelines.notify import NotifySection
 from pipelines.runner import run_config
 from storage.errors import InputError
@@ -25,21 +24,14 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context = values.pop("ctx")
         cfg = parse_config(values["config"])
         cfg.cluster = cluster_options(values, ctx, base=cfg.cluster)
-        storage = cfg.storage.model_dump()
-        storage["options"].update(parse_storage_option(text) for text in values["storage_option"] or [])
-        storage["forward_env"] += values["forward_env"] or []
-        notify = cfg.notify.model_dump()
+        cfg.storage = storage_options(values, base=cfg.storage)
         if values["hook_url"] is not None:
-            notify["hook_url"] = values["hook_url"]
-        try:  # the config sections' own checks, for options given here too
-            cfg.storage = StorageSection.model_validate(storage)
-            cfg.notify = NotifySection.model_validate(notify)
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            flag = {"hook_url": "--hook-url", "forward_env": "--forward-env"}.get(
-                str(problem["loc"][0]), "--storage-option"
-            )
-            raise InputError(f"{flag} (or the config's storage/notify tables): {problem['msg']}") from None
+            try:  # the config section's own check
+                cfg.notify = NotifySection.model_validate(
+                    {**cfg.notify.model_dump(), "hook_url": values["hook_url"]}
+                )
+            except ValidationError as exc:
+                raise InputError(f"--hook-url: {exc.errors()[0]['msg']}") from None
         check_writable(cfg.run_dir, f"{cfg.path}: run.out")
         result = run_config(cfg, force=values["force"])
         typer.echo(f"run folder: {cfg.run_dir}")
@@ -70,27 +62,7 @@ def register(app: typer.Typer) -> None:
                 default=typer.Option(False, "--force", help="Rerun every stage even if done."),
             ),
             *option_parameters(RUNTIME),
-            inspect.Parameter(
-                "storage_option",
-                keyword,
-                annotation=list[str],
-                default=typer.Option(
-                    None,
-                    "--storage-option",
-                    help="fsspec option of the store's protocol, KEY=VALUE (repeatable); added to the "
-                    "config's [storage] options.",
-                ),
-            ),
-            inspect.Parameter(
-                "forward_env",
-                keyword,
-                annotation=list[str],
-                default=typer.Option(
-                    None,
-                    "--forward-env",
-                    help="Environment variable to set on every Ray and Dask worker (repeatable).",
-                ),
-            ),
+            *STORAGE,
             inspect.Parameter(
                 "hook_url",
                 keyword,
