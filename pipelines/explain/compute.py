@@ -263,7 +263,8 @@ class _Refs:
         """Cohort reference set ``index``: (R, genes)."""
         assert self.sets is not None
         if index not in self._tensors:
-            self._tensors[index] = torch.from_numpy(self.sets.values[index]).to(self.device, self.dtype)
+            # a copy: the broadcast set is read-only shared memory, which torch will not wrap
+            self._tensors[index] = torch.tensor(self.sets.values[index], dtype=self.dtype, device=self.device)
         return self._tensors[index]
 
     def per_sample(self, pos: np.ndarray, repeat: int) -> torch.Tensor:
