@@ -27,7 +27,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN useradd --create-home --uid 1000 --shell /bin/bash ray
 
 WORKDIR /opt/gexplain
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY gexplain ./gexplain
 COPY storage ./storage
 COPY cluster ./cluster
 COPY pipelines ./pipelines

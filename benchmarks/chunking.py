@@ -3,7 +3,7 @@
 Differential expression reads gene blocks (all samples x 2048 genes); attribution reads sample
 blocks (2048 samples x all genes). For each candidate chunk shape this script writes the same
 float32 matrix (default 8,000 samples x 20,000 genes, 610 MiB dense) through
-``storage.store.create_store`` and measures, for one gene block and one sample block (both at
+``gexplain.storage.store.create_store`` and measures, for one gene block and one sample block (both at
 2048-aligned offsets, as the stages iterate them):
 
 * read time through zarr (median of 3 reads; the page cache is warm, so this is decompression
@@ -32,9 +32,8 @@ import numpy as np
 import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gexplain.storage.store import create_store  # noqa: E402
 from machine import write_result  # noqa: E402
-
-from storage.store import create_store  # noqa: E402
 
 MiB = 2**20
 LAYER = "log_expr"

@@ -53,7 +53,7 @@ def simulate_store(url: str, n_samples: int, n_genes: int, seed: int, block: int
     Means: gene base ~ lognormal(3, 1.5); 10% of genes with a dex effect ~ N(0, 1) (natural log);
     a cell batch effect ~ N(0, 0.3); dispersion 0.05 + 2 / base; size factors ~ lognormal(0, 0.25).
     """
-    from storage.store import create_store
+    from gexplain.storage.store import create_store
 
     rng = np.random.default_rng(seed)
     dex = np.array(["trt", "untrt"])[np.arange(n_samples) % 2]
@@ -122,10 +122,9 @@ def child_gexplain(store: str, out: str, block: int, workers: int) -> dict:
     import logging
 
     from dask.distributed import Client, LocalCluster
-
-    from pipelines.de.deseq2 import run_deseq2
-    from pipelines.progress import Progress
-    from storage.store import open_store
+    from gexplain.pipelines.de.deseq2 import run_deseq2
+    from gexplain.pipelines.progress import Progress
+    from gexplain.storage.store import open_store
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     rss = TreeRss()
@@ -149,10 +148,9 @@ def child_gexplain(store: str, out: str, block: int, workers: int) -> dict:
 def child_pydeseq2(store: str, out: str, workers: int) -> dict:
     """Load the store densely and run pydeseq2 (DeseqDataSet + DeseqStats) with n_cpus=workers."""
     import pandas as pd
+    from gexplain.storage.store import open_store
     from pydeseq2.dds import DeseqDataSet
     from pydeseq2.ds import DeseqStats
-
-    from storage.store import open_store
 
     ds = open_store(store)
     counts = pd.DataFrame(ds["counts"].values, index=ds["sample"].values, columns=ds["gene"].values)

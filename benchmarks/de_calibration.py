@@ -14,7 +14,7 @@ with fold changes ``2^{+-U(0.3, 1)}`` applied to the test group.
 
 Measured per method: calls at padj < 0.05 on the real labels, their empirical FDR (false calls /
 calls, from the known truth) and the number of genes called under ``permutations`` label
-permutations (:mod:`pipelines.de.calibration`; every such call is false).
+permutations (:mod:`gexplain.pipelines.de.calibration`; every such call is false).
 
 Usage::
 
@@ -40,8 +40,8 @@ from machine import write_result  # noqa: E402
 
 def simulate(path: str, n: int, genes: int, de_fraction: float, seed: int) -> tuple[str, np.ndarray]:
     """Write the heterogeneous cohort (module docstring) and return (store URL, truly-DE mask)."""
-    from pipelines.simulate.common import log2_cpm1
-    from storage.store import create_store
+    from gexplain.pipelines.simulate.common import log2_cpm1
+    from gexplain.storage.store import create_store
 
     rng = np.random.default_rng(seed)
     group = rng.permutation(np.repeat(["ctrl", "case"], n // 2)).astype(object)
@@ -79,10 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.samples, args.genes, args.permutations = 200, 300, 2
-    from pipelines.de.analysis import execute, plan
-    from pipelines.de.calibration import calibrate, summarize
-    from pipelines.de.stage import DeTest
-    from storage.store import open_store
+    from gexplain.pipelines.de.analysis import execute, plan
+    from gexplain.pipelines.de.calibration import calibrate, summarize
+    from gexplain.pipelines.de.stage import DeTest
+    from gexplain.storage.store import open_store
 
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

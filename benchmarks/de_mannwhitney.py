@@ -76,9 +76,8 @@ def _dataset(counts: np.ndarray, is_test: np.ndarray):  # noqa: ANN202
 def in_memory(n_samples: int, n_genes: int) -> dict:
     """Time gexplain and scipy on the same in-memory matrix; compare p-values."""
     import scipy.stats as st
-
-    from pipelines.de.contrasts import pairwise
-    from pipelines.de.mannwhitney import run_mannwhitney
+    from gexplain.pipelines.de.contrasts import pairwise
+    from gexplain.pipelines.de.mannwhitney import run_mannwhitney
 
     counts, is_test = simulate(n_samples, n_genes, seed=1)
     ds = _dataset(counts, is_test)
@@ -108,7 +107,7 @@ def in_memory(n_samples: int, n_genes: int) -> dict:
 
 def write_store(path: Path, n_samples: int, n_genes: int) -> None:
     """Write simulated counts into a store, one sample strip at a time (bounded memory)."""
-    from storage.store import create_store
+    from gexplain.storage.store import create_store
 
     rng = np.random.default_rng(2)
     is_test = np.zeros(n_samples, dtype=bool)
@@ -154,13 +153,13 @@ def child(store: str, limit: int, which: str, out: str) -> None:
     report: dict = {"which": which, "limit_gib": limit / GiB}
     t0 = time.perf_counter()
     try:
-        from pipelines.de.contrasts import pairwise
-        from storage.store import open_store
+        from gexplain.pipelines.de.contrasts import pairwise
+        from gexplain.storage.store import open_store
 
         ds = open_store(store)
         contrast = pairwise(ds, "group", "test", "ref")
         if which == "gexplain":
-            from pipelines.de.mannwhitney import run_mannwhitney
+            from gexplain.pipelines.de.mannwhitney import run_mannwhitney
 
             res = run_mannwhitney(ds, contrast, layer="counts", gene_block=256, parallel=2)
             np.save(out + ".npy", res["pvalue"].values[:2000])
@@ -207,8 +206,7 @@ def run_child(store: Path, limit: int, which: str, tmp: Path) -> dict:
 def check_first_genes(store: Path, pvalues: np.ndarray) -> float:
     """Max |p - scipy p| over the first genes of the store (scipy on that slice in memory)."""
     import scipy.stats as st
-
-    from storage.store import open_store
+    from gexplain.storage.store import open_store
 
     ds = open_store(str(store))
     x = ds["counts"][:, : pvalues.size].values.astype(np.float64)

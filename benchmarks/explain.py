@@ -33,13 +33,12 @@ import torch
 from captum.attr import DeepLift, IntegratedGradients, Saliency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gexplain.pipelines.explain.compute import compute_reference_stats, explain_block  # noqa: E402
+from gexplain.pipelines.explain.fastpath import MLPFastPath, fast_attributions  # noqa: E402
+from gexplain.pipelines.explain.params import ExplainParams  # noqa: E402
+from gexplain.pipelines.explain.references import draw_references  # noqa: E402
+from gexplain.pipelines.models.architectures import MLP  # noqa: E402
 from machine import write_result  # noqa: E402
-
-from pipelines.explain.compute import compute_reference_stats, explain_block  # noqa: E402
-from pipelines.explain.fastpath import MLPFastPath, fast_attributions  # noqa: E402
-from pipelines.explain.params import ExplainParams  # noqa: E402
-from pipelines.explain.references import draw_references  # noqa: E402
-from pipelines.models.architectures import MLP  # noqa: E402
 
 EXPLAINERS = ("integrated_gradients", "deeplift", "saliency")
 

@@ -3,7 +3,7 @@ GFLOP/s vs the machine's matmul peak, and the full-cohort run.
 
 Parts (``--part``):
 
-* ``peak``: GFLOP/s of :func:`pipelines.explain.fastpath.contract_references` (256 samples x 60
+* ``peak``: GFLOP/s of :func:`gexplain.pipelines.explain.fastpath.contract_references` (256 samples x 60
   references x 128 hidden units x 19,241 genes, float32, 2 n R H G flops) against the measured
   float32 ``torch.matmul`` peak (4096^3, best of 3), with 1 and 2 torch threads.
 * ``cli``: ``gexplain run`` of the Zhao protocol (integrated gradients, universal:60, 40 repeats,
@@ -38,9 +38,8 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gexplain.pipelines.explain.fastpath import MLPFastPath, contract_references  # noqa: E402
 from machine import write_result  # noqa: E402
-
-from pipelines.explain.fastpath import MLPFastPath, contract_references  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GENES, HIDDEN, CLASSES = 19241, 128, 82
@@ -65,7 +64,7 @@ def matmul_peak(threads: int, n: int = 4096) -> float:
 
 
 def part_peak() -> str:
-    from pipelines.models.architectures import MLP
+    from gexplain.pipelines.models.architectures import MLP
 
     torch.manual_seed(0)
     fast = MLPFastPath(MLP(GENES, CLASSES, hidden=HIDDEN).eval())
@@ -100,7 +99,7 @@ def run_config(config: Path, out_dir: Path) -> tuple[dict, float, float]:
     cmd = [
         sys.executable,
         "-c",
-        "import sys; from pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))",
+        "import sys; from gexplain.pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))",
     ]
     cmd += ["run", str(config)]
     start = time.perf_counter()
@@ -180,9 +179,8 @@ cpus_per_actor = 1
 def captum_seconds_per_call(store: str, calls: int) -> float:
     """Seconds of one Captum float32 IG call (batch 64, 50 steps, one reference, one mask)."""
     from captum.attr import IntegratedGradients
-
-    from pipelines.models.load import load_models
-    from storage.store import open_store
+    from gexplain.pipelines.models.load import load_models
+    from gexplain.storage.store import open_store
 
     torch.set_num_threads(1)
     model = load_models(store, "default")[0].module.eval()

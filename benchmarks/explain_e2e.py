@@ -35,17 +35,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gexplain.cluster.runtime import start_runtime  # noqa: E402
+from gexplain.pipelines.explain.compute import compute_reference_stats, explain_block  # noqa: E402
+from gexplain.pipelines.explain.engine import run_explain  # noqa: E402
+from gexplain.pipelines.explain.params import ExplainParams  # noqa: E402
+from gexplain.pipelines.memory import tree_rss  # noqa: E402
+from gexplain.pipelines.models.architectures import MLP  # noqa: E402
+from gexplain.pipelines.models.load import load_models  # noqa: E402
+from gexplain.pipelines.models.persist import save_model, state_bytes  # noqa: E402
+from gexplain.storage.store import create_store, open_store  # noqa: E402
 from machine import write_result  # noqa: E402
-
-from cluster.runtime import start_runtime  # noqa: E402
-from pipelines.explain.compute import compute_reference_stats, explain_block  # noqa: E402
-from pipelines.explain.engine import run_explain  # noqa: E402
-from pipelines.explain.params import ExplainParams  # noqa: E402
-from pipelines.memory import tree_rss  # noqa: E402
-from pipelines.models.architectures import MLP  # noqa: E402
-from pipelines.models.load import load_models  # noqa: E402
-from pipelines.models.persist import save_model, state_bytes  # noqa: E402
-from storage.store import create_store, open_store  # noqa: E402
 
 
 @dataclass(frozen=True)

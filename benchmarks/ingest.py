@@ -71,7 +71,7 @@ def _peak_rss_mib() -> float:
 
 def child_gexplain(source: str, out: str) -> dict:
     """Ingest ``source`` with gexplain (streaming) and return timing and peak RSS."""
-    from storage.ingest import ingest
+    from gexplain.storage.ingest import ingest
 
     base = _peak_rss_mib()
     t0 = time.perf_counter()
@@ -107,8 +107,8 @@ def child_pandas(source: str, out: str) -> dict:
 
 
 def child_simulate(out: str, n_samples: int, n_genes: int) -> dict:
-    """Simulate a cohort with ``pipelines.simulate.cohort.simulate_cohort``."""
-    from pipelines.simulate.cohort import simulate_cohort
+    """Simulate a cohort with ``gexplain.pipelines.simulate.cohort.simulate_cohort``."""
+    from gexplain.pipelines.simulate.cohort import simulate_cohort
 
     base = _peak_rss_mib()
     t0 = time.perf_counter()

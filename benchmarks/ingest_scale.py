@@ -181,7 +181,7 @@ def child(kind: str, work: str) -> dict:
     """Ingest one generated input in this (fresh) process; return wall time and peak RSS."""
     import shutil
 
-    from storage.ingest import ingest
+    from gexplain.storage.ingest import ingest
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(work) / f"{kind}.zarr"

@@ -39,8 +39,8 @@ KS = (100, 1000)
 
 
 def _scores_de(ds) -> np.ndarray:  # noqa: ANN001
-    from pipelines.de.analysis import execute, plan
-    from pipelines.de.stage import DeTest, OneVsRest
+    from gexplain.pipelines.de.analysis import execute, plan
+    from gexplain.pipelines.de.stage import DeTest, OneVsRest
 
     req = DeTest(method="welch", one_vs_rest=OneVsRest(column="tissue"), layer="log_expr")
     results = execute(ds, plan(ds, req))
@@ -60,10 +60,10 @@ def _metrics(score: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def _ig_scores(url: str, name: str, label: str, epochs: int, runtime) -> tuple[np.ndarray, float]:  # noqa: ANN001
-    from pipelines.explain.engine import run_explain
-    from pipelines.explain.params import ExplainParams
-    from pipelines.models.stage import TrainStageParams, run_training
-    from storage.store import read_result
+    from gexplain.pipelines.explain.engine import run_explain
+    from gexplain.pipelines.explain.params import ExplainParams
+    from gexplain.pipelines.models.stage import TrainStageParams, run_training
+    from gexplain.storage.store import read_result
 
     trained = run_training(
         url,
@@ -96,9 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.samples, args.pathways, args.epochs = 330, 150, 20
-    from cluster.runtime import start_runtime
-    from pipelines.simulate.lda import PRESETS, simulate_lda
-    from storage.store import open_store
+    from gexplain.cluster.runtime import start_runtime
+    from gexplain.pipelines.simulate.lda import PRESETS, simulate_lda
+    from gexplain.storage.store import open_store
 
     preset = dict(PRESETS["bontonou"])
     genes = args.pathways * int(preset["genes_per_pathway"])
@@ -134,7 +134,7 @@ def main() -> None:
             times["train + IG"] = time.perf_counter() - start
             # control: the same counts with permuted labels
             labels = np.asarray(ds["sample_tissue"].values)
-            from storage.store import create_store
+            from gexplain.storage.store import create_store
 
             perm = np.random.default_rng(1).permutation(labels)
             null_url = str(Path(tmp) / "null.zarr")

@@ -4,7 +4,7 @@ Two questions, one run:
 
 1. **Epochs per second at the paper's shape** (Zhao et al.: 27,417 samples x 19,241 genes,
    82 classes; one epoch = the 9:1 train part minus a 10 % validation slice = 22,208 samples,
-   without up-sampling). gexplain's training loop (``pipelines.models.train.train_steps``: Adam,
+   without up-sampling). gexplain's training loop (``gexplain.pipelines.models.train.train_steps``: Adam,
    batch 256, standardisation inside the model) runs on random data of that width for a few
    batches, and the time per sample is extrapolated to an epoch; the CNN at 144 x 144 is far too
    slow on a CPU for a whole epoch, so it is timed on small batches and extrapolated the same way
@@ -34,14 +34,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gexplain.cluster.runtime import start_runtime  # noqa: E402
+from gexplain.pipelines.models.architectures import build_model  # noqa: E402
+from gexplain.pipelines.models.data import TrainingData, stratified_split  # noqa: E402
+from gexplain.pipelines.models.persist import state_from_bytes  # noqa: E402
+from gexplain.pipelines.models.replicates import replicate_jobs, run_jobs  # noqa: E402
+from gexplain.pipelines.models.train import TrainParams, deterministic_torch, train_steps  # noqa: E402
 from machine import write_result  # noqa: E402
-
-from cluster.runtime import start_runtime  # noqa: E402
-from pipelines.models.architectures import build_model  # noqa: E402
-from pipelines.models.data import TrainingData, stratified_split  # noqa: E402
-from pipelines.models.persist import state_from_bytes  # noqa: E402
-from pipelines.models.replicates import replicate_jobs, run_jobs  # noqa: E402
-from pipelines.models.train import TrainParams, deterministic_torch, train_steps  # noqa: E402
 
 PAPER = {"samples": 27_417, "genes": 19_241, "classes": 82}
 

@@ -8,7 +8,7 @@ reports low reproducibility without optimisation, intra-model above inter-model.
 
 Figure 2 (saturation): the same metrics between disjoint aggregates of ``n`` items, as ``n``
 doubles, for three kinds of item: dropout repeats, references and trained models
-(:func:`pipelines.evaluate.saturation_stage.saturation_part`, Zhao's subsampling protocol). The
+(:func:`gexplain.pipelines.evaluate.saturation_stage.saturation_part`, Zhao's subsampling protocol). The
 paper reports curves that rise and flatten (saturate) as more items are averaged.
 
 The repeats axis also gets its exact infinite-repeat limit: the ``expected`` mode of the
@@ -53,8 +53,8 @@ from machine import write_result  # noqa: E402
 
 
 def _explain(url: str, name: str, model: int, seed: int, spec) -> pd.DataFrame:  # noqa: ANN001
-    from pipelines.explain.engine import run_explain
-    from storage.store import read_result
+    from gexplain.pipelines.explain.engine import run_explain
+    from gexplain.storage.store import read_result
 
     run_explain(url, spec.model_copy(update={"models": [model]}), name=name, seed=seed)
     return np.asarray(
@@ -84,11 +84,11 @@ def expected_limits(
     dict
         Name -> float32 (sample, gene), attribution units.
     """
-    from pipelines.explain.compute import compute_reference_stats, explain_block
-    from pipelines.explain.engine import model_set_info, sample_targets
-    from pipelines.explain.params import ExplainParams
-    from pipelines.models.load import load_models
-    from storage.store import open_store
+    from gexplain.pipelines.explain.compute import compute_reference_stats, explain_block
+    from gexplain.pipelines.explain.engine import model_set_info, sample_targets
+    from gexplain.pipelines.explain.params import ExplainParams
+    from gexplain.pipelines.models.load import load_models
+    from gexplain.storage.store import open_store
 
     ds = open_store(url)
     info = model_set_info(url, "default", None)
@@ -139,7 +139,7 @@ def limit_curve(
         One row per K: ``n``, ``spearman_mean``, ``top_k_overlap_mean``, ``msd`` (mean squared
         deviation from the limit), ``exact_var_mean`` (``exact_var / K``).
     """
-    from pipelines.evaluate.reproducibility import per_sample_spearman, top_k_overlap
+    from gexplain.pipelines.evaluate.reproducibility import per_sample_spearman, top_k_overlap
 
     n_items, rows, n = pool.shape[0], [], 1
     while n <= n_items:
@@ -169,10 +169,10 @@ def expected_study(url: str, opts, params, n_genes: int) -> dict[str, pd.DataFra
     Returns ``limit_curve`` (:func:`limit_curve`) and ``seeds_curve`` (one row per R: Spearman and
     top-100 overlap of the expected-mode attributions of seeds 0 and 1 with R references each).
     """
-    from pipelines.evaluate.reproducibility import per_sample_spearman, top_k_overlap
-    from pipelines.evaluate.run import sample_subset
-    from pipelines.evaluate.saturation_stage import EXACT_REPEAT_VARIANCE, saturation_pools
-    from storage.store import open_store
+    from gexplain.pipelines.evaluate.reproducibility import per_sample_spearman, top_k_overlap
+    from gexplain.pipelines.evaluate.run import sample_subset
+    from gexplain.pipelines.evaluate.saturation_stage import EXACT_REPEAT_VARIANCE, saturation_pools
+    from gexplain.storage.store import open_store
 
     k = min(opts.k, n_genes)
     pools = saturation_pools(url, opts, params.model_copy(update={"axes": ["repeats"]}))
@@ -197,7 +197,7 @@ def expected_study(url: str, opts, params, n_genes: int) -> dict[str, pd.DataFra
 
 
 def _point(curve: pd.DataFrame) -> str:
-    from pipelines.evaluate.saturation import saturation_point
+    from gexplain.pipelines.evaluate.saturation import saturation_point
 
     return (
         f"Spearman {saturation_point(curve, 'spearman_mean')}, "
@@ -277,14 +277,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.samples, args.genes, args.tissues, args.models, args.epochs, args.pool = 300, 2000, 4, 4, 10, 16
-    from cluster.runtime import start_runtime
-    from pipelines.evaluate.reproducibility import compare_runs
-    from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
-    from pipelines.evaluate.stage import EvaluateParams
-    from pipelines.explain.params import ExplainParams
-    from pipelines.models.stage import TrainStageParams, run_training
-    from pipelines.simulate.cohort import simulate_cohort
-    from storage.store import open_store
+    from gexplain.cluster.runtime import start_runtime
+    from gexplain.pipelines.evaluate.reproducibility import compare_runs
+    from gexplain.pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
+    from gexplain.pipelines.evaluate.stage import EvaluateParams
+    from gexplain.pipelines.explain.params import ExplainParams
+    from gexplain.pipelines.models.stage import TrainStageParams, run_training
+    from gexplain.pipelines.simulate.cohort import simulate_cohort
+    from gexplain.storage.store import open_store
 
     load = os.getloadavg()
     times: dict[str, float] = {}

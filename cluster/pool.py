@@ -119,7 +119,7 @@ class ActorPool(Generic[K]):
         CPU cores each actor reserves.
     num_gpus
         GPUs each actor reserves (a fraction shares a device; see
-        :func:`cluster.resources.gpu_fraction`); 0 on CPU-only clusters.
+        :func:`gexplain.cluster.resources.gpu_fraction`); 0 on CPU-only clusters.
     tasks_per_actor
         Tasks in flight per actor (>= 1).
     max_task_retries

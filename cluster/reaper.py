@@ -2,7 +2,7 @@
 
 Ray kills its own direct children (GCS, raylet) when the driver dies, but their children (the
 dashboard and runtime-env agents, idle workers) notice only after about a minute. The embedded
-runtime therefore starts this watchdog next to Ray: ``python -m cluster.reaper DRIVER_PID ROOT_PID...``.
+runtime therefore starts this watchdog next to Ray: ``python -m gexplain.cluster.reaper DRIVER_PID ROOT_PID...``.
 
 Every ``POLL_S`` seconds it records the process trees under the given Ray root processes. When the
 driver is gone (SIGKILL, crash, OOM kill) it kills every recorded process that is still alive, so
@@ -95,9 +95,9 @@ def watch(driver_pid: int, root_pids: list[int]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``python -m cluster.reaper DRIVER_PID ROOT_PID...``."""
+    """Entry point: ``python -m gexplain.cluster.reaper DRIVER_PID ROOT_PID...``."""
     if len(argv) < 2:
-        print("usage: python -m cluster.reaper DRIVER_PID ROOT_PID...", file=sys.stderr)
+        print("usage: python -m gexplain.cluster.reaper DRIVER_PID ROOT_PID...", file=sys.stderr)
         return 2
     watch(int(argv[0]), [int(p) for p in argv[1:]])
     return 0

@@ -12,7 +12,7 @@ With no address, gexplain embeds its own runtime for the length of a run:
   listens on all interfaces), so the embedded Ray always runs with token authentication and a
   fresh random token made for this run and kept in this process's environment only: nothing is
   written to ``~/.ray``, and no other process, local or remote, can submit work to it. A watchdog
-  (:mod:`cluster.reaper`) kills Ray's processes as soon as the driver dies, even by SIGKILL.
+  (:mod:`gexplain.cluster.reaper`) kills Ray's processes as soon as the driver dies, even by SIGKILL.
 
 Existing clusters
 -----------------
@@ -367,7 +367,7 @@ class Runtime:
         roots = [p.pid for p in me.children() if p.pid not in before]
         if roots:
             self._reaper = subprocess.Popen(
-                [sys.executable, "-m", "cluster.reaper", str(os.getpid()), *map(str, roots)],
+                [sys.executable, "-m", "gexplain.cluster.reaper", str(os.getpid()), *map(str, roots)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,

@@ -26,15 +26,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gexplain.cluster.runtime import ray_address_kind
+from gexplain.pipelines.environment import StorageSection
+from gexplain.pipelines.notify import NotifySection
+from gexplain.pipelines.params import Name, StageParams, StoreUrl, cli, format_error
+from gexplain.pipelines.stages import get_stage
+from gexplain.storage.errors import InputError
+from gexplain.storage.paths import is_local
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from cluster.runtime import ray_address_kind
-from pipelines.environment import StorageSection
-from pipelines.notify import NotifySection
-from pipelines.params import Name, StageParams, StoreUrl, cli, format_error
-from pipelines.stages import get_stage
-from storage.errors import InputError
-from storage.paths import is_local
 
 DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
 

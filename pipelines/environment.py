@@ -1,9 +1,9 @@
 """Where a run's work happens: the ``[storage]`` config section and the worker environment.
 
 :func:`prepare` runs before anything else of a run: it refuses a ``run.out`` URL, registers the
-store's storage options process-wide (:mod:`storage.options`), and hands the variables that carry
+store's storage options process-wide (:mod:`gexplain.storage.options`), and hands the variables that carry
 them, plus the opt-in ``forward_env`` variables, to every Ray and Dask worker of the run
-(:func:`cluster.runtime.set_default_worker_env`).
+(:func:`gexplain.cluster.runtime.set_default_worker_env`).
 
 Example::
 
@@ -17,14 +17,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from gexplain.cluster.runtime import set_default_worker_env
+from gexplain.storage.errors import InputError
+from gexplain.storage.options import forwarded_environment, refresh_from_environment, set_storage_options
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cluster.runtime import set_default_worker_env
-from storage.errors import InputError
-from storage.options import forwarded_environment, refresh_from_environment, set_storage_options
-
 if TYPE_CHECKING:
-    from pipelines.config import RunConfig
+    from gexplain.pipelines.config import RunConfig
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

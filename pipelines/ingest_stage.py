@@ -18,11 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from gexplain.pipelines.params import StageParams, cli
+from gexplain.pipelines.stages import Stage, StageContext
+from gexplain.storage.ingest import ingest
 from pydantic import Field
-
-from pipelines.params import StageParams, cli
-from pipelines.stages import Stage, StageContext
-from storage.ingest import ingest
 
 
 class IngestParams(StageParams):

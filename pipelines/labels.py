@@ -15,9 +15,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from storage.errors import InputError
-from storage.schema import SAMPLE
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import SAMPLE
 
 log = logging.getLogger("gexplain")
 

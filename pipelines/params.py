@@ -2,16 +2,16 @@
 
 A field's name, type, default, bounds and help live in that model (a subclass of
 :class:`StageParams`). The run config (``[stage.params]``) validates against it, and the CLI
-command of the stage is generated from it (:mod:`pipelines.cli.generate`): the flag of field
+command of the stage is generated from it (:mod:`gexplain.pipelines.cli.generate`): the flag of field
 ``n_samples`` is ``--n-samples``, with the same default and the same checks. Friendly CLI aliases
 (``--samples``) are declared next to the field with :func:`cli`.
 
 One validator per concept lives here or is called from here: user-given names
-(:func:`storage.names.validate_name`, applied to every :data:`Name` field and to every field
+(:func:`gexplain.storage.names.validate_name`, applied to every :data:`Name` field and to every field
 called ``name``, ``model_set`` or ``evaluation``), store locations (:func:`check_store_url`), and
 :func:`format_errors`, the one wording of a bad value that the config and the CLI both print.
-Cluster addresses: :func:`pipelines.config.route_cluster_address`; label columns and unlabelled
-samples: :mod:`pipelines.labels`.
+Cluster addresses: :func:`gexplain.pipelines.config.route_cluster_address`; label columns and unlabelled
+samples: :mod:`gexplain.pipelines.labels`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fsspec.registry import known_implementations
+from gexplain.storage.errors import InputError
+from gexplain.storage.names import validate_name
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
-
-from storage.errors import InputError
-from storage.names import validate_name
 
 NAME_FIELDS = ("name", "model_set", "evaluation")
 
@@ -42,7 +41,7 @@ def field_check(check: Callable[[str, str], str]) -> Callable[[str], str]:
 
 _name = field_check(validate_name)
 Name = Annotated[str, AfterValidator(_name)]
-"""A user-given name (result, model set, evaluation, run, stage): :data:`storage.names.NAME_RULE`."""
+"""A user-given name (result, model set, evaluation, run, stage): :data:`gexplain.storage.names.NAME_RULE`."""
 
 
 def check_store_url(url: str, what: str = "store") -> str:

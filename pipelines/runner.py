@@ -12,7 +12,7 @@ A stage the runner reruns owns what it wrote before: when the manifest already r
 failed or killed while running), its ``overwrite`` parameter is switched on, so a changed
 parameter or a resumed kill replaces its model set or result instead of failing on it.
 
-A run holds two leases for its whole length (:mod:`storage.lease`): its run folder's and its
+A run holds two leases for its whole length (:mod:`gexplain.storage.lease`): its run folder's and its
 store's (exclusive). A second, overlapping run of the same config or on the same store fails at
 once (exit 2) naming the holder; readers of the store are never blocked.
 
@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cluster.runtime import Runtime, start_runtime
-from pipelines import environment, notify, runstate
-from pipelines.config import RunConfig
-from pipelines.memory import PeakMemory
-from pipelines.progress import Progress
-from pipelines.stages import StageContext, get_stage
-from pipelines.versions import library_versions
-from storage import faults
-from storage.lease import hold, hold_store, release_all
-from storage.paths import atomic_write_bytes, exists
+from gexplain.cluster.runtime import Runtime, start_runtime
+from gexplain.pipelines import environment, notify, runstate
+from gexplain.pipelines.config import RunConfig
+from gexplain.pipelines.memory import PeakMemory
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.stages import StageContext, get_stage
+from gexplain.pipelines.versions import library_versions
+from gexplain.storage import faults
+from gexplain.storage.lease import hold, hold_store, release_all
+from gexplain.storage.paths import atomic_write_bytes, exists
 
 MANIFEST = "manifest.json"
 
@@ -125,7 +125,7 @@ def run_config(
     Parameters
     ----------
     config
-        A validated config (:func:`pipelines.config.parse_config`).
+        A validated config (:func:`gexplain.pipelines.config.parse_config`).
     force
         Rerun every stage.
     progress

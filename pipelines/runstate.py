@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from storage.paths import filesystem, is_local
+from gexplain.storage.paths import filesystem, is_local
 
 log = logging.getLogger(__name__)
 

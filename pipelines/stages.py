@@ -1,7 +1,7 @@
 """The stage registry: what a run config's ``kind`` names, and the context a stage runs in.
 
 A stage is a small adapter: it validates its parameters (a pydantic model that forbids unknown
-keys, :mod:`pipelines.params`; its CLI command is generated from the same model), reads what it
+keys, :mod:`gexplain.pipelines.params`; its CLI command is generated from the same model), reads what it
 needs from the store, calls pure Dataset-in/Dataset-out functions and writes
 their results back. Stage modules are imported lazily, so a run only imports what it uses.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.runtime import Runtime
-from pipelines.params import StageParams
-from pipelines.progress import Progress
-from storage.errors import InputError
+from gexplain.cluster.runtime import Runtime
+from gexplain.pipelines.params import StageParams
+from gexplain.pipelines.progress import Progress
+from gexplain.storage.errors import InputError
 
 __all__ = ["REGISTRY", "Stage", "StageContext", "StageParams", "get_stage"]
 
@@ -71,14 +71,14 @@ class Stage:
 
 
 REGISTRY: dict[str, str] = {
-    "simulate": "pipelines.simulate.stage",
-    "ingest": "pipelines.ingest_stage",
-    "normalize": "pipelines.normalize.stage",
-    "de": "pipelines.de.stage",
-    "train": "pipelines.models.stage",
-    "explain": "pipelines.explain.stage",
-    "evaluate": "pipelines.evaluate.stage",
-    "report": "pipelines.report.stage",
+    "simulate": "gexplain.pipelines.simulate.stage",
+    "ingest": "gexplain.pipelines.ingest_stage",
+    "normalize": "gexplain.pipelines.normalize.stage",
+    "de": "gexplain.pipelines.de.stage",
+    "train": "gexplain.pipelines.models.stage",
+    "explain": "gexplain.pipelines.explain.stage",
+    "evaluate": "gexplain.pipelines.evaluate.stage",
+    "report": "gexplain.pipelines.report.stage",
 }
 
 

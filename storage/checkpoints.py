@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 import zarr
-
-from storage import faults
-from storage.errors import InputError
-from storage.gc import remove_stale_siblings
-from storage.lease import hold_scope
-from storage.names import validate_name
-from storage.nodes import ensure_groups, read_group, write_group
-from storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
+from gexplain.storage import faults
+from gexplain.storage.errors import InputError
+from gexplain.storage.gc import remove_stale_siblings
+from gexplain.storage.lease import hold_scope
+from gexplain.storage.names import validate_name
+from gexplain.storage.nodes import ensure_groups, read_group, write_group
+from gexplain.storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
 
 MODELS_DIR = "models"
 COMPLETE = "gexplain_complete"

@@ -1,7 +1,7 @@
 """Remove what killed writers leave behind: hidden ``.partial-*``, ``.old-*`` and ``.tmp-*`` entries.
 
-Temporary names carry their writer's host and pid (:func:`storage.paths.temp_name`); an entry is
-removed only once that writer is gone (:func:`storage.nodes.owner_gone`), so a running writer's
+Temporary names carry their writer's host and pid (:func:`gexplain.storage.paths.temp_name`); an entry is
+removed only once that writer is gone (:func:`gexplain.storage.nodes.owner_gone`), so a running writer's
 work is never touched. The next writer of a store calls :func:`remove_stale_siblings` (cheap: the
 store's parent folder, its root and ``models/``); ``gexplain gc`` calls :func:`collect`, which
 walks every folder of the store except Zarr chunk folders.
@@ -14,8 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.nodes import is_temp, owner_gone
-from storage.paths import is_local, normalize_url
+from gexplain.storage.nodes import is_temp, owner_gone
+from gexplain.storage.paths import is_local, normalize_url
 
 BOOKKEEPING = ("leases", "ledger", "models")
 

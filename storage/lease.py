@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from storage.errors import InputError
-from storage.nodes import pid_alive, read_group, write_group
-from storage.paths import exists, host_name, is_local, join, normalize_url
+from gexplain.storage.errors import InputError
+from gexplain.storage.nodes import pid_alive, read_group, write_group
+from gexplain.storage.paths import exists, host_name, is_local, join, normalize_url
 
 Mode = Literal["exclusive", "shared"]
 LEASES_DIR = "leases"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 NAME_RULE = "[A-Za-z0-9][A-Za-z0-9._-]*, without '..'"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

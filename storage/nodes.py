@@ -19,7 +19,7 @@ import re
 import time
 from typing import Any
 
-from storage.paths import atomic_write_bytes, filesystem, host_name, join
+from gexplain.storage.paths import atomic_write_bytes, filesystem, host_name, join
 
 ZARR_JSON = "zarr.json"
 _TEMP = re.compile(

@@ -1,6 +1,6 @@
 """Storage options: one process-wide registry that every opener of a store consults.
 
-Every place that opens a store (``storage.paths.filesystem``, zarr, xarray) reaches the object
+Every place that opens a store (``gexplain.storage.paths.filesystem``, zarr, xarray) reaches the object
 store through fsspec, and fsspec merges ``fsspec.config.conf[<protocol>]`` into the keyword
 arguments of every filesystem it creates. That dictionary is therefore the registry:
 :func:`set_storage_options` writes the options of a store's protocol there (endpoint URL,
@@ -26,8 +26,7 @@ from typing import Any
 import fsspec
 import fsspec.config
 from fsspec.core import split_protocol
-
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 ENV_PREFIX = "FSSPEC_"
 _SET_HERE: dict[str, str] = {}  # protocol -> the JSON this module put in the registry

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
-
-from storage import faults
+from gexplain.storage import faults
 
 
 def host_name() -> str:

@@ -16,10 +16,10 @@ A store is never read as complete while it holds partial data:
   unset, none of the parts is listed.
 * Resumable jobs record finished blocks in a :class:`BlockLedger`, one marker group per key.
 * Root attrs are never absent: appends write the whole attrs (one atomic ``zarr.json`` write).
-* Every writer holds a lease (:mod:`storage.lease`): the store exclusively to change root
+* Every writer holds a lease (:mod:`gexplain.storage.lease`): the store exclusively to change root
   variables, or shared plus the result's own lease to write a result. A second writer fails at once.
 * Hidden temporaries (``.<name>.partial-*``, ``.<name>.old-*``) left by a killed writer are removed
-  by the next writer once their owner is gone (:func:`storage.gc.collect`).
+  by the next writer once their owner is gone (:func:`gexplain.storage.gc.collect`).
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-
-from storage import faults
-from storage.errors import IncompleteStoreError, InputError
-from storage.gc import remove_stale_siblings
-from storage.lease import hold_scope, hold_store, renew_all
-from storage.nodes import read_group, write_group
-from storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
-from storage.schema import GENE, SAMPLE, to_storable_strings, validate
+from gexplain.storage import faults
+from gexplain.storage.errors import IncompleteStoreError, InputError
+from gexplain.storage.gc import remove_stale_siblings
+from gexplain.storage.lease import hold_scope, hold_store, renew_all
+from gexplain.storage.nodes import read_group, write_group
+from gexplain.storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
+from gexplain.storage.schema import GENE, SAMPLE, to_storable_strings, validate
 
 DEFAULT_CHUNKS: dict[str, int] = {SAMPLE: 2048, GENE: 2048}
 COMPLETE = "gexplain_complete"
@@ -624,7 +623,7 @@ def result_states(url: str) -> list[dict[str, Any]]:
         live writer holds its lease, ``"running"``), ``holder`` (that writer, or None) and ``set``
         (True for a multi-part parent).
     """
-    from storage.lease import scope_holders
+    from gexplain.storage.lease import scope_holders
 
     target = normalize_url(url)
     if not exists(join(target, "results")):

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from cluster.runtime import Runtime, start_runtime
+from gexplain.cluster.runtime import Runtime, start_runtime
 
 SHARED_DATA = Path(
     os.environ.get("GEXPLAIN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -42,6 +41,6 @@ def shared_data() -> Path:
 def _release_leases() -> Iterator[None]:
     """Drop the writer leases a test took in this process, so later tests and subprocesses may write."""
     yield
-    from storage.lease import release_all
+    from gexplain.storage.lease import release_all
 
     release_all()

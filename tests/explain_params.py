@@ -1,14 +1,14 @@
 """Test helper: explain parameters with per-sample references and explicit repeats.
 
 Many explainer tests compare against references drawn per (sample, repeat) with
-:func:`pipelines.explain.references.draw_references`; this builds the matching parameters.
+:func:`gexplain.pipelines.explain.references.draw_references`; this builds the matching parameters.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.params import ExplainParams
 
 RANGE_KINDS = {"universal": "universal_range", "specific": "specific_range"}
 

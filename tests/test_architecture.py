@@ -9,6 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"storage": {"pipelines", "cluster"}, "cluster": {"pipelines", "storage"}}
+PACKAGE = "gexplain"
+
+
+def _folder(module: str) -> str:
+    """The repository folder a module lives in: ``gexplain.storage.x`` -> ``storage``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == PACKAGE and len(parts) > 1 else parts[0]
 
 
 def _imports(path: Path) -> set[str]:
@@ -16,9 +23,9 @@ def _imports(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
+            names.update(_folder(a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(_folder(node.module))
     return names
 
 

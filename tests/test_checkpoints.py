@@ -1,4 +1,4 @@
-"""Checkpoint I/O (storage.checkpoints) and model loading with gene alignment (pipelines.models.load)."""
+"""Checkpoint I/O (gexplain.storage.checkpoints) and model loading with gene alignment (gexplain.pipelines.models.load)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from test_models_train import gaussian_classes, make_store
-
-from pipelines.models.data import read_training_data, stratified_split
-from pipelines.models.load import load_models
-from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
-from pipelines.models.train import TrainParams
-from storage.checkpoints import (
+from gexplain.pipelines.models.data import read_training_data, stratified_split
+from gexplain.pipelines.models.load import load_models
+from gexplain.pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
+from gexplain.pipelines.models.train import TrainParams
+from gexplain.storage.checkpoints import (
     list_checkpoints,
     list_model_sets,
     load_checkpoint,
@@ -24,7 +22,8 @@ from storage.checkpoints import (
     replicate_url,
     save_checkpoint,
 )
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
+from test_models_train import gaussian_classes, make_store
 
 
 @pytest.mark.parametrize("root", ["local", "memory://ckpt-test/store.zarr"])

@@ -91,7 +91,7 @@ def _mounts_config_and_secret(pod_spec: dict, container: dict) -> None:
 
 
 def test_job_config_configmap_holds_a_valid_run_config(tmp_path):
-    from pipelines.config import parse_config
+    from gexplain.pipelines.config import parse_config
 
     configmap, secret = _docs("job-config.yaml")
     assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "gexplain-job"

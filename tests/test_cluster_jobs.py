@@ -14,22 +14,21 @@ from pathlib import Path
 
 import fsspec
 import pytest
-
-from cluster import runtime as cluster_runtime
-from pipelines import stages as stage_registry
-from pipelines.cli.main import main
-from pipelines.config import parse_config
-from pipelines.environment import parse_storage_option, prepare
-from pipelines.progress import SILENT
-from pipelines.runner import run_config
-from storage.errors import InputError
-from storage.options import forwarded_environment, set_storage_options
+from gexplain.cluster import runtime as cluster_runtime
+from gexplain.pipelines import stages as stage_registry
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.environment import parse_storage_option, prepare
+from gexplain.pipelines.progress import SILENT
+from gexplain.pipelines.runner import run_config
+from gexplain.storage.errors import InputError
+from gexplain.storage.options import forwarded_environment, set_storage_options
 
 PROBE = textwrap.dedent("""
     import json, numpy as np
     from pathlib import Path
-    from pipelines.stages import Stage, StageParams
-    from storage.store import create_store, exists
+    from gexplain.pipelines.stages import Stage, StageParams
+    from gexplain.storage.store import create_store, exists
 
     class Params(StageParams):
         value: int = 1
@@ -284,7 +283,7 @@ def test_unreachable_cluster_is_notified_before_any_stage(probe, hook, monkeypat
 
 def test_stage_commands_take_storage_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every computing command applies --storage-option before any work (here: refused for a local path)."""
-    from pipelines.cli.main import main
+    from gexplain.pipelines.cli.main import main
 
     out = tmp_path / "s.zarr"
     args = ["simulate", "cohort", "--out", str(out), "--samples", "12", "--genes", "20", "--classes", "2"]

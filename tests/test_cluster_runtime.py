@@ -10,9 +10,8 @@ import psutil
 import pytest
 import ray
 from cluster_procs import free_port
+from gexplain.cluster.runtime import ClusterConnectError, probe_ray_gcs, ray_address_kind, start_runtime
 from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
-from cluster.runtime import ClusterConnectError, probe_ray_gcs, ray_address_kind, start_runtime
 
 LOOPBACK = {"127.0.0.1", "::1"}
 
@@ -59,7 +58,7 @@ def test_non_ray_server_is_named_as_such():
 
 
 def test_unreachable_dask_scheduler_fails_at_start_naming_it(monkeypatch):
-    monkeypatch.setattr("cluster.runtime.CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr("gexplain.cluster.runtime.CONNECT_TIMEOUT_S", 2.0)
     port = free_port()
     with pytest.raises(ClusterConnectError, match=rf"Dask scheduler at tcp://127\.0\.0\.1:{port}"):
         start_runtime(dask_address=f"tcp://127.0.0.1:{port}")

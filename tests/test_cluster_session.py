@@ -64,7 +64,7 @@ def _driver(code: str, env: dict[str, str], timeout: float = 240) -> dict:
 
 START_EMBEDDED = """
 import json, os, time, psutil, ray
-from cluster.runtime import start_runtime
+from gexplain.cluster.runtime import start_runtime
 runtime = start_runtime(num_cpus=1)
 runtime.ensure_ray()
 @ray.remote
@@ -285,7 +285,7 @@ def dask_cluster(tmp_path_factory):
 
 
 def _results(store: str) -> dict[str, dict[str, np.ndarray]]:
-    from storage.store import list_results, open_store, read_result
+    from gexplain.storage.store import list_results, open_store, read_result
 
     out = {"store": {name: np.asarray(var.values) for name, var in open_store(store).data_vars.items()}}
     for group in list_results(store):
@@ -348,7 +348,7 @@ def test_pipeline_on_external_ray_and_dask_with_store_on_s3(
     )
     assert local.returncode == 0, local.stderr[-4000:]
 
-    from storage.options import set_storage_options
+    from gexplain.storage.options import set_storage_options
 
     for key, value in creds.items():
         monkeypatch.setenv(key, value)

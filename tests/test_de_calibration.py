@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.stats as st
-
-from cluster.runtime import Runtime
-from pipelines.config import parse_config
-from pipelines.de.calibration import PERMUTATION_STREAM, permute_contrast, read_calibration
-from pipelines.de.contrasts import one_vs_rest, pairwise
-from pipelines.progress import Progress
-from pipelines.runner import run_config
-from storage.store import create_store, list_results, open_store
+from gexplain.cluster.runtime import Runtime
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.de.calibration import PERMUTATION_STREAM, permute_contrast, read_calibration
+from gexplain.pipelines.de.contrasts import one_vs_rest, pairwise
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.runner import run_config
+from gexplain.storage.store import create_store, list_results, open_store
 
 N, G, N_DE, SEED = 40, 60, 6, 7
 
@@ -106,8 +105,8 @@ def test_stage_counts_permuted_calls_as_scipy_welch_with_bh(tmp_path: Path, loca
         1.0, welch["n_called"].mean() / welch["observed"].iloc[0]
     )
     # the report shows the check beside the DE results
-    from pipelines.report.build import de_section
-    from storage.store import read_result
+    from gexplain.pipelines.report.build import de_section
+    from gexplain.storage.store import read_result
 
     de = {g: read_result(url, g) for g in list_results(url, "de")}
     section = de_section(de, 0.05, 0, read_calibration(url))
@@ -116,7 +115,7 @@ def test_stage_counts_permuted_calls_as_scipy_welch_with_bh(tmp_path: Path, loca
 
 def test_cli_calibration_prints_its_table(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """``gexplain de --calibrate N`` exits 0 and names the calibration table it wrote."""
-    from pipelines.cli.main import main
+    from gexplain.pipelines.cli.main import main
 
     url = _store(tmp_path)
     args = ["de", url, "--method", "welch", "--layer", "log_expr", "--contrast", "cond", "B", "A"]

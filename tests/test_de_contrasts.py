@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
-from pipelines.de.analysis import plan
-from pipelines.de.contrasts import one_vs_rest, pairwise, per_group
-from pipelines.de.stage import DeTest
-from storage.errors import InputError
+from gexplain.pipelines.de.analysis import plan
+from gexplain.pipelines.de.contrasts import one_vs_rest, pairwise, per_group
+from gexplain.pipelines.de.stage import DeTest
+from gexplain.storage.errors import InputError
 
 TISSUE = ["lung"] * 6 + ["liver"] * 5 + ["brain"] * 4 + [np.nan]
 STATUS = ["tumour", "tumour", "tumour", "normal", "normal", "normal"]

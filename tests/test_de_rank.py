@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 import xarray as xr
-
-from pipelines.de.contrasts import pairwise
-from pipelines.de.mannwhitney import mannwhitney_block, run_mannwhitney
-from pipelines.de.multitest import benjamini_hochberg
-from pipelines.de.presets import get_preset, with_calls
-from pipelines.de.welch import run_welch, welch_block
-from storage.errors import InputError
-from storage.store import create_store, open_store
+from gexplain.pipelines.de.contrasts import pairwise
+from gexplain.pipelines.de.mannwhitney import mannwhitney_block, run_mannwhitney
+from gexplain.pipelines.de.multitest import benjamini_hochberg
+from gexplain.pipelines.de.presets import get_preset, with_calls
+from gexplain.pipelines.de.welch import run_welch, welch_block
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import create_store, open_store
 
 
 def _blocks(rng: np.random.Generator) -> list[np.ndarray]:

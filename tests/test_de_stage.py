@@ -9,14 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats as st
-
-from cluster.runtime import Runtime
-from pipelines.cli.main import main
-from pipelines.config import parse_config
-from pipelines.progress import Progress
-from pipelines.runner import run_config
-from storage.errors import InputError
-from storage.store import create_store, list_results, read_result
+from gexplain.cluster.runtime import Runtime
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.runner import run_config
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import create_store, list_results, read_result
 
 REF = "pydeseq2-r-reference"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -189,9 +188,9 @@ def _pydeseq2(counts: pd.DataFrame, meta: pd.DataFrame, design: str, contrast: l
 
 @pytest.mark.filterwarnings("ignore")
 def test_deseq2_per_group_and_one_vs_rest_match_pydeseq2(shared_data: Path, tmp_path: Path) -> None:
-    from pipelines.de.analysis import execute, plan
-    from pipelines.de.stage import DeTest
-    from storage.store import open_store
+    from gexplain.pipelines.de.analysis import execute, plan
+    from gexplain.pipelines.de.stage import DeTest
+    from gexplain.storage.store import open_store
 
     counts, meta = _reference(shared_data)
     ds = open_store(_store(tmp_path, counts, meta))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from gexplain.pipelines.de.deseq2 import dispersion, lbfgsb
 from pydeseq2.utils import fit_alpha_mle
 from scipy.optimize import minimize
-
-from pipelines.de.deseq2 import dispersion, lbfgsb
 
 
 def test_minimize_batch_follows_scipy_lbfgsb() -> None:

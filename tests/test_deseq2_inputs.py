@@ -6,9 +6,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
-
-from pipelines.de.deseq2 import driver, run_deseq2
-from storage.errors import InputError
+from gexplain.pipelines.de.deseq2 import driver, run_deseq2
+from gexplain.storage.errors import InputError
 
 
 def make_ds(counts: np.ndarray | None = None, **columns: list) -> xr.Dataset:

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from gexplain.pipelines.de.deseq2 import run_deseq2
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.ds import DeseqStats
-
-from pipelines.de.deseq2 import run_deseq2
 
 COLUMNS = ["baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj"]
 R_CHECKED = ["log2FoldChange", "lfcSE", "stat", "pvalue", "padj"]
@@ -254,7 +253,7 @@ def test_poscounts_and_plain_bh_vs_pydeseq2(ref_dir, caplog) -> None:
     """'poscounts' size factors and BH without independent filtering, as pydeseq2; progress logged."""
     import logging
 
-    from pipelines.progress import Progress
+    from gexplain.pipelines.progress import Progress
 
     counts, metadata = load(ref_dir, "synthetic")
     counts.iloc[::3, 2] = 0  # zeros in some genes, so 'ratio' and 'poscounts' differ
@@ -293,9 +292,9 @@ def test_poscounts_and_plain_bh_vs_pydeseq2(ref_dir, caplog) -> None:
 )
 def test_dispersions_vs_r(ref_dir, name, design) -> None:
     """Final (MAP or gene-wise outlier) dispersions vs R's ``dispersions(dds)``, as close as pydeseq2's."""
-    from pipelines.de.deseq2 import dispersion, driver
-    from pipelines.de.deseq2.design import build_design
-    from pipelines.normalize.size_factors import median_of_ratios
+    from gexplain.pipelines.de.deseq2 import dispersion, driver
+    from gexplain.pipelines.de.deseq2.design import build_design
+    from gexplain.pipelines.normalize.size_factors import median_of_ratios
 
     counts, metadata = load(ref_dir, "synthetic")
     dsgn = build_design(to_dataset(counts, metadata), design)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.integrate import trapezoid
-
-from pipelines.evaluate.faithfulness import (
+from gexplain.pipelines.evaluate.faithfulness import (
     area_over_k,
     openxai_k_grid,
     openxai_max_k,
     perturbation_gaps,
     with_areas,
 )
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
+from scipy.integrate import trapezoid
 
 N_S, N_G, N_C = 40, 12, 3
 SIGMA, P = 0.1, 100

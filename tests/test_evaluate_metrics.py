@@ -8,32 +8,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.stats import hypergeom, spearmanr
-from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
-from torch import nn
-
-from pipelines.evaluate.biology import (
+from gexplain.pipelines.evaluate.biology import (
     class_top_genes,
     hidden_to_de,
     housekeeping,
     overlap_test,
     tissue_enhanced,
 )
-from pipelines.evaluate.faithfulness import ensemble_predict_proba, prediction_gaps
-from pipelines.evaluate.ground_truth import (
+from gexplain.pipelines.evaluate.faithfulness import ensemble_predict_proba, prediction_gaps
+from gexplain.pipelines.evaluate.ground_truth import (
     auroc,
     average_precision,
     ground_truth_table,
     precision_recall_at_k,
 )
-from pipelines.evaluate.reproducibility import (
+from gexplain.pipelines.evaluate.reproducibility import (
     compare_runs,
     per_sample_spearman,
     top_k_indices,
     top_k_overlap,
 )
-from pipelines.evaluate.saturation import saturation_curve, saturation_point
-from storage.errors import InputError
+from gexplain.pipelines.evaluate.saturation import saturation_curve, saturation_point
+from gexplain.storage.errors import InputError
+from scipy.stats import hypergeom, spearmanr
+from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+from torch import nn
 
 
 def test_per_sample_spearman_matches_scipy() -> None:

@@ -1,9 +1,9 @@
 """Sabbatini & Manganaro's outcome reproduced with gexplain's own pipeline.
 
-simulate (:func:`pipelines.simulate.sabbatini.simulate_sabbatini`) -> DE (gexplain's Welch and
-Mann-Whitney tests) -> train (:func:`pipelines.models.stage.run_training`, one MLP replicate)
--> explain (:func:`pipelines.explain.engine.run_explain`, integrated gradients on Ray) -> score
-(:func:`pipelines.evaluate.run.evaluate_store`, whose metrics are checked independently in
+simulate (:func:`gexplain.pipelines.simulate.sabbatini.simulate_sabbatini`) -> DE (gexplain's Welch and
+Mann-Whitney tests) -> train (:func:`gexplain.pipelines.models.stage.run_training`, one MLP replicate)
+-> explain (:func:`gexplain.pipelines.explain.engine.run_explain`, integrated gradients on Ray) -> score
+(:func:`gexplain.pipelines.evaluate.run.evaluate_store`, whose metrics are checked independently in
 test_evaluate_metrics.py).
 
 On circles (B, C) the group depends on genes only through a radius, so DE calls no informative
@@ -19,18 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from cluster.runtime import Runtime
-from pipelines.de.contrasts import pairwise
-from pipelines.de.mannwhitney import run_mannwhitney
-from pipelines.de.welch import run_welch
-from pipelines.evaluate.run import evaluate_store
-from pipelines.evaluate.stage import EvaluateParams
-from pipelines.explain.engine import run_explain
-from pipelines.explain.params import ExplainParams
-from pipelines.models.stage import TrainStageParams, run_training
-from pipelines.simulate.sabbatini import simulate_sabbatini
-from storage.store import open_store, write_result
+from gexplain.cluster.runtime import Runtime
+from gexplain.pipelines.de.contrasts import pairwise
+from gexplain.pipelines.de.mannwhitney import run_mannwhitney
+from gexplain.pipelines.de.welch import run_welch
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.stage import EvaluateParams
+from gexplain.pipelines.explain.engine import run_explain
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.models.stage import TrainStageParams, run_training
+from gexplain.pipelines.simulate.sabbatini import simulate_sabbatini
+from gexplain.storage.store import open_store, write_result
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 N_PER_GROUP = 400

@@ -10,18 +10,17 @@ import pytest
 import torch
 import xarray as xr
 from captum.attr import IntegratedGradients
+from gexplain.pipelines.evaluate.run import sample_subset
+from gexplain.pipelines.evaluate.saturation import saturation_curve
+from gexplain.pipelines.evaluate.saturation_stage import SaturationParams, saturation_part, saturation_pools
+from gexplain.pipelines.evaluate.stage import EvaluateParams
+from gexplain.pipelines.explain.references import compute_reference_stats, draw_references
+from gexplain.pipelines.models.architectures import MLP
+from gexplain.pipelines.models.load import load_models
+from gexplain.pipelines.models.persist import read_model, save_model, state_bytes
+from gexplain.storage.store import open_store, write_result
 from scipy.stats import spearmanr
 from test_evaluate_store import make_demo_store
-
-from pipelines.evaluate.run import sample_subset
-from pipelines.evaluate.saturation import saturation_curve
-from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part, saturation_pools
-from pipelines.evaluate.stage import EvaluateParams
-from pipelines.explain.references import compute_reference_stats, draw_references
-from pipelines.models.architectures import MLP
-from pipelines.models.load import load_models
-from pipelines.models.persist import read_model, save_model, state_bytes
-from storage.store import open_store, write_result
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +153,7 @@ def test_models_pool_from_stored_per_model_means(tmp_path: Path, monkeypatch: py
     def no_recompute(*args: object, **kwargs: object) -> None:
         raise AssertionError("the models pool must come from the stored per-model means")
 
-    monkeypatch.setattr("pipelines.explain.compute.explain_block", no_recompute)
+    monkeypatch.setattr("gexplain.pipelines.explain.compute.explain_block", no_recompute)
     params = SaturationParams(enabled=True, axes=["models"], pool=16, samples=samples.size, draws=1)
     pools = saturation_pools(url, OPTS, params)
     np.testing.assert_array_equal(pools[("integrated_gradients", "models")], per_model[[0, 2, 3]])
@@ -173,9 +172,9 @@ def test_models_pool_from_stored_per_model_means(tmp_path: Path, monkeypatch: py
 def test_repeat_pool_is_the_exact_decomposition_of_explicit_repeats(store: str) -> None:
     """Repeats-axis items come from the per-unit terms, not from recomputing: item k equals Captum
     IG with repeat k's keyed dropout mask and the cohort references, averaged over references."""
-    from pipelines.evaluate.saturation_stage import EXACT_REPEAT_VARIANCE
-    from pipelines.explain.modes import dropout_mask
-    from pipelines.explain.references import draw_reference_sets
+    from gexplain.pipelines.evaluate.saturation_stage import EXACT_REPEAT_VARIANCE
+    from gexplain.pipelines.explain.modes import dropout_mask
+    from gexplain.pipelines.explain.references import draw_reference_sets
 
     params = SaturationParams(enabled=True, axes=["repeats"], pool=4, samples=3, n_steps=16, n_references=2)
     pool = saturation_pools(store, OPTS, params)[("integrated_gradients", "repeats")]

@@ -9,19 +9,18 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.stage import STAGE, EvaluateParams
+from gexplain.pipelines.evaluate.tables import read_tables
+from gexplain.pipelines.models.architectures import MLP
+from gexplain.pipelines.models.persist import save_model, state_bytes
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.stages import StageContext
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import create_store, write_result
 from scipy.stats import hypergeom, spearmanr
 from sklearn.metrics import roc_auc_score
-
-from pipelines.cli.main import main
-from pipelines.evaluate.run import evaluate_store
-from pipelines.evaluate.stage import STAGE, EvaluateParams
-from pipelines.evaluate.tables import read_tables
-from pipelines.models.architectures import MLP
-from pipelines.models.persist import save_model, state_bytes
-from pipelines.progress import Progress
-from pipelines.stages import StageContext
-from storage.errors import InputError
-from storage.store import create_store, write_result
 
 N_PER_CLASS, N_GENES = 20, 50
 
@@ -119,7 +118,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
 
 
 def _attr(url: str, run: str) -> np.ndarray:
-    from storage.store import read_result
+    from gexplain.storage.store import read_result
 
     return np.asarray(read_result(url, f"explain/{run}")["attr_ig"].values, dtype=np.float64)
 
@@ -148,7 +147,7 @@ def test_reproducibility_matches_scipy(evaluated: tuple[str, dict[str, pd.DataFr
 
 def test_overlaps_match_hypergeometric(evaluated: tuple[str, dict[str, pd.DataFrame], Path]) -> None:
     url, tables, _ = evaluated
-    from storage.store import open_store
+    from gexplain.storage.store import open_store
 
     ds = open_store(url)
     tpm = np.asarray(ds["tpm"].values, dtype=np.float64)
@@ -167,8 +166,8 @@ def test_overlaps_match_hypergeometric(evaluated: tuple[str, dict[str, pd.DataFr
 
 def test_faithfulness_matches_direct_forward(evaluated: tuple[str, dict[str, pd.DataFrame], Path]) -> None:
     url, tables, _ = evaluated
-    from pipelines.models.load import load_models
-    from storage.store import open_store
+    from gexplain.pipelines.models.load import load_models
+    from gexplain.storage.store import open_store
 
     f = tables["faithfulness"].set_index("k")
     model = load_models(url, "default")[0].module.eval()

@@ -7,11 +7,10 @@ import pytest
 import torch
 from captum.attr import DeepLift
 from explain_params import sample_scope_params
-
-from pipelines.explain.aggregate import Moments, reduce_references
-from pipelines.explain.compute import BlockPartial, compute_reference_stats, explain_block
-from pipelines.explain.references import draw_references
-from pipelines.models.architectures import MLP
+from gexplain.pipelines.explain.aggregate import Moments, reduce_references
+from gexplain.pipelines.explain.compute import BlockPartial, compute_reference_stats, explain_block
+from gexplain.pipelines.explain.references import draw_references
+from gexplain.pipelines.models.architectures import MLP
 
 
 def test_streamed_moments_equal_numpy() -> None:

@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
+from gexplain.pipelines.explain.collapse import model_arch, probe_linear
+from gexplain.pipelines.explain.compute import explain_block
+from gexplain.pipelines.explain.modes import dropout_mask
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.references import compute_reference_stats, draw_reference_sets
+from gexplain.pipelines.explain.registry import EXPLAINERS
+from gexplain.pipelines.models.architectures import CNN, MLP
 from torch import nn
-
-from pipelines.explain.collapse import model_arch, probe_linear
-from pipelines.explain.compute import explain_block
-from pipelines.explain.modes import dropout_mask
-from pipelines.explain.params import ExplainParams
-from pipelines.explain.references import compute_reference_stats, draw_reference_sets
-from pipelines.explain.registry import EXPLAINERS
-from pipelines.models.architectures import CNN, MLP
 
 GENES, HIDDEN, CLASSES, P = 40, 16, 3, 0.3
 SEED, MODEL_ID = 11, 4

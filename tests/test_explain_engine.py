@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
-
-from pipelines.cli.main import main
-from pipelines.config import parse_config
-from pipelines.explain.engine import run_explain
-from pipelines.explain.params import ExplainParams
-from pipelines.models.architectures import MLP
-from pipelines.models.persist import save_model, state_bytes
-from pipelines.progress import SILENT
-from pipelines.runner import run_config
-from storage.errors import InputError
-from storage.store import BlockLedger, create_store, read_result, result_exists
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.explain.engine import run_explain
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.models.architectures import MLP
+from gexplain.pipelines.models.persist import save_model, state_bytes
+from gexplain.pipelines.progress import SILENT
+from gexplain.pipelines.runner import run_config
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import BlockLedger, create_store, read_result, result_exists
 
 N_SAMPLES, N_GENES, CLASSES, HIDDEN = 64, 50, ("a", "b", "c"), 16
 BLOCK = 16
@@ -306,7 +305,7 @@ def test_unlabelled_samples_are_excluded_and_counted(ray_runtime, cohort, tmp_pa
 
 
 def test_fingerprint_covers_device_and_threads():
-    from pipelines.explain.engine import ModelSetInfo, fingerprint
+    from gexplain.pipelines.explain.engine import ModelSetInfo, fingerprint
 
     info = ModelSetInfo((0,), "log_expr", "tissue", ("a", "b"), ("x",))
     params = ExplainParams()

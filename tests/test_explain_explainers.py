@@ -18,13 +18,12 @@ from captum.attr import (
     Saliency,
 )
 from explain_params import sample_scope_params
+from gexplain.pipelines.explain.compute import compute_reference_stats, explain_block
+from gexplain.pipelines.explain.gradcampp import gradcampp_weights
+from gexplain.pipelines.explain.references import draw_references
+from gexplain.pipelines.models.architectures import CNN, MLP
+from gexplain.storage.errors import InputError
 from torch import nn
-
-from pipelines.explain.compute import compute_reference_stats, explain_block
-from pipelines.explain.gradcampp import gradcampp_weights
-from pipelines.explain.references import draw_references
-from pipelines.models.architectures import CNN, MLP
-from storage.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 GENES, CLASSES = 30, 3
@@ -363,7 +362,7 @@ def test_mc_dropout_independent_of_blocks_and_order(fast_path: bool) -> None:
         np.testing.assert_allclose(part[name][0], whole[name][0][order], rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(part[name][1], whole[name][1][order], rtol=1e-5, atol=1e-8)
     # repeats split over tasks and merged equal one task
-    from pipelines.explain.compute import BlockPartial
+    from gexplain.pipelines.explain.compute import BlockPartial
 
     a = explain_block([model], [7], x, labels, idx, range(0, 1), stats, spec, 1)
     b = explain_block([model], [7], x, labels, idx, range(1, 3), stats, spec, 1)

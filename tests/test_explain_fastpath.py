@@ -7,11 +7,10 @@ import pytest
 import torch
 from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency
 from explain_params import sample_scope_params
+from gexplain.pipelines.explain.compute import explain_block
+from gexplain.pipelines.explain.fastpath import MLPFastPath, fast_attributions
+from gexplain.pipelines.models.architectures import MLP
 from torch import nn
-
-from pipelines.explain.compute import explain_block
-from pipelines.explain.fastpath import MLPFastPath, fast_attributions
-from pipelines.models.architectures import MLP
 
 GENES, HIDDEN, CLASSES = 40, 16, 3
 

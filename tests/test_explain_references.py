@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from pipelines.explain.references import (
+from gexplain.pipelines.explain.references import (
     compute_reference_stats,
     draw_references,
     parse_references,
     truncated_normal,
 )
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
+from scipy import stats
 
 
 @pytest.mark.parametrize(
@@ -87,9 +86,8 @@ def test_zhao_code_references_moments_and_bounds() -> None:
     """``universal``/``specific`` as Zhao et al.'s code draws them: |N(mu, s)| truncated to mu +- s,
     s = sigma + 0.01, mu/sigma over per-class medians (universal) or the class's samples (specific).
     Checked against scipy's truncated normal (closed-form mean and variance) and the bounds."""
+    from gexplain.pipelines.explain.references import draw_reference_sets
     from scipy.stats import truncnorm
-
-    from pipelines.explain.references import draw_reference_sets
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 30)

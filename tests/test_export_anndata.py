@@ -8,11 +8,10 @@ import anndata
 import numpy as np
 import pytest
 import xarray as xr
+from gexplain.pipelines.cli.main import main
+from gexplain.storage.store import open_store, read_result, write_result
 from scipy.stats import ttest_ind
 from test_evaluate_store import make_demo_store
-
-from pipelines.cli.main import main
-from storage.store import open_store, read_result, write_result
 
 
 @pytest.fixture(scope="module")

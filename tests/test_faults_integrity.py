@@ -25,10 +25,9 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-
-from pipelines.cli.main import main
-from storage import lease
-from storage.checkpoints import (
+from gexplain.pipelines.cli.main import main
+from gexplain.storage import lease
+from gexplain.storage.checkpoints import (
     ModelSetWriter,
     list_checkpoints,
     list_model_sets,
@@ -36,11 +35,11 @@ from storage.checkpoints import (
     save_checkpoint,
     save_model_set_report,
 )
-from storage.errors import InputError
-from storage.lease import LeaseHeldError, hold_scope, hold_store, lease_url, release_all
-from storage.nodes import read_group, write_group
-from storage.paths import host_name, temp_name
-from storage.store import (
+from gexplain.storage.errors import InputError
+from gexplain.storage.lease import LeaseHeldError, hold_scope, hold_store, lease_url, release_all
+from gexplain.storage.nodes import read_group, write_group
+from gexplain.storage.paths import host_name, temp_name
+from gexplain.storage.store import (
     BlockLedger,
     add_variables,
     begin_result_set,
@@ -83,7 +82,7 @@ def _store(url: str, n_s: int = 8, n_g: int = 6) -> str:
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from storage import lease
+    from gexplain.storage import lease
     kind, url, arg = sys.argv[1:4]
     if kind == "store":
         lease.hold_store(url, arg)
@@ -173,9 +172,9 @@ max_epochs = {epochs}
 def test_runner_reruns_replace_what_they_own_and_foreign_sets_are_refused_first(
     tmp_path: Path, ray_runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.config import parse_config
-    from pipelines.progress import SILENT
-    from pipelines.runner import run_config
+    from gexplain.pipelines.config import parse_config
+    from gexplain.pipelines.progress import SILENT
+    from gexplain.pipelines.runner import run_config
 
     cfg = tmp_path / "c.toml"
     for epochs in (2, 3, 2):  # a changed train parameter, then the original config again
@@ -185,13 +184,13 @@ def test_runner_reruns_replace_what_they_own_and_foreign_sets_are_refused_first(
         store = str(tmp_path / "run" / "s.zarr")
         assert list_checkpoints(store, "default") == [0]
     # a fresh run folder does not own the store's model set: refused before any training
-    import pipelines.models.stage as train_stage
+    import gexplain.pipelines.models.stage as train_stage
 
     def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("trained before checking the model set")
 
     monkeypatch.setattr(train_stage, "run_jobs", no_training)
-    from pipelines.models.stage import TrainStageParams, run_training
+    from gexplain.pipelines.models.stage import TrainStageParams, run_training
 
     with pytest.raises(InputError, match="model set 'default' already exists"):
         run_training(store, TrainStageParams(replicates=1, max_epochs=2), 0, runtime=None)
@@ -201,7 +200,7 @@ def test_runner_reruns_replace_what_they_own_and_foreign_sets_are_refused_first(
 
 
 def test_a_model_set_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.models import replicates
+    from gexplain.pipelines.models import replicates
 
     url = _store(str(tmp_path / "s.zarr"))
     calls = {"n": 0}
@@ -238,7 +237,7 @@ def test_a_model_set_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: py
 
 
 def test_ctrl_c_exits_130_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import pipelines.cli.info as info
+    import gexplain.pipelines.cli.info as info
 
     url = _store(str(tmp_path / "s.zarr"))
 
@@ -252,9 +251,9 @@ def test_ctrl_c_exits_130_with_a_message(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_sigterm_exits_143(tmp_path: Path) -> None:
     url = _store(str(tmp_path / "s.zarr"))
-    script = "import os, signal, pipelines.cli.info as i\n"
+    script = "import os, signal, gexplain.pipelines.cli.info as i\n"
     script += "i.describe_store = lambda u: os.kill(os.getpid(), signal.SIGTERM)\n"
-    script += f"from pipelines.cli.main import main\nraise SystemExit(main(['info', {url!r}]))\n"
+    script += f"from gexplain.pipelines.cli.main import main\nraise SystemExit(main(['info', {url!r}]))\n"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 143 and "interrupted; rerun to resume" in proc.stderr
 
@@ -332,9 +331,9 @@ def test_leases_are_renewed_while_held(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_two_overlapping_runs_of_one_config(tmp_path: Path, holder) -> None:
-    from pipelines.config import parse_config
-    from pipelines.progress import SILENT
-    from pipelines.runner import run_config
+    from gexplain.pipelines.config import parse_config
+    from gexplain.pipelines.progress import SILENT
+    from gexplain.pipelines.runner import run_config
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(RUN.format(out=tmp_path / "run", epochs=1))

@@ -2,7 +2,7 @@
 
 For each stage the driver process (``gexplain run``) sends itself the signal at write number n of
 that stage, n drawn by a seeded generator from the writes an uninterrupted run makes there
-(``storage.faults``); ``run`` itself is also killed and interrupted from outside at seeded random
+(``gexplain.storage.faults``); ``run`` itself is also killed and interrupted from outside at seeded random
 times (in the ingest campaign, which needs no Ray). After every fault: the exit code is non-zero
 (130 and "interrupted; rerun to resume" for Ctrl-C), the store is absent or readable
 (``open_store`` and ``gexplain info``) and nothing in it trips a plain Zarr reader; the next run
@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
-from storage.store import open_store
+from gexplain.storage.store import open_store
 
 GEXPLAIN = str(Path(sys.executable).parent / "gexplain")
 SEED = 20261201

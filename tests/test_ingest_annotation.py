@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from pipelines.cli.main import main
-from pipelines.ingest_stage import IngestParams, inputs
-from storage.errors import InputError
-from storage.ingest import ingest
-from storage.store import open_store
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.ingest_stage import IngestParams, inputs
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest import ingest
+from gexplain.storage.store import open_store
 
 GENES = [f"ENSG{k:011d}.{k % 3 + 1}" for k in range(1, 9)]
 STRIPPED = [g.split(".")[0] for g in GENES]

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from pipelines.cli.main import main
-from storage.errors import InputError
-from storage.ingest import ingest
-from storage.paths import exists
-from storage.store import open_store
+from gexplain.pipelines.cli.main import main
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest import ingest
+from gexplain.storage.paths import exists
+from gexplain.storage.store import open_store
 
 GENES = [f"ENSG{i:011d}.1" for i in range(4)]
 SAMPLES = ["S1", "S2", "S3"]

@@ -8,13 +8,12 @@ import numpy as np
 import pydantic
 import pytest
 import test_ingest_readers as files  # the file writers (tests/ is on sys.path under pytest)
-
-from pipelines.cli.main import main
-from pipelines.ingest_stage import STAGE, IngestParams
-from pipelines.progress import SILENT
-from pipelines.stages import StageContext, get_stage
-from storage.ingest import ingest
-from storage.store import open_store
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.ingest_stage import STAGE, IngestParams
+from gexplain.pipelines.progress import SILENT
+from gexplain.pipelines.stages import StageContext, get_stage
+from gexplain.storage.ingest import ingest
+from gexplain.storage.store import open_store
 
 
 def _cohorts(tmp_path: Path) -> dict:

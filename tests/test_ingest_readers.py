@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
-from storage.ingest import ingest
-from storage.store import layer_chunks, open_store
+from gexplain.storage.ingest import ingest
+from gexplain.storage.store import layer_chunks, open_store
 
 CHUNKS = {"sample": 4, "gene": 4}
 SMALL = {"buffer_bytes": 1, "parse_bytes": 1}  # one row per block and per write: many blocks

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from pipelines.cli.main import main
-from storage.errors import InputError
-from storage.ingest import ingest
-from storage.store import open_store
+from gexplain.pipelines.cli.main import main
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest import ingest
+from gexplain.storage.store import open_store
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -332,7 +331,7 @@ def test_quoted_field_with_a_comma(tmp_path: Path) -> None:
 
 
 def test_ingest_stage_params_accept_new_fields() -> None:
-    from pipelines.ingest_stage import IngestParams
+    from gexplain.pipelines.ingest_stage import IngestParams
 
     p = IngestParams(sources=["a"], values="expected_counts", merge_labels=["GTEx=SMTSD"], label_prefix=True)
     assert p.values == "expected_counts" and p.merge_labels == ["GTEx=SMTSD"] and p.label_prefix

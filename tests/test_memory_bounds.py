@@ -31,9 +31,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gexplain.storage.store import create_store, open_store
 from scipy import stats
-
-from storage.store import create_store, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +183,7 @@ def test_ingest_gct_under_cap(tmp_path: Path) -> None:
     text_bytes = write_gct(gct, GCT_GENES)
     out = str(tmp_path / "ingested.zarr")
     report = run_capped(
-        "from storage.ingest import ingest",
+        "from gexplain.storage.ingest import ingest",
         """
         ingest(spec["gct"], spec["out"], chunks=spec["chunks"], buffer_bytes=16 * 2**20, parse_bytes=4 * 2**20)
         """,
@@ -231,8 +230,8 @@ def test_size_factors_under_cap(counts_store: str, tmp_path: Path) -> None:
     report = run_capped(
         """
         import numpy as np
-        from pipelines.normalize.size_factors import median_of_ratios
-        from storage.store import open_store
+        from gexplain.pipelines.normalize.size_factors import median_of_ratios
+        from gexplain.storage.store import open_store
         """,
         """
         counts = open_store(spec["store"])["counts"].data
@@ -252,9 +251,9 @@ def test_mannwhitney_under_cap(counts_store: str, tmp_path: Path) -> None:
     report = run_capped(
         """
         import numpy as np
-        from pipelines.de.contrasts import Contrast
-        from pipelines.de.mannwhitney import run_mannwhitney
-        from storage.store import open_store
+        from gexplain.pipelines.de.contrasts import Contrast
+        from gexplain.pipelines.de.mannwhitney import run_mannwhitney
+        from gexplain.storage.store import open_store
         """,
         """
         ds = open_store(spec["store"])

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gexplain.pipelines.models.architectures import CNN, MLP, Standardize, build_model, gene_order, grid_size
+from gexplain.storage.errors import InputError
 from torch import nn
-
-from pipelines.models.architectures import CNN, MLP, Standardize, build_model, gene_order, grid_size
-from storage.errors import InputError
 
 
 def test_standardize_closed_form_and_identity():
@@ -77,7 +76,7 @@ def test_gene_order_by_position_and_errors():
 
 
 def test_deterministic_cross_entropy_equals_torch():
-    from pipelines.models.train import cross_entropy
+    from gexplain.pipelines.models.train import cross_entropy
 
     torch.manual_seed(1)
     logits = torch.randn(9, 5, requires_grad=True)

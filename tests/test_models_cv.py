@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gexplain.pipelines.models.cv import cross_validate, fold_splits
+from gexplain.pipelines.models.data import read_training_data, stratified_split, upsampled_epoch
+from gexplain.pipelines.models.metrics import classification_metrics
+from gexplain.pipelines.models.train import TrainParams
+from gexplain.storage.errors import InputError
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 from test_models_train import gaussian_classes, make_store
-
-from pipelines.models.cv import cross_validate, fold_splits
-from pipelines.models.data import read_training_data, stratified_split, upsampled_epoch
-from pipelines.models.metrics import classification_metrics
-from pipelines.models.train import TrainParams
-from storage.errors import InputError
 
 
 def _check_against_sklearn(y_true, y_pred, classes):

@@ -6,15 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from pipelines.models.architectures import ARCHITECTURES
-from pipelines.models.data import read_training_data
-from pipelines.models.load import load_models
-from pipelines.models.rules import CircleRule, LinearRule, fit_rule, save_rule_set
-from pipelines.models.stage import TrainStageParams, run_training
-from pipelines.simulate.sabbatini import simulate_sabbatini
-from storage.errors import InputError
-from storage.store import open_store
+from gexplain.pipelines.models.architectures import ARCHITECTURES
+from gexplain.pipelines.models.data import read_training_data
+from gexplain.pipelines.models.load import load_models
+from gexplain.pipelines.models.rules import CircleRule, LinearRule, fit_rule, save_rule_set
+from gexplain.pipelines.models.stage import TrainStageParams, run_training
+from gexplain.pipelines.simulate.sabbatini import simulate_sabbatini
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import open_store
 
 
 def test_linear_rule_is_the_perpendicular_bisector_of_the_centres() -> None:

@@ -6,19 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.models.data import read_training_data, stratified_split
+from gexplain.pipelines.models.load import load_models
+from gexplain.pipelines.models.persist import state_from_bytes
+from gexplain.pipelines.models.replicates import replicate_jobs, replicate_seeds, run_jobs
+from gexplain.pipelines.models.stage import TrainStageParams, run_training
+from gexplain.pipelines.models.train import TrainParams, jittered, train_model
+from gexplain.pipelines.simulate import simulate_cohort
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import create_store, open_store
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import accuracy_score
-
-from pipelines.cli.main import main
-from pipelines.models.data import read_training_data, stratified_split
-from pipelines.models.load import load_models
-from pipelines.models.persist import state_from_bytes
-from pipelines.models.replicates import replicate_jobs, replicate_seeds, run_jobs
-from pipelines.models.stage import TrainStageParams, run_training
-from pipelines.models.train import TrainParams, jittered, train_model
-from pipelines.simulate import simulate_cohort
-from storage.errors import InputError
-from storage.store import create_store, open_store
 
 SMALL_COHORT = {"n_program_genes": 20, "n_xor_pairs": 2, "n_circle_pairs": 2}
 
@@ -208,9 +207,9 @@ def test_cli_train_and_exit_codes(tmp_path, capsys):
 
 
 def test_train_stage_in_a_run_config(tmp_path, ray_runtime):
-    from pipelines.config import parse_config
-    from pipelines.progress import Progress
-    from pipelines.runner import run_config
+    from gexplain.pipelines.config import parse_config
+    from gexplain.pipelines.progress import Progress
+    from gexplain.pipelines.runner import run_config
 
     x, y = gaussian_classes(12, 16, 3, seed=5)
     tissues = np.array(["a", "b", "c"])[y]

@@ -10,16 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.normalize.size_factors import median_of_ratios
+from gexplain.pipelines.normalize.stage import STAGE, NormalizeParams
+from gexplain.pipelines.normalize.transforms import cpm, log2p1, tpm
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.stages import StageContext
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import create_store, open_store
 from pydeseq2.preprocessing import deseq2_norm
-
-from pipelines.cli.main import main
-from pipelines.normalize.size_factors import median_of_ratios
-from pipelines.normalize.stage import STAGE, NormalizeParams
-from pipelines.normalize.transforms import cpm, log2p1, tpm
-from pipelines.progress import Progress
-from pipelines.stages import StageContext
-from storage.errors import InputError
-from storage.store import create_store, open_store
 
 REF = "pydeseq2-r-reference"
 # (folder with the R size factors, folder with the counts)

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import annotated_types
+import gexplain.pipelines.cli.generate as generate
 import pytest
 import typer.main
+from gexplain.pipelines.cli.main import app, main
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.de.stage import DeTest
+from gexplain.pipelines.stages import REGISTRY, get_stage
+from gexplain.storage.errors import InputError
 from pydantic import BaseModel
-
-import pipelines.cli.generate as generate
-from pipelines.cli.main import app, main
-from pipelines.config import parse_config
-from pipelines.de.stage import DeTest
-from pipelines.stages import REGISTRY, get_stage
-from storage.errors import InputError
 
 ROOT = typer.main.get_command(app)
 
@@ -361,7 +360,7 @@ def test_store_locations_follow_one_rule(
 
 
 def test_runtime_options_override_the_config_cluster_section() -> None:
-    from pipelines.config import ClusterSection
+    from gexplain.pipelines.config import ClusterSection
 
     base = ClusterSection(address="auto", num_cpus=2)
     dask = base.override({"address": "tcp://sched:8786"})  # --cluster tcp://...: only Dask changes

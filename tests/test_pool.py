@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import ray
-
-from cluster.pool import ActorPool, PoolError
-from cluster.resources import cluster_gpus, gpu_fraction
+from gexplain.cluster.pool import ActorPool, PoolError
+from gexplain.cluster.resources import cluster_gpus, gpu_fraction
 
 # Ray workers cannot import test modules: ship this module's classes by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
+from gexplain.pipelines.evaluate.stage import EvaluateParams
+from gexplain.pipelines.evaluate.tables import write_table
+from gexplain.pipelines.report.build import SECTION_TITLES, build_report
+from gexplain.storage.store import create_store
 from test_evaluate_store import make_demo_store
-
-from pipelines.cli.main import main
-from pipelines.evaluate.run import evaluate_store
-from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
-from pipelines.evaluate.stage import EvaluateParams
-from pipelines.evaluate.tables import write_table
-from pipelines.report.build import SECTION_TITLES, build_report
-from storage.store import create_store
 
 
 class _Collect(HTMLParser):
@@ -145,9 +144,8 @@ def _summary_html(text: str) -> str:
 
 
 def test_summary_answers_from_the_evaluation(full_report: tuple[str, Path]) -> None:
+    from gexplain.storage.store import read_result
     from scipy.stats import spearmanr
-
-    from storage.store import read_result
 
     url, report = full_report
     text = report.read_text(encoding="utf-8")
@@ -187,13 +185,13 @@ def test_report_shows_no_raw_dicts(full_report: tuple[str, Path]) -> None:
 
 
 def test_report_escapes_every_string(tmp_path: Path) -> None:
-    from storage.store import open_store
+    from gexplain.storage.store import open_store
 
     evil_symbol = '<img src=x onerror="alert(1)">'
     evil_label = 'A&B"<script>alert(2)</script>'
     url = make_demo_store(tmp_path)
     store = open_store(url)
-    from storage.store import create_store as _create
+    from gexplain.storage.store import create_store as _create
 
     w = _create(
         str(tmp_path / "evil.zarr"),

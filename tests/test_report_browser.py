@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.stage import EvaluateParams
+from gexplain.pipelines.report.build import SECTION_TITLES, build_report
 from test_evaluate_store import make_demo_store
-
-from pipelines.evaluate.run import evaluate_store
-from pipelines.evaluate.stage import EvaluateParams
-from pipelines.report.build import SECTION_TITLES, build_report
 
 BROWSERS = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
 
@@ -209,8 +208,8 @@ LAYOUT_PROBE = """<script>
 
 def test_summary_fits_the_first_screen_with_many_long_classes(tmp_path: Path) -> None:
     """30 GTEx/TCGA-style classes with long names, 3 model sets, 4 run pairs: still one screen."""
-    from pipelines.report.html import page
-    from pipelines.report.summary import summary_section
+    from gexplain.pipelines.report.html import page
+    from gexplain.pipelines.report.summary import summary_section
 
     rng = np.random.default_rng(0)
     labels = [

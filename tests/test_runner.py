@@ -6,19 +6,18 @@ import json
 import textwrap
 
 import pytest
-
-from pipelines import stages as stage_registry
-from pipelines.cli.main import main
-from pipelines.config import parse_config
-from pipelines.progress import SILENT
-from pipelines.runner import read_manifest, run_config
-from storage.errors import InputError
+from gexplain.pipelines import stages as stage_registry
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.progress import SILENT
+from gexplain.pipelines.runner import read_manifest, run_config
+from gexplain.storage.errors import InputError
 
 PROBE = textwrap.dedent("""
     import json, numpy as np
     from pathlib import Path
-    from pipelines.stages import Stage, StageParams
-    from storage.store import create_store, exists
+    from gexplain.pipelines.stages import Stage, StageParams
+    from gexplain.storage.store import create_store, exists
 
     class Params(StageParams):
         value: int = 1
@@ -144,7 +143,7 @@ def test_force_reruns_everything_from_the_cli(probe, monkeypatch):
 
 
 def test_cluster_addresses_are_routed_and_checked(probe):
-    from pipelines.config import route_cluster_address
+    from gexplain.pipelines.config import route_cluster_address
 
     assert route_cluster_address("auto") == ("auto", None)
     assert route_cluster_address("ray://head:10001") == ("ray://head:10001", None)
@@ -162,9 +161,8 @@ def test_cluster_addresses_are_routed_and_checked(probe):
 
 def test_info_describes_a_store(tmp_path, capsys):
     import numpy as np
-
-    from pipelines.cli.info import describe_store
-    from storage.store import create_store
+    from gexplain.pipelines.cli.info import describe_store
+    from gexplain.storage.store import create_store
 
     url = str(tmp_path / "s.zarr")
     w = create_store(
@@ -189,7 +187,7 @@ def test_manifest_config_masks_credentials() -> None:
     """Storage option values and the webhook's path, query and user info never reach manifests."""
     import json
 
-    from pipelines.runner import redacted
+    from gexplain.pipelines.runner import redacted
 
     raw = {
         "run": {"name": "r"},

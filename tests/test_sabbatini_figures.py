@@ -3,7 +3,7 @@
 Figure 2: DESeq2 (gexplain's implementation, checked against pydeseq2 in test_deseq2_reference.py)
 calls the significant pair of dataset A at padj < 0.05 and nothing in B or C (2,000 points each,
 as the paper), nor in the supplementary D (negative-binomial counts, 10 significant variables). Figure 3: kernel SHAP and LIME, run by the explain engine on the paper's fixed
-decision rules (:mod:`pipelines.models.rules`) with 20 random background points
+decision rules (:mod:`gexplain.pipelines.models.rules`) with 20 random background points
 (``references="samples"``, ``n_references=20``), rank the pair first in all three datasets, by
 the mean and by the median of the local |importances| over samples (the paper's two summaries).
 The explain part runs on fewer points (the same datasets' layout, 30 or 20 points) to keep the
@@ -16,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cluster.runtime import Runtime
-from pipelines.de.deseq2.driver import run_deseq2
-from pipelines.explain.engine import run_explain
-from pipelines.explain.params import ExplainParams
-from pipelines.models.data import read_training_data
-from pipelines.models.rules import save_rule_set
-from pipelines.simulate.sabbatini import simulate_sabbatini
-from storage.store import open_store, read_result
+from gexplain.cluster.runtime import Runtime
+from gexplain.pipelines.de.deseq2.driver import run_deseq2
+from gexplain.pipelines.explain.engine import run_explain
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.models.data import read_training_data
+from gexplain.pipelines.models.rules import save_rule_set
+from gexplain.pipelines.simulate.sabbatini import simulate_sabbatini
+from gexplain.storage.store import open_store, read_result
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 RULE = {"A": "rule_linear", "B": "rule_circle", "C": "rule_circle"}

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
+from gexplain.pipelines.simulate import simulate_cohort
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import layer_chunks, open_store
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
-
-from pipelines.simulate import simulate_cohort
-from storage.errors import InputError
-from storage.store import layer_chunks, open_store
 
 SMALL = {"n_program_genes": 10, "n_xor_pairs": 3, "n_circle_pairs": 3}
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gexplain.pipelines.simulate import simulate_lda
+from gexplain.pipelines.simulate.lda import design_topics
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import open_store
 from scipy import stats
-
-from pipelines.simulate import simulate_lda
-from pipelines.simulate.lda import design_topics
-from storage.errors import InputError
-from storage.store import open_store
 
 KW = {"n_samples": 600, "n_genes": 240, "n_classes": 3, "n_programs": 7, "seed": 2, "genes_per_program": 15}
 
@@ -98,7 +97,7 @@ def test_pathway_class_means_match_the_dirichlet_closed_form_and_truth_is_record
 
 
 def test_pathway_sizes_must_agree_and_the_stage_preset_has_the_studys_sizes():
-    from pipelines.simulate.stage import SimulateParams, lda_options
+    from gexplain.pipelines.simulate.stage import SimulateParams, lda_options
 
     with pytest.raises(InputError, match="--genes"):
         simulate_lda("memory://sim-lda/bad.zarr", **{**PATHWAYS, "n_genes": 299})

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gexplain.pipelines.simulate import simulate_sabbatini
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import open_store
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
-
-from pipelines.simulate import simulate_sabbatini
-from storage.errors import InputError
-from storage.store import open_store
 
 
 def _load(dataset: str, n_per_group: int = 300, seed: int = 5, **kw):

@@ -6,14 +6,13 @@ import textwrap
 
 import numpy as np
 import pytest
-
-from pipelines.cli.main import main
-from pipelines.config import parse_config
-from pipelines.progress import SILENT
-from pipelines.runner import run_config
-from pipelines.simulate import simulate_cohort
-from storage.errors import InputError
-from storage.store import open_store
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.progress import SILENT
+from gexplain.pipelines.runner import run_config
+from gexplain.pipelines.simulate import simulate_cohort
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import open_store
 
 
 def _config(tmp_path, params: str):

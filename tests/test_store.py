@@ -9,10 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 import xarray as xr
-
-from storage.errors import IncompleteStoreError, InputError
-from storage.schema import validate
-from storage.store import (
+from gexplain.storage.errors import IncompleteStoreError, InputError
+from gexplain.storage.schema import validate
+from gexplain.storage.store import (
     BlockLedger,
     add_variables,
     create_store,
@@ -73,7 +72,7 @@ def test_killed_writer_leaves_no_complete_store_and_keeps_old_one(tmp_path):
     _make(url, old)
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from storage.store import create_store
+        from gexplain.storage.store import create_store
         w = create_store({url!r}, sample_ids=np.array([f"S{{i}}" for i in range(8)]),
                          gene_ids=np.array([f"E{{i}}" for i in range(6)]), layers={{"counts": "int32"}},
                          chunks={{"sample": 4, "gene": 3}}, overwrite=True)

@@ -13,13 +13,12 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 import xarray as xr
-
-from pipelines.cli.main import main
-from pipelines.evaluate.run import evaluate_store
-from pipelines.evaluate.stage import EvaluateParams
-from pipelines.models.data import read_training_data
-from storage.errors import InputError
-from storage.store import create_store, read_result, write_result
+from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.stage import EvaluateParams
+from gexplain.pipelines.models.data import read_training_data
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import create_store, read_result, write_result
 
 N, G = 30, 12
 LABELS = np.array(["a"] * 12 + ["b"] * 12 + [""] * 3 + ["nan"] * 1 + ["a", "b"], dtype=object)

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from gexplain.pipelines.cli.generate import stage_command
 from rich.console import Console
 from rich.table import Table
-
-from pipelines.cli.generate import stage_command
 
 
 def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:

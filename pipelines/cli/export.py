@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from pipelines.export import export_anndata
+from gexplain.pipelines.export import export_anndata
 
 
 def register(app: typer.Typer) -> None:

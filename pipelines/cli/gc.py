@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-
-from storage.errors import InputError
-from storage.gc import collect
-from storage.lease import hold_store
-from storage.paths import exists, normalize_url
+from gexplain.storage.errors import InputError
+from gexplain.storage.gc import collect
+from gexplain.storage.lease import hold_store
+from gexplain.storage.paths import exists, normalize_url
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """CLI commands generated from params models: each stage's command runs ``stage.run`` as
 ``gexplain run`` does, with the runtime options every computing command shares (:data:`RUNTIME`).
 
-The options of a stage come from its params model (:mod:`pipelines.cli.options`); only those given
+The options of a stage come from its params model (:mod:`gexplain.pipelines.cli.options`); only those given
 on the command line reach the model, so a bad value fails with the same message as in a config.
 """
 
@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from gexplain.cluster.runtime import start_runtime
+from gexplain.pipelines.cli.options import CliField, cli_fields, collect, command_class, option_parameters
+from gexplain.pipelines.config import ClusterSection
+from gexplain.pipelines.environment import StorageSection, configure_workers, parse_storage_option
+from gexplain.pipelines.params import StageParams, check_store_url, validate_params
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.stages import StageContext, get_stage
+from gexplain.storage.errors import InputError
+from gexplain.storage.paths import is_local
 from pydantic import ValidationError
-
-from cluster.runtime import start_runtime
-from pipelines.cli.options import CliField, cli_fields, collect, command_class, option_parameters
-from pipelines.config import ClusterSection
-from pipelines.environment import StorageSection, configure_workers, parse_storage_option
-from pipelines.params import StageParams, check_store_url, validate_params
-from pipelines.progress import Progress
-from pipelines.stages import StageContext, get_stage
-from storage.errors import InputError
-from storage.paths import is_local
 
 # -- runtime options: the same for every command that computes ---------------------------------------
 
@@ -176,7 +175,7 @@ def stage_command(
     app
         The typer app (or group) to add to.
     kind
-        Stage kind (:data:`pipelines.stages.REGISTRY`).
+        Stage kind (:data:`gexplain.pipelines.stages.REGISTRY`).
     name
         Command name (default ``kind``).
     help

@@ -6,13 +6,12 @@ import json
 
 import pandas as pd
 import typer
+from gexplain.storage.checkpoints import model_set_states
+from gexplain.storage.lease import describe, scope_holders
+from gexplain.storage.schema import layer_names, spec_for
+from gexplain.storage.store import layer_chunks, list_results, open_store, result_states
 from rich.console import Console
 from rich.table import Table
-
-from storage.checkpoints import model_set_states
-from storage.lease import describe, scope_holders
-from storage.schema import layer_names, spec_for
-from storage.store import layer_chunks, list_results, open_store, result_states
 
 
 def describe_store(url: str) -> dict:

@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 import typer
-
-from pipelines.cli.generate import stage_command
+from gexplain.pipelines.cli.generate import stage_command
 
 AS_JSON = inspect.Parameter(
     "as_json",

@@ -14,24 +14,23 @@ import signal
 import sys
 
 import typer
+from gexplain.storage.errors import InputError
+from gexplain.storage.lease import release_all
 from rich.console import Console
 
-from storage.errors import InputError
-from storage.lease import release_all
-
 COMMANDS: tuple[str, ...] = (
-    "pipelines.cli.simulate",
-    "pipelines.cli.ingest",
-    "pipelines.cli.info",
-    "pipelines.cli.normalize",
-    "pipelines.cli.de",
-    "pipelines.cli.train",
-    "pipelines.cli.explain",
-    "pipelines.cli.evaluate",
-    "pipelines.cli.report",
-    "pipelines.cli.run",
-    "pipelines.cli.export",
-    "pipelines.cli.gc",
+    "gexplain.pipelines.cli.simulate",
+    "gexplain.pipelines.cli.ingest",
+    "gexplain.pipelines.cli.info",
+    "gexplain.pipelines.cli.normalize",
+    "gexplain.pipelines.cli.de",
+    "gexplain.pipelines.cli.train",
+    "gexplain.pipelines.cli.explain",
+    "gexplain.pipelines.cli.evaluate",
+    "gexplain.pipelines.cli.report",
+    "gexplain.pipelines.cli.run",
+    "gexplain.pipelines.cli.export",
+    "gexplain.pipelines.cli.gc",
 )
 
 app = typer.Typer(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-
-from pipelines.cli.generate import stage_command
+from gexplain.pipelines.cli.generate import stage_command
 
 
 def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 Every field becomes an option ``--<field-name>`` (underscores as dashes; a nested model's fields as
 ``--<field>-<sub>``; a list of models, such as DE's ``tests``, as one item's fields) with the
 model's default and description, plus the aliases the field declares with
-:func:`pipelines.params.cli`. :func:`collect` turns the options given on the command line back into
+:func:`gexplain.pipelines.params.cli`. :func:`collect` turns the options given on the command line back into
 raw model values, so the model checks them exactly as it checks a config.
 """
 
@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 import typer
+from gexplain.pipelines.params import flag
+from gexplain.storage.errors import InputError
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 from typer._click.core import ParameterSource  # typer vendors its own click
 from typer._click.globals import get_current_context
 from typer.core import TyperCommand
-
-from pipelines.params import flag
-from storage.errors import InputError
 
 Kind = Literal["bool", "scalar", "list", "tuple", "tuples", "choice_or_list", "json"]
 

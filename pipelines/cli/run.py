@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from gexplain.pipelines.cli.generate import RUNTIME, STORAGE, check_writable, cluster_options, storage_options
+from gexplain.pipelines.cli.options import option_parameters
+from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.notify import NotifySection
+from gexplain.pipelines.runner import run_config
+from gexplain.storage.errors import InputError
 from pydantic import ValidationError
-
-from pipelines.cli.generate import RUNTIME, STORAGE, check_writable, cluster_options, storage_options
-from pipelines.cli.options import option_parameters
-from pipelines.config import parse_config
-from pipelines.notify import NotifySection
-from pipelines.runner import run_config
-from storage.errors import InputError
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """``gexplain simulate {cohort,sabbatini,lda}``: the ``simulate`` stage, one sub-command per simulator.
 
-Options are generated from :class:`pipelines.simulate.stage.SimulateParams`: each sub-command has
+Options are generated from :class:`gexplain.pipelines.simulate.stage.SimulateParams`: each sub-command has
 the options its simulator uses (``--n-samples``, alias ``--samples``, ...).
 """
 
@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-
-from pipelines.cli.generate import stage_command
-from pipelines.simulate.stage import COMMON, USES
+from gexplain.pipelines.cli.generate import stage_command
+from gexplain.pipelines.simulate.stage import COMMON, USES
 
 HELP = {
     "cohort": "GTEx/TCGA-like negative-binomial counts, TPM and log2(TPM+1) with linear and non-linear genes.",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import typer
-
-from pipelines.cli.generate import stage_command
+from gexplain.pipelines.cli.generate import stage_command
 
 
 def register(app: typer.Typer) -> None:

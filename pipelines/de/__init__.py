@@ -1,7 +1,7 @@
-"""Differential expression per gene block: deseq2 (:mod:`pipelines.de.deseq2`), the Mann-Whitney U
-test (:mod:`pipelines.de.mannwhitney`) and Welch's t-test (:mod:`pipelines.de.welch`), with
-contrasts from sample columns (:mod:`pipelines.de.contrasts`), results kept in the store and
-exported as tables and volcano plots (:mod:`pipelines.de.output`, :mod:`pipelines.de.volcano`).
-Entry points: :func:`pipelines.de.analysis.plan` / :func:`pipelines.de.analysis.execute`, the
+"""Differential expression per gene block: deseq2 (:mod:`gexplain.pipelines.de.deseq2`), the Mann-Whitney U
+test (:mod:`gexplain.pipelines.de.mannwhitney`) and Welch's t-test (:mod:`gexplain.pipelines.de.welch`), with
+contrasts from sample columns (:mod:`gexplain.pipelines.de.contrasts`), results kept in the store and
+exported as tables and volcano plots (:mod:`gexplain.pipelines.de.output`, :mod:`gexplain.pipelines.de.volcano`).
+Entry points: :func:`gexplain.pipelines.de.analysis.plan` / :func:`gexplain.pipelines.de.analysis.execute`, the
 ``de`` stage and ``gexplain de``.
 """

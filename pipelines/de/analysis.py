@@ -1,9 +1,9 @@
-"""One DE test (:class:`pipelines.de.stage.DeTest`: a method, an optional design and its contrasts) — checked, then run.
+"""One DE test (:class:`gexplain.pipelines.de.stage.DeTest`: a method, an optional design and its contrasts) — checked, then run.
 
 :func:`plan` resolves every contrast and checks every option against the store *before* any
 compute (unknown columns or levels, groups under 2 samples, covariates given to a rank test,
 unknown layers or presets). :func:`execute` then runs the method per gene block and returns one
-result Dataset per contrast (see :mod:`pipelines.de.output`).
+result Dataset per contrast (see :mod:`gexplain.pipelines.de.output`).
 """
 
 from __future__ import annotations
@@ -13,18 +13,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
-
-from pipelines.de import contrasts as cx
-from pipelines.de.blockwise import check_layer
-from pipelines.de.mannwhitney import run_mannwhitney
-from pipelines.de.presets import get_preset, with_calls
-from pipelines.de.welch import run_welch
-from pipelines.progress import SILENT, Progress
-from storage.errors import InputError
-from storage.schema import SAMPLE
+from gexplain.pipelines.de import contrasts as cx
+from gexplain.pipelines.de.blockwise import check_layer
+from gexplain.pipelines.de.mannwhitney import run_mannwhitney
+from gexplain.pipelines.de.presets import get_preset, with_calls
+from gexplain.pipelines.de.welch import run_welch
+from gexplain.pipelines.progress import SILENT, Progress
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import SAMPLE
 
 if TYPE_CHECKING:
-    from pipelines.de.stage import DeTest
+    from gexplain.pipelines.de.stage import DeTest
 
 METHODS = ("deseq2", "mannwhitney", "welch")
 DEFAULT_LAYER = {"mannwhitney": "cpm", "welch": "log_expr"}
@@ -56,7 +55,7 @@ def _resolve_layer(ds: xr.Dataset, req: DeTest) -> str:
 def _check_rank_design(req: DeTest, factors: set[str]) -> None:
     if req.design is None:
         return
-    from pipelines.de.deseq2.design import parse_terms
+    from gexplain.pipelines.de.deseq2.design import parse_terms
 
     terms = parse_terms(req.design)
     extra = [t for t in terms if t not in factors]
@@ -110,7 +109,7 @@ def _deseq2_design(design: str | None, factor: str, replace: str | None = None) 
         return f"~ {replace or factor}"
     if replace is None:
         return design
-    from pipelines.de.deseq2.design import parse_terms
+    from gexplain.pipelines.de.deseq2.design import parse_terms
 
     terms = parse_terms(design)
     terms = [replace if t == factor else t for t in terms]
@@ -144,7 +143,7 @@ def _deseq2_inputs(
 
 def _check_deseq2(ds: xr.Dataset, req: DeTest, contrast: cx.Contrast) -> None:
     """Build the design of one deseq2 fit and check its contrast (no counts are read)."""
-    from pipelines.de.deseq2.design import build_design, check_contrast
+    from gexplain.pipelines.de.deseq2.design import build_design, check_contrast
 
     data, design, triple = _deseq2_inputs(ds, req, contrast)
     check_contrast(build_design(data, design), triple)
@@ -152,7 +151,7 @@ def _check_deseq2(ds: xr.Dataset, req: DeTest, contrast: cx.Contrast) -> None:
 
 def _run_deseq2(ds: xr.Dataset, req: DeTest, contrast: cx.Contrast, progress: Progress) -> xr.Dataset:
     """Fit DESeq2 for one contrast (see :func:`_deseq2_inputs`)."""
-    from pipelines.de.deseq2 import run_deseq2
+    from gexplain.pipelines.de.deseq2 import run_deseq2
 
     data, design, triple = _deseq2_inputs(ds, req, contrast)
     results = run_deseq2(

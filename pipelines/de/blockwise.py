@@ -17,11 +17,10 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-
-from pipelines.normalize.size_factors import median_of_ratios
-from pipelines.normalize.transforms import cpm, normalized_counts, tpm
-from pipelines.progress import SILENT, Progress
-from storage.errors import InputError
+from gexplain.pipelines.normalize.size_factors import median_of_ratios
+from gexplain.pipelines.normalize.transforms import cpm, normalized_counts, tpm
+from gexplain.pipelines.progress import SILENT, Progress
+from gexplain.storage.errors import InputError
 
 LAYERS = ("counts", "cpm", "tpm", "norm_counts", "log_expr")
 BLOCK_BYTES = 64 * 1024**2

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from pipelines.de import contrasts as cx
-from pipelines.de.analysis import Plan, execute
-from pipelines.progress import Progress
-from storage.errors import InputError
-from storage.schema import SAMPLE
-from storage.store import list_results, read_result, write_result
+from gexplain.pipelines.de import contrasts as cx
+from gexplain.pipelines.de.analysis import Plan, execute
+from gexplain.pipelines.progress import Progress
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import SAMPLE
+from gexplain.storage.store import list_results, read_result, write_result
 
 RESULT_GROUP = "calibration/de"
 PERMUTATION_STREAM = 11
@@ -90,7 +89,7 @@ def calibrate(
     ds
         The store Dataset.
     checked
-        The checked request (:func:`pipelines.de.analysis.plan`).
+        The checked request (:func:`gexplain.pipelines.de.analysis.plan`).
     observed
         Its results on the real labels, by contrast name.
     n_permutations

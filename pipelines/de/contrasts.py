@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-
-from pipelines.labels import UnlabelledPolicy, labelled_samples, resolve_label
-from storage.errors import InputError
+from gexplain.pipelines.labels import UnlabelledPolicy, labelled_samples, resolve_label
+from gexplain.storage.errors import InputError
 
 MIN_GROUP = 2
 REST = "rest"
@@ -67,7 +66,7 @@ def safe_name(text: str) -> str:
 def column_name(ds: xr.Dataset, column: str) -> str:
     """Resolve ``column`` (with or without ``sample_``) to a store variable along ``sample``.
 
-    The one label-column rule (:func:`pipelines.labels.resolve_label`).
+    The one label-column rule (:func:`gexplain.pipelines.labels.resolve_label`).
 
     Raises
     ------
@@ -81,7 +80,7 @@ def levels(ds: xr.Dataset, column: str, unlabelled: UnlabelledPolicy = "exclude"
     """Per-sample level labels of a column as strings; unlabelled samples become ``""``.
 
     Which samples are unlabelled, and whether that is an error, is the one label policy
-    (:func:`pipelines.labels.labelled_samples`).
+    (:func:`gexplain.pipelines.labels.labelled_samples`).
 
     Returns
     -------

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from gexplain.pipelines.de.blockwise import layer_array, map_gene_blocks
+from gexplain.pipelines.de.contrasts import Contrast
+from gexplain.pipelines.de.multitest import benjamini_hochberg
+from gexplain.pipelines.de.output import result_dataset
+from gexplain.pipelines.progress import Progress
 from scipy import special
-
-from pipelines.de.blockwise import layer_array, map_gene_blocks
-from pipelines.de.contrasts import Contrast
-from pipelines.de.multitest import benjamini_hochberg
-from pipelines.de.output import result_dataset
-from pipelines.progress import Progress
 
 
 def rank_sum_and_ties(x: np.ndarray, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +109,7 @@ def run_mannwhitney(
     ds
         A store Dataset (lazy).
     contrast
-        The two sample groups (:mod:`pipelines.de.contrasts`).
+        The two sample groups (:mod:`gexplain.pipelines.de.contrasts`).
     layer
         Layer tested (linear units: ``counts``, ``cpm``, ``tpm``, ``norm_counts``; or
         ``log_expr``, whose fold changes are computed on ``2**x - 1``).
@@ -126,7 +125,7 @@ def run_mannwhitney(
     xarray.Dataset
         Over ``gene``: ``baseMean`` (mean over the contrast's samples, layer units),
         ``log2FoldChange`` (log2 of mean test / mean reference), ``lfcSE`` (NaN), ``stat`` (U of
-        the test group), ``pvalue``, ``padj`` (BH); see :func:`pipelines.de.output.result_dataset`.
+        the test group), ``pvalue``, ``padj`` (BH); see :func:`gexplain.pipelines.de.output.result_dataset`.
     """
     x = layer_array(ds, layer).data
     rows = np.concatenate([contrast.test_index, contrast.ref_index])

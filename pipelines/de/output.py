@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from pipelines.de.contrasts import Contrast
-from storage.errors import InputError
-from storage.schema import GENE
-from storage.store import begin_result_set, mark_result_complete, write_result
+from gexplain.pipelines.de.contrasts import Contrast
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE
+from gexplain.storage.store import begin_result_set, mark_result_complete, write_result
 
 RESULT_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
 FORMATS = (".csv", ".parquet")

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ read the data, run first). Results are written to the
 store under ``results/de/<method>/<contrast>``, tables and volcano plots to
 ``<run folder>/de/<method>/<contrast>.{csv,parquet,png}``, or to ``out`` (one test only). With
 ``calibrate = N`` every test reruns on N label permutations per contrast
-(:mod:`pipelines.de.calibration`); the table goes to ``results/calibration/de`` and
+(:mod:`gexplain.pipelines.de.calibration`); the table goes to ``results/calibration/de`` and
 ``<run folder>/de/calibration.csv`` and into the report.
 """
 
@@ -37,11 +37,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from pipelines.de.analysis import execute, plan
-from pipelines.de.calibration import calibrate, write_calibration
-from pipelines.de.output import (
+from gexplain.pipelines.de.analysis import execute, plan
+from gexplain.pipelines.de.calibration import calibrate, write_calibration
+from gexplain.pipelines.de.output import (
     begin_results,
     check_table_path,
     export_table,
@@ -49,12 +47,13 @@ from pipelines.de.output import (
     result_group,
     save_result,
 )
-from pipelines.de.volcano import volcano_png
-from pipelines.labels import UnlabelledPolicy
-from pipelines.normalize.size_factors import SizeFactorMethod
-from pipelines.params import StageParams, cli
-from pipelines.stages import Stage, StageContext
-from storage.store import open_store
+from gexplain.pipelines.de.volcano import volcano_png
+from gexplain.pipelines.labels import UnlabelledPolicy
+from gexplain.pipelines.normalize.size_factors import SizeFactorMethod
+from gexplain.pipelines.params import StageParams, cli
+from gexplain.pipelines.stages import Stage, StageContext
+from gexplain.storage.store import open_store
+from pydantic import Field, field_validator, model_validator
 
 
 class OneVsRest(StageParams):

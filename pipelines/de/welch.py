@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from gexplain.pipelines.de.blockwise import layer_array, map_gene_blocks
+from gexplain.pipelines.de.contrasts import Contrast
+from gexplain.pipelines.de.multitest import benjamini_hochberg
+from gexplain.pipelines.de.output import result_dataset
+from gexplain.pipelines.progress import Progress
 from scipy import special
-
-from pipelines.de.blockwise import layer_array, map_gene_blocks
-from pipelines.de.contrasts import Contrast
-from pipelines.de.multitest import benjamini_hochberg
-from pipelines.de.output import result_dataset
-from pipelines.progress import Progress
 
 
 def welch_block(y: np.ndarray, n_test: int) -> np.ndarray:
@@ -77,7 +76,7 @@ def run_welch(
         ``log_expr`` (tested as stored, log2 units) or a linear layer (``counts``, ``cpm``,
         ``tpm``, ``norm_counts``), tested as ``log2(x + 1)``.
     gene_block, parallel, progress
-        As in :func:`pipelines.de.blockwise.map_gene_blocks`.
+        As in :func:`gexplain.pipelines.de.blockwise.map_gene_blocks`.
 
     Returns
     -------

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from gexplain.pipelines.evaluate.reproducibility import top_k_indices
 from scipy.stats import hypergeom
-
-from pipelines.evaluate.reproducibility import top_k_indices
 
 
 def overlap_test(set_a: np.ndarray, set_b: np.ndarray) -> dict[str, float]:

@@ -28,10 +28,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from gexplain.pipelines.evaluate.reproducibility import top_k_indices
+from gexplain.storage.errors import InputError
 from torch import nn
-
-from pipelines.evaluate.reproducibility import top_k_indices
-from storage.errors import InputError
 
 PredictProba = Callable[[np.ndarray], np.ndarray]
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
+from gexplain.storage.errors import InputError
 from scipy.stats import rankdata
-
-from storage.errors import InputError
 
 MODES = ("linear", "nonlinear")
 

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-
-from pipelines.labels import resolve_label
-from storage.errors import InputError
-from storage.schema import GENE, SAMPLE
-from storage.store import list_results, read_result
+from gexplain.pipelines.labels import resolve_label
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE, SAMPLE
+from gexplain.storage.store import list_results, read_result
 
 ATTR = "attr_"
 

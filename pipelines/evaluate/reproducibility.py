@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from gexplain.storage.errors import InputError
 from scipy.stats import rankdata
-
-from storage.errors import InputError
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from pipelines.evaluate.biology import (
+from gexplain.pipelines.evaluate.biology import (
     TopGeneCounts,
     class_expression_stats,
     class_overlaps,
@@ -26,7 +25,7 @@ from pipelines.evaluate.biology import (
     housekeeping,
     tissue_enhanced,
 )
-from pipelines.evaluate.faithfulness import (
+from gexplain.pipelines.evaluate.faithfulness import (
     default_k_grid,
     ensemble_predict_proba,
     openxai_k_grid,
@@ -34,8 +33,8 @@ from pipelines.evaluate.faithfulness import (
     prediction_gaps,
     with_areas,
 )
-from pipelines.evaluate.ground_truth import attribution_importance, ground_truth_table
-from pipelines.evaluate.inputs import (
+from gexplain.pipelines.evaluate.ground_truth import attribution_importance, ground_truth_table
+from gexplain.pipelines.evaluate.inputs import (
     ATTR,
     AttributionSource,
     attribution_sources,
@@ -48,17 +47,17 @@ from pipelines.evaluate.inputs import (
     labels_for,
     positions,
 )
-from pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
-from pipelines.evaluate.tables import begin_evaluation, finish_evaluation, write_table
-from pipelines.labels import labelled_samples
-from pipelines.progress import SILENT, Progress
-from storage.checkpoints import list_model_sets
-from storage.errors import InputError
-from storage.schema import GENE, SAMPLE
-from storage.store import open_store
+from gexplain.pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
+from gexplain.pipelines.evaluate.tables import begin_evaluation, finish_evaluation, write_table
+from gexplain.pipelines.labels import labelled_samples
+from gexplain.pipelines.progress import SILENT, Progress
+from gexplain.storage.checkpoints import list_model_sets
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE, SAMPLE
+from gexplain.storage.store import open_store
 
 if TYPE_CHECKING:
-    from pipelines.evaluate.stage import EvaluateParams
+    from gexplain.pipelines.evaluate.stage import EvaluateParams
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,7 @@ def faithfulness_part(
     """PGI / PGU / random-floor curves of every attribution, with the model set's ensemble."""
     if opts.model_set not in list_model_sets(store_url) or not runs:
         return None
-    from pipelines.models.load import load_models
+    from gexplain.pipelines.models.load import load_models
 
     frames = []
     loaded: dict[bytes, list] = {}
@@ -399,7 +398,7 @@ def evaluate_store(
         Progress reporting.
     finish
         Flag the evaluation complete at the end; False when the caller writes more tables into it
-        and then calls :func:`pipelines.evaluate.tables.finish_evaluation` itself.
+        and then calls :func:`gexplain.pipelines.evaluate.tables.finish_evaluation` itself.
 
     Returns
     -------

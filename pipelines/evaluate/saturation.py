@@ -8,7 +8,7 @@ Spearman and top-k overlap). The curve is the mean over pairs and samples; satur
 first n whose doubling gains less than ``tol`` (0.01 by default).
 
 The pool is built from per-item partial results kept for a small sample subset
-(:func:`pipelines.evaluate.saturation_stage.saturation_pools`), so curves never recompute the
+(:func:`gexplain.pipelines.evaluate.saturation_stage.saturation_pools`), so curves never recompute the
 full attribution run.
 """
 
@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from pipelines.evaluate.reproducibility import per_sample_spearman, top_k_overlap
-from storage.errors import InputError
+from gexplain.pipelines.evaluate.reproducibility import per_sample_spearman, top_k_overlap
+from gexplain.storage.errors import InputError
 
 
 def doubling_grid(n_pool: int) -> list[int]:

@@ -1,13 +1,13 @@
 """Saturation curves from per-item attributions of a small sample subset.
 
 For each axis a pool of per-item attributions is computed once, with
-:func:`pipelines.explain.compute.explain_block`, on ``samples`` samples only, and kept in memory
+:func:`gexplain.pipelines.explain.compute.explain_block`, on ``samples`` samples only, and kept in memory
 (items x samples x genes float32); every curve point is then a cheap average of pool items:
 
 * ``repeats``: item i = repeat i of the first model in ``mc_dropout`` mode (its own dropout mask,
   the ``n_references`` cohort references). For the MLP and the explainers linear in the mask the
   items are not recomputed: the per-hidden-unit terms L (unit, sample, gene) of the exact
-  decomposition ``A(m) = sum_h m_h L_h`` (:func:`pipelines.explain.fastpath.unit_terms`) are
+  decomposition ``A(m) = sum_h m_h L_h`` (:func:`gexplain.pipelines.explain.fastpath.unit_terms`) are
   computed once and item i is ``sum_h m_ih L_h`` for its keyed mask; the curve also gets the
   exact variance of an n-repeat mean around the infinite-repeat limit, ``p/(1-p) sum_h L_h^2 / n``
   (column ``exact_var_mean``, averaged over samples and genes);
@@ -27,19 +27,18 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
+from gexplain.pipelines.evaluate.inputs import explain_runs
+from gexplain.pipelines.evaluate.run import sample_subset
+from gexplain.pipelines.evaluate.saturation import saturation_curve, summarise_saturation
+from gexplain.pipelines.stages import StageParams
+from gexplain.storage.checkpoints import list_model_sets
+from gexplain.storage.schema import SAMPLE
+from gexplain.storage.store import open_store
 from pydantic import Field
 
-from pipelines.evaluate.inputs import explain_runs
-from pipelines.evaluate.run import sample_subset
-from pipelines.evaluate.saturation import saturation_curve, summarise_saturation
-from pipelines.stages import StageParams
-from storage.checkpoints import list_model_sets
-from storage.schema import SAMPLE
-from storage.store import open_store
-
 if TYPE_CHECKING:
-    from pipelines.evaluate.stage import EvaluateParams
-    from pipelines.explain.engine import ModelSetInfo
+    from gexplain.pipelines.evaluate.stage import EvaluateParams
+    from gexplain.pipelines.explain.engine import ModelSetInfo
 
 Axis = Literal["repeats", "references", "models"]
 MODEL = "model"
@@ -75,7 +74,7 @@ def stored_model_pool(
     Parameters
     ----------
     runs
-        Complete explain results by run name (:func:`pipelines.evaluate.inputs.explain_runs`).
+        Complete explain results by run name (:func:`gexplain.pipelines.evaluate.inputs.explain_runs`).
     explainer
         Explainer name; the run must hold ``attr_<explainer>_model`` (model, sample, gene).
     model_ids
@@ -112,7 +111,7 @@ def saturation_pools(
     The ``models`` pools come from stored per-model means where a run has them
     (:func:`stored_model_pool`); every other pool is computed here with ``explain_block``.
     """
-    from pipelines.explain.engine import model_set_info
+    from gexplain.pipelines.explain.engine import model_set_info
 
     ds = open_store(store_url)
     info = model_set_info(store_url, opts.model_set, None)
@@ -142,10 +141,10 @@ def _computed_pools(
     todo: dict[str, list[str]],
 ) -> dict[tuple[str, str], np.ndarray]:
     """Pools computed with ``explain_block`` for ``todo`` (axis -> explainers) on samples ``pick``."""
-    from pipelines.explain.compute import compute_reference_stats, explain_block
-    from pipelines.explain.engine import sample_targets
-    from pipelines.explain.params import ExplainParams
-    from pipelines.models.load import load_models
+    from gexplain.pipelines.explain.compute import compute_reference_stats, explain_block
+    from gexplain.pipelines.explain.engine import sample_targets
+    from gexplain.pipelines.explain.params import ExplainParams
+    from gexplain.pipelines.models.load import load_models
 
     ds = open_store(store_url)
     targets = sample_targets(ds, info)
@@ -222,10 +221,9 @@ def exact_repeat_pools(
     in :data:`EXACT_REPEAT_VARIANCE` for the curve's ``exact_var_mean`` column.
     """
     import torch
-
-    from pipelines.explain.fastpath import MLPFastPath, is_affine_mlp, path_weights, unit_terms
-    from pipelines.explain.modes import dropout_mask
-    from pipelines.explain.references import draw_reference_sets
+    from gexplain.pipelines.explain.fastpath import MLPFastPath, is_affine_mlp, path_weights, unit_terms
+    from gexplain.pipelines.explain.modes import dropout_mask
+    from gexplain.pipelines.explain.references import draw_reference_sets
 
     if not isinstance(model, torch.nn.Module) or not is_affine_mlp(model):
         return {}

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
+from gexplain.pipelines.evaluate.tables import finish_evaluation, write_table
+from gexplain.pipelines.labels import UnlabelledPolicy
+from gexplain.pipelines.params import Name, StageParams, cli
+from gexplain.pipelines.stages import Stage, StageContext
 from pydantic import Field
-
-from pipelines.evaluate.run import evaluate_store
-from pipelines.evaluate.saturation_stage import SaturationParams, saturation_part
-from pipelines.evaluate.tables import finish_evaluation, write_table
-from pipelines.labels import UnlabelledPolicy
-from pipelines.params import Name, StageParams, cli
-from pipelines.stages import Stage, StageContext
 
 
 class EvaluateParams(StageParams):
     """Parameters of the ``evaluate`` stage (and of ``gexplain evaluate``); the evaluation functions
-    of :mod:`pipelines.evaluate.run` take them as they are."""
+    of :mod:`gexplain.pipelines.evaluate.run` take them as they are."""
 
     name: Name = Field(
         "default", description="Evaluation name: results/evaluate/<name>, CSVs in <run>/evaluate/<name>."

@@ -11,9 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from storage.paths import atomic_write_bytes
-from storage.store import begin_result_set, list_results, mark_result_complete, read_result, write_result
+from gexplain.storage.paths import atomic_write_bytes
+from gexplain.storage.store import (
+    begin_result_set,
+    list_results,
+    mark_result_complete,
+    read_result,
+    write_result,
+)
 
 ROW = "row"
 PREFIX = "evaluate"

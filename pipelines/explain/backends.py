@@ -1,6 +1,6 @@
 """Backends: one ``attribute(batch)`` call that turns a batch of rows into attributions.
 
-A :class:`Batch` holds rows formed by the row expansion of :mod:`pipelines.explain.compute`:
+A :class:`Batch` holds rows formed by the row expansion of :mod:`gexplain.pipelines.explain.compute`:
 explicit rows (one dropout mask each) or collapsed rows (the mean mask of a repeat range, all R
 shared references). Two backends implement it:
 
@@ -8,8 +8,8 @@ shared references). Two backends implement it:
   masks applied by forward hooks; sub-batched within the memory budget.
 * :class:`MLPBackend`: closed forms for the one-hidden-layer MLP (integrated gradients, DeepLIFT,
   DeepLIFT-SHAP, saliency, input x gradient). Collapsed rows use one BLAS-3 contraction over the
-  shared references (:func:`pipelines.explain.fastpath.contract_references`) and, on request, the
-  exact spread across repeats from the per-unit terms (:func:`pipelines.explain.fastpath.unit_terms`).
+  shared references (:func:`gexplain.pipelines.explain.fastpath.contract_references`) and, on request, the
+  exact spread across repeats from the per-unit terms (:func:`gexplain.pipelines.explain.fastpath.unit_terms`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
-
-from pipelines.explain.fastpath import (
+from gexplain.pipelines.explain.fastpath import (
     FAST_EXPLAINERS,
     MLPFastPath,
     contract_references,
@@ -30,9 +28,10 @@ from pipelines.explain.fastpath import (
     path_weights,
     unit_terms,
 )
-from pipelines.explain.modes import DropoutMasks, dropout_mask
-from pipelines.explain.params import ExplainParams
-from pipelines.explain.rows import Explainer, RowContext
+from gexplain.pipelines.explain.modes import DropoutMasks, dropout_mask
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.rows import Explainer, RowContext
+from torch import nn
 
 PAPER_STREAM = 5
 
@@ -175,12 +174,12 @@ class CaptumBackend:
 
 
 class MLPBackend:
-    """Closed-form attributions of an eval-mode MLP (:func:`pipelines.explain.fastpath.is_affine_mlp`).
+    """Closed-form attributions of an eval-mode MLP (:func:`gexplain.pipelines.explain.fastpath.is_affine_mlp`).
 
     Parameters
     ----------
     explainer
-        One of :data:`pipelines.explain.fastpath.FAST_EXPLAINERS`.
+        One of :data:`gexplain.pipelines.explain.fastpath.FAST_EXPLAINERS`.
     model
         The MLP.
     params

@@ -1,8 +1,8 @@
-"""Captum-backed explainers behind the uniform call of :mod:`pipelines.explain.registry`.
+"""Captum-backed explainers behind the uniform call of :mod:`gexplain.pipelines.explain.registry`.
 
 Each function takes (rows, genes) inputs and returns (rows, genes) attributions for the row's
 target class. Rows go through Captum in one call (Captum's own step-major expansion keeps the
-dropout masks aligned, see :class:`pipelines.explain.modes.DropoutMasks`).
+dropout masks aligned, see :class:`gexplain.pipelines.explain.modes.DropoutMasks`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, LayerGradCam, Saliency
+from gexplain.pipelines.explain.rows import NOISE_STREAM, RowContext
 from torch import nn
-
-from pipelines.explain.rows import NOISE_STREAM, RowContext
 
 
 def saliency(

@@ -20,10 +20,10 @@ collapse also needs ``reference_scope = "cohort"`` (or a reference-free explaine
 
 Their CNN is different: dropout acts on the last feature maps *before* global pooling,
 BatchNorm and a ReLU (``drop -> gap -> bn -> relu -> fc`` in their ``cnn_v2.0.0.py``, and the same in
-:class:`pipelines.models.architectures.CNN`), so the head's ReLU sees the mask and no explainer is
+:class:`gexplain.pipelines.models.architectures.CNN`), so the head's ReLU sees the mask and no explainer is
 linear in it: CNN repeats stay explicit.
 
-Architectures declared here (the ``arch`` attribute of :mod:`pipelines.models.architectures`):
+Architectures declared here (the ``arch`` attribute of :mod:`gexplain.pipelines.models.architectures`):
 ``mlp`` collapses, ``cnn`` does not. Any other module is probed numerically (:func:`probe_linear`).
 """
 
@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gexplain.pipelines.explain.modes import DropoutMasks
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.rows import Explainer, RowContext
 from torch import nn
-
-from pipelines.explain.modes import DropoutMasks
-from pipelines.explain.params import ExplainParams
-from pipelines.explain.rows import Explainer, RowContext
 
 DECLARED_ARCHS = ("mlp",)  # dropout after the last non-linearity
 NOT_LINEAR_ARCHS = ("cnn",)  # dropout before the head's ReLU

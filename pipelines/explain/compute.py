@@ -8,7 +8,7 @@ over the repeats ``[k0, k1)`` (K of them) and R references; for each explainer t
   or the references drawn for (i, k) (``"sample"``). The backend returns R values per row (one
   after a reference mean), folded per (k, i) into the streamed moments; ``attr_<e>_std`` is the
   standard deviation over all (model, repeat, reference) values.
-* **collapsed** (:mod:`pipelines.explain.collapse`): one row per sample i with the mean of its K
+* **collapsed** (:mod:`gexplain.pipelines.explain.collapse`): one row per sample i with the mean of its K
   masks (no dropout in ``expected``/``deterministic`` mode) and the R cohort references of its
   class. The backend returns the mean over the K x R (repeat, reference) pairs, exactly; the
   optional ``attr_<e>_repeat_std`` is the spread across repeats of the reference-mean
@@ -27,24 +27,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
-
-from pipelines.explain.aggregate import Moments, reduce_references
-from pipelines.explain.backends import Attribution, Batch, make_backend
-from pipelines.explain.collapse import collapses, model_arch
-from pipelines.explain.fastpath import is_affine_mlp
-from pipelines.explain.modes import DropoutMasks, explain_mode
-from pipelines.explain.params import ExplainParams
-from pipelines.explain.references import (
+from gexplain.pipelines.explain.aggregate import Moments, reduce_references
+from gexplain.pipelines.explain.backends import Attribution, Batch, make_backend
+from gexplain.pipelines.explain.collapse import collapses, model_arch
+from gexplain.pipelines.explain.fastpath import is_affine_mlp
+from gexplain.pipelines.explain.modes import DropoutMasks, explain_mode
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.references import (
     ReferenceSets,
     ReferenceStats,
     compute_reference_stats,
     draw_reference_sets,
     draw_references,
 )
-from pipelines.explain.registry import EXPLAINERS
-from pipelines.explain.rows import Explainer, RowContext
-from storage.errors import InputError
+from gexplain.pipelines.explain.registry import EXPLAINERS
+from gexplain.pipelines.explain.rows import Explainer, RowContext
+from gexplain.storage.errors import InputError
+from torch import nn
 
 __all__ = ["BlockPartial", "ReferenceStats", "compute_reference_stats", "explain_block"]
 
@@ -327,7 +326,7 @@ def explain_block(
     classes
         (samples,) class codes for the ``specific`` kinds; default ``targets``.
     ref_sets
-        Cohort reference sets (:func:`pipelines.explain.references.draw_reference_sets`); drawn
+        Cohort reference sets (:func:`gexplain.pipelines.explain.references.draw_reference_sets`); drawn
         here from ``ref_stats`` when None.
     device
         Torch device.

@@ -8,8 +8,8 @@ Flow of one run (``results/explain/<name>`` in the store):
    (``ray.put``) with the samples' target classes.
 3. Create the result group up front (empty, final shape, chunks aligned to sample blocks), or
    reopen it when an interrupted run with the same parameters left one: its ledger
-   (:class:`storage.store.BlockLedger`) lists the finished sample blocks, which are skipped.
-4. Run the tasks of the remaining blocks on the pool (:class:`cluster.pool.ActorPool`). Partial
+   (:class:`gexplain.storage.store.BlockLedger`) lists the finished sample blocks, which are skipped.
+4. Run the tasks of the remaining blocks on the pool (:class:`gexplain.cluster.pool.ActorPool`). Partial
    sums of a block are merged in key order, whatever order they arrive in, so the floats do not
    depend on the number of actors or on scheduling; a finished block is written to its region
    and then marked done in the ledger.
@@ -34,25 +34,24 @@ import dask.array as da
 import numpy as np
 import ray
 import xarray as xr
-
-from cluster.pool import ActorPool
-from cluster.resources import cluster_gpus, gpu_fraction
-from pipelines.blocks import sample_blocks
-from pipelines.explain.compute import BlockPartial, check_architectures
-from pipelines.explain.fastpath import FAST_EXPLAINERS
-from pipelines.explain.params import ExplainParams
-from pipelines.explain.references import (
+from gexplain.cluster.pool import ActorPool
+from gexplain.cluster.resources import cluster_gpus, gpu_fraction
+from gexplain.pipelines.blocks import sample_blocks
+from gexplain.pipelines.explain.compute import BlockPartial, check_architectures
+from gexplain.pipelines.explain.fastpath import FAST_EXPLAINERS
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.references import (
     ReferenceSets,
     ReferenceStats,
     compute_reference_stats,
     draw_reference_sets,
 )
-from pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
-from pipelines.labels import labelled_samples
-from storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
-from storage.errors import InputError
-from storage.schema import GENE, SAMPLE
-from storage.store import (
+from gexplain.pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
+from gexplain.pipelines.labels import labelled_samples
+from gexplain.storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE, SAMPLE
+from gexplain.storage.store import (
     BlockLedger,
     create_result,
     layer_chunks,
@@ -191,7 +190,7 @@ def model_set_info(store_url: str, model_set: str, models: list[int] | None) -> 
 def sample_targets(ds: xr.Dataset, info: ModelSetInfo, unlabelled: str = "exclude") -> np.ndarray:
     """Return each sample's class index in the models' logit order, shape (sample,) int64.
 
-    Unlabelled samples get -1 under the ``exclude`` policy (:func:`pipelines.labels.labelled_samples`
+    Unlabelled samples get -1 under the ``exclude`` policy (:func:`gexplain.pipelines.labels.labelled_samples`
     logs how many); they are left out of every computation and get count 0 and a NaN mean.
 
     Raises
@@ -312,8 +311,8 @@ def _writes_repeat_std(params: ExplainParams, info: ModelSetInfo) -> bool:
 
 def collapse_plan(params: ExplainParams, info: ModelSetInfo) -> dict[str, bool]:
     """Explainer -> runs collapsed, decided on the driver from the declared architecture."""
-    from pipelines.explain.collapse import collapses
-    from pipelines.explain.registry import EXPLAINERS
+    from gexplain.pipelines.explain.collapse import collapses
+    from gexplain.pipelines.explain.registry import EXPLAINERS
 
     return {name: collapses(EXPLAINERS[name], params, info.arch) for name in params.explainers}
 
@@ -448,7 +447,7 @@ def run_explain(
     store_url
         The expression store.
     params
-        The stage parameters (:class:`pipelines.explain.params.ExplainParams`): explainers,
+        The stage parameters (:class:`gexplain.pipelines.explain.params.ExplainParams`): explainers,
         references, repeats, mode, model set and replicates, distribution and blocks.
     name
         Result name: ``results/explain/<name>``.

@@ -35,7 +35,7 @@ def ig_steps(method: str, n_steps: int, like: torch.Tensor) -> tuple[torch.Tenso
 
 
 def is_affine_mlp(model: nn.Module) -> bool:
-    """True for modules shaped like :class:`pipelines.models.architectures.MLP` (the fast path applies)."""
+    """True for modules shaped like :class:`gexplain.pipelines.models.architectures.MLP` (the fast path applies)."""
     parts = {
         name: getattr(model, name, None) for name in ("standardize", "fc1", "bn", "act", "dropout", "fc2")
     }
@@ -323,7 +323,7 @@ def unit_terms(
     ``L[i, h, j] = c_ih W~_hj (y_ij mean_r a_irh - mean_r a_irh r_rj)`` with c the head, a the
     path weights and y = x (or 1 for saliency, without references). An attribution with dropout
     mask m is ``sum_h m_ih L[i, h, j]``: the repeat mean uses the mean mask, and the repeat
-    variance follows from the masks' law (:mod:`pipelines.explain.collapse`).
+    variance follows from the masks' law (:mod:`gexplain.pipelines.explain.collapse`).
 
     Parameters
     ----------

@@ -15,10 +15,9 @@ and multiplied by guided backpropagation. Captum has no Grad-CAM++.
 from __future__ import annotations
 
 import torch
+from gexplain.pipelines.explain.captum_explainers import guided_backprop
+from gexplain.pipelines.explain.rows import RowContext
 from torch import nn
-
-from pipelines.explain.captum_explainers import guided_backprop
-from pipelines.explain.rows import RowContext
 
 
 def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@
   share one mask, samples never influence each other, and results do not depend on order.
 * ``expected``: eval mode, dropout off: the exact K -> infinity limit of ``mc_dropout`` for
   explainers that are linear in the mask (the mean mask tends to E[mask] = 1); the engine also
-  reports the analytic spread of one repeat around it (:mod:`pipelines.explain.collapse`).
+  reports the analytic spread of one repeat around it (:mod:`gexplain.pipelines.explain.collapse`).
 * ``deterministic``: eval mode, dropout off.
 * ``paper``: train mode as in Zhao et al.'s code: BatchNorm uses the statistics of the batch being
   explained and dropout is torch's random dropout. Results depend on batch composition; kept only
@@ -21,9 +21,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from gexplain.storage.errors import InputError
 from torch import nn
-
-from storage.errors import InputError
 
 MODES = ("mc_dropout", "expected", "deterministic", "paper")
 MASK_STREAM = 2
@@ -95,7 +94,7 @@ class DropoutMasks:
         """Key the rows of the next forward passes: (rows,) global sample and repeat indices.
 
         With ``collapse``, every row gets the mean of its sample's masks over those repeats
-        (``repeats`` is then ignored): the repeat collapse of :mod:`pipelines.explain.collapse`.
+        (``repeats`` is then ignored): the repeat collapse of :mod:`gexplain.pipelines.explain.collapse`.
         """
         self.samples = np.asarray(samples, dtype=np.int64)
         self.repeats = np.asarray(repeats, dtype=np.int64)

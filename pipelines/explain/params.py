@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from gexplain.pipelines.explain.references import parse_references
+from gexplain.pipelines.labels import UnlabelledPolicy
+from gexplain.pipelines.params import Name, StageParams
+from gexplain.storage.errors import InputError
 from pydantic import Field, field_validator, model_validator
-
-from pipelines.explain.references import parse_references
-from pipelines.labels import UnlabelledPolicy
-from pipelines.params import Name, StageParams
-from storage.errors import InputError
 
 
 class ExplainParams(StageParams):
@@ -108,7 +107,7 @@ class ExplainParams(StageParams):
 
     @model_validator(mode="after")
     def _known_explainers(self) -> ExplainParams:
-        from pipelines.explain.registry import EXPLAINERS
+        from gexplain.pipelines.explain.registry import EXPLAINERS
 
         if not self.explainers:
             raise InputError("explainers: give at least one explainer, e.g. integrated_gradients")

@@ -29,9 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gexplain.storage.errors import InputError
 from scipy.special import ndtr, ndtri
-
-from storage.errors import InputError
 
 REFERENCE_KINDS = (
     "zero",

@@ -1,17 +1,17 @@
-"""The registry of explainers: name -> :class:`pipelines.explain.rows.Explainer`.
+"""The registry of explainers: name -> :class:`gexplain.pipelines.explain.rows.Explainer`.
 
 Every explainer is called as ``fn(model, x, baselines, targets, ctx)`` (see
-:mod:`pipelines.explain.rows`). ``linear`` marks explainers whose value is linear in the upstream
+:mod:`gexplain.pipelines.explain.rows`). ``linear`` marks explainers whose value is linear in the upstream
 gradient (so in a dropout mask placed after the last non-linearity): their repeats can be averaged
-in one pass with the mean mask (see :mod:`pipelines.explain.collapse`).
+in one pass with the mean mask (see :mod:`gexplain.pipelines.explain.collapse`).
 """
 
 from __future__ import annotations
 
-from pipelines.explain import captum_explainers as ce
-from pipelines.explain import gradcampp, shap_explainers
-from pipelines.explain.rows import Explainer
-from pipelines.explain.smoothgrad import smoothgrad
+from gexplain.pipelines.explain import captum_explainers as ce
+from gexplain.pipelines.explain import gradcampp, shap_explainers
+from gexplain.pipelines.explain.rows import Explainer
+from gexplain.pipelines.explain.smoothgrad import smoothgrad
 
 
 def _build() -> dict[str, Explainer]:

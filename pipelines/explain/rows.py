@@ -1,6 +1,6 @@
 """The uniform explainer call: row keys (:class:`RowContext`) and registry entries (:class:`Explainer`).
 
-The registry itself is :mod:`pipelines.explain.registry`; this module imports no explainer, so the
+The registry itself is :mod:`gexplain.pipelines.explain.registry`; this module imports no explainer, so the
 explainer modules can import it without a cycle.
 
 Every explainer is called as ``fn(model, x, baselines, targets, ctx) -> Tensor`` with
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from pipelines.explain.modes import DropoutMasks
-    from pipelines.explain.params import ExplainParams
+    from gexplain.pipelines.explain.modes import DropoutMasks
+    from gexplain.pipelines.explain.params import ExplainParams
 
 NOISE_STREAM = 3
 

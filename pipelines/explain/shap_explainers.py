@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from captum._utils.models.linear_model import SkLearnLinearRegression
 from captum.attr import KernelShap, Lime
+from gexplain.pipelines.explain.rows import RowContext
 from torch import nn
-
-from pipelines.explain.rows import RowContext
 
 SHAP_STREAM = 4
 

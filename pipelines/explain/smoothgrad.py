@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gexplain.pipelines.explain.rows import NOISE_STREAM, ExplainFn, RowContext
 from torch import nn
-
-from pipelines.explain.rows import NOISE_STREAM, ExplainFn, RowContext
 
 SMOOTHGRAD_STREAM = NOISE_STREAM + 10
 

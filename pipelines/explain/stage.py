@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.explain.engine import ExplainSummary, run_explain
-from pipelines.explain.params import ExplainParams
-from pipelines.progress import SILENT, Progress
-from pipelines.stages import Stage, StageContext
-from storage.names import validate_name
-from storage.schema import SAMPLE
-from storage.store import open_store
+from gexplain.pipelines.explain.engine import ExplainSummary, run_explain
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.progress import SILENT, Progress
+from gexplain.pipelines.stages import Stage, StageContext
+from gexplain.storage.names import validate_name
+from gexplain.storage.schema import SAMPLE
+from gexplain.storage.store import open_store
 
 __all__ = ["STAGE", "ExplainParams", "explain_store", "run"]
 

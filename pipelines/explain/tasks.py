@@ -15,12 +15,11 @@ import dask
 import numpy as np
 import ray
 import torch
-
-from pipelines.explain.compute import BlockPartial, explain_block
-from pipelines.explain.params import ExplainParams
-from pipelines.explain.references import ReferenceSets, ReferenceStats
-from pipelines.models.load import load_models
-from storage.store import open_store
+from gexplain.pipelines.explain.compute import BlockPartial, explain_block
+from gexplain.pipelines.explain.params import ExplainParams
+from gexplain.pipelines.explain.references import ReferenceSets, ReferenceStats
+from gexplain.pipelines.models.load import load_models
+from gexplain.storage.store import open_store
 
 
 @dataclass(frozen=True, order=True)

@@ -38,11 +38,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from pipelines.evaluate.inputs import ATTR, explainers_of
-from storage.errors import InputError
-from storage.schema import GENE, SAMPLE, layer_names
-from storage.store import gexplain_version, list_results, open_store, read_result
+from gexplain.pipelines.evaluate.inputs import ATTR, explainers_of
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE, SAMPLE, layer_names
+from gexplain.storage.store import gexplain_version, list_results, open_store, read_result
 
 DE_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
 

@@ -23,10 +23,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gexplain.pipelines.models.rules import RULES
+from gexplain.storage.errors import InputError
 from torch import nn
-
-from pipelines.models.rules import RULES
-from storage.errors import InputError
 
 GeneOrderKind = Literal["stored", "position", "random"]
 

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from pipelines.models.data import Split, TrainingData, stratified_folds
-from pipelines.models.metrics import classification_metrics
-from pipelines.models.replicates import Job, replicate_seeds, run_jobs
-from pipelines.models.train import TrainParams
-from pipelines.progress import Progress
+from gexplain.pipelines.models.data import Split, TrainingData, stratified_folds
+from gexplain.pipelines.models.metrics import classification_metrics
+from gexplain.pipelines.models.replicates import Job, replicate_seeds, run_jobs
+from gexplain.pipelines.models.train import TrainParams
+from gexplain.pipelines.progress import Progress
 
 
 @dataclass
@@ -75,7 +74,7 @@ def cross_validate(
     seed
         Seed of the fold assignment and of each fold's model.
     use_ray, gpus_per_task, gene_positions, progress
-        As in :func:`pipelines.models.replicates.run_jobs`.
+        As in :func:`gexplain.pipelines.models.replicates.run_jobs`.
     """
     splits = fold_splits(data.y, k, params.val_fraction, seed)
     seeds = replicate_seeds(seed, k)

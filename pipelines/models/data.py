@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from pipelines.labels import UnlabelledPolicy, labelled_samples, resolve_label
-from storage.errors import InputError
-from storage.schema import GENE, SAMPLE, layer_names
-from storage.store import layer_chunks, open_store
+from gexplain.pipelines.labels import UnlabelledPolicy, labelled_samples, resolve_label
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE, SAMPLE, layer_names
+from gexplain.storage.store import layer_chunks, open_store
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def encode_labels(
     label
         Column name, for messages.
     policy
-        What to do with unlabelled samples (see :func:`pipelines.labels.labelled_samples`).
+        What to do with unlabelled samples (see :func:`gexplain.pipelines.labels.labelled_samples`).
 
     Returns
     -------
@@ -132,13 +131,13 @@ def read_training_data(
         Store path/URL or an opened Dataset (dims ``sample``, ``gene``).
     label
         Label column, e.g. ``"sample_tissue"`` (``"tissue"`` also works); None = the store's
-        ``label_column`` (:func:`pipelines.labels.resolve_label`).
+        ``label_column`` (:func:`gexplain.pipelines.labels.resolve_label`).
     layer
         (sample, gene) layer to train on.
     sample_block
         Samples per read; default = the stored sample chunk.
     unlabelled
-        Samples without a label: ``exclude`` (default) or ``error`` (:mod:`pipelines.labels`).
+        Samples without a label: ``exclude`` (default) or ``error`` (:mod:`gexplain.pipelines.labels`).
 
     Raises
     ------

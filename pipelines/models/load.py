@@ -19,12 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from gexplain.pipelines.models.architectures import CNN, MLP, Standardize, build_model
+from gexplain.pipelines.models.persist import read_model
+from gexplain.storage.checkpoints import list_checkpoints, list_model_sets
+from gexplain.storage.errors import InputError
 from torch import nn
-
-from pipelines.models.architectures import CNN, MLP, Standardize, build_model
-from pipelines.models.persist import read_model
-from storage.checkpoints import list_checkpoints, list_model_sets
-from storage.errors import InputError
 
 log = logging.getLogger(__name__)
 

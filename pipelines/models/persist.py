@@ -1,4 +1,4 @@
-"""Turn trained modules into checkpoint bytes + metadata and back (torch side of storage.checkpoints)."""
+"""Turn trained modules into checkpoint bytes + metadata and back (torch side of gexplain.storage.checkpoints)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import io
 from typing import Any
 
 import torch
+from gexplain.pipelines.versions import library_versions
+from gexplain.storage.checkpoints import ModelSetWriter, load_checkpoint, save_checkpoint
 from torch import nn
-
-from pipelines.versions import library_versions
-from storage.checkpoints import ModelSetWriter, load_checkpoint, save_checkpoint
 
 CHECKPOINT_LIBRARIES = ("gexplain", "torch", "numpy", "ray", "xarray", "zarr", "scikit-learn")
 

@@ -3,7 +3,7 @@
 The training matrix is put into the Ray object store once (``ray.put``) and every task receives
 the same reference, so each node holds one shared, read-only copy however many replicates run.
 Each task asks for ``params.threads`` CPUs and, when the cluster has GPUs, a GPU fraction
-(``cluster.resources.gpu_fraction``). Replicate k's seed is derived from the run seed and k only,
+(``gexplain.cluster.resources.gpu_fraction``). Replicate k's seed is derived from the run seed and k only,
 so results do not depend on the number of workers or the order tasks finish in.
 """
 
@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 import ray
-
-from cluster.resources import gpu_fraction
-from pipelines.models.data import Split, TrainingData
-from pipelines.models.persist import add_model
-from pipelines.models.train import TrainParams, TrainResult, jittered, train_model
-from pipelines.progress import SILENT, Progress, Task
-from storage.checkpoints import ModelSetWriter
-from storage.errors import InputError
+from gexplain.cluster.resources import gpu_fraction
+from gexplain.pipelines.models.data import Split, TrainingData
+from gexplain.pipelines.models.persist import add_model
+from gexplain.pipelines.models.train import TrainParams, TrainResult, jittered, train_model
+from gexplain.pipelines.progress import SILENT, Progress, Task
+from gexplain.storage.checkpoints import ModelSetWriter
+from gexplain.storage.errors import InputError
 
 log = logging.getLogger(__name__)
 

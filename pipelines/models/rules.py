@@ -20,7 +20,7 @@ models "provide labels"); with ``sharpness`` ``s``, logits ``+s d / 2`` for the 
 ``d > 0`` side and ``-s d / 2`` for the other. Gradient explainers see zero
 gradients on hard labels; kernel SHAP and LIME (perturbation methods) work on both. A rule is
 stored as a one-replicate model set in the ordinary checkpoint format (its parameters are both
-``hyperparameters`` and buffers), so :func:`pipelines.models.load.load_models` and the explain
+``hyperparameters`` and buffers), so :func:`gexplain.pipelines.models.load.load_models` and the explain
 stage load it like a trained network.
 """
 
@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from gexplain.pipelines.models.data import TrainingData
+from gexplain.pipelines.models.persist import save_model, state_bytes
+from gexplain.storage.checkpoints import delete_model_set, list_checkpoints
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import open_store
 from torch import nn
-
-from pipelines.models.data import TrainingData
-from pipelines.models.persist import save_model, state_bytes
-from storage.checkpoints import delete_model_set, list_checkpoints
-from storage.errors import InputError
-from storage.store import open_store
 
 RULE_KINDS = ("rule_linear", "rule_circle")
 

@@ -8,28 +8,27 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from gexplain.cluster.runtime import Runtime
+from gexplain.pipelines.labels import UnlabelledPolicy
+from gexplain.pipelines.models.cv import cross_validate
+from gexplain.pipelines.models.data import TrainingData, read_training_data, stratified_split
+from gexplain.pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
+from gexplain.pipelines.models.rules import RULES, save_rule_set
+from gexplain.pipelines.models.train import TrainParams
+from gexplain.pipelines.params import Name, StageParams
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.stages import Stage, StageContext
+from gexplain.storage.checkpoints import ModelSetWriter, save_model_set_report
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import open_store
 from pydantic import Field, model_validator
-
-from cluster.runtime import Runtime
-from pipelines.labels import UnlabelledPolicy
-from pipelines.models.cv import cross_validate
-from pipelines.models.data import TrainingData, read_training_data, stratified_split
-from pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
-from pipelines.models.rules import RULES, save_rule_set
-from pipelines.models.train import TrainParams
-from pipelines.params import Name, StageParams
-from pipelines.progress import Progress
-from pipelines.stages import Stage, StageContext
-from storage.checkpoints import ModelSetWriter, save_model_set_report
-from storage.errors import InputError
-from storage.store import open_store
 
 log = logging.getLogger(__name__)
 
 
 class TrainStageParams(TrainParams, StageParams):
     """Parameters of the ``train`` stage (and of ``gexplain train``): the training hyper-parameters
-    (:class:`pipelines.models.train.TrainParams`) plus what to train on and where."""
+    (:class:`gexplain.pipelines.models.train.TrainParams`) plus what to train on and where."""
 
     label: str | None = Field(None, description="Label column; unset = the store's label_column attribute.")
     unlabelled: UnlabelledPolicy = Field(

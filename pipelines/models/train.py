@@ -20,14 +20,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from gexplain.pipelines.models.architectures import build_model, gene_order
+from gexplain.pipelines.models.data import Split, standardization_stats, upsampled_epoch
+from gexplain.pipelines.models.metrics import classification_metrics
+from gexplain.pipelines.models.persist import state_bytes
+from gexplain.pipelines.params import cli
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-
-from pipelines.models.architectures import build_model, gene_order
-from pipelines.models.data import Split, standardization_stats, upsampled_epoch
-from pipelines.models.metrics import classification_metrics
-from pipelines.models.persist import state_bytes
-from pipelines.params import cli
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class TrainResult:
     Attributes
     ----------
     weights
-        Serialised state_dict (``pipelines.models.persist.state_bytes``).
+        Serialised state_dict (``gexplain.pipelines.models.persist.state_bytes``).
     seed
         The run's seed.
     hyperparameters

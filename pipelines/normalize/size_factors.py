@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
-
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 SizeFactorMethod = Literal["ratio", "poscounts"]
 DEFAULT_BLOCK_BYTES = 256 * 1024**2

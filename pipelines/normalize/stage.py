@@ -17,14 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
+from gexplain.pipelines.normalize.size_factors import median_of_ratios
+from gexplain.pipelines.normalize.transforms import cpm, log2p1, normalized_counts, tpm
+from gexplain.pipelines.stages import Stage, StageContext, StageParams
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import SAMPLE
+from gexplain.storage.store import add_variables, open_store
 from pydantic import Field, model_validator
-
-from pipelines.normalize.size_factors import median_of_ratios
-from pipelines.normalize.transforms import cpm, log2p1, normalized_counts, tpm
-from pipelines.stages import Stage, StageContext, StageParams
-from storage.errors import InputError
-from storage.schema import SAMPLE
-from storage.store import add_variables, open_store
 
 Layer = Literal["cpm", "tpm", "norm_counts"]
 

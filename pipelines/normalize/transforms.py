@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-
-from storage.errors import InputError
-from storage.schema import GENE, SAMPLE
+from gexplain.storage.errors import InputError
+from gexplain.storage.schema import GENE, SAMPLE
 
 
 def _float(counts: xr.DataArray) -> xr.DataArray:
@@ -62,7 +61,7 @@ def tpm(counts: xr.DataArray, gene_length: xr.DataArray | None) -> xr.DataArray:
     """
     fix = (
         "supply per-gene effective lengths in bp as the store variable 'gene_length' (an h5ad var "
-        "column 'gene_length' at ingest, or storage.store.add_variables), or normalize with cpm instead"
+        "column 'gene_length' at ingest, or gexplain.storage.store.add_variables), or normalize with cpm instead"
     )
     if gene_length is None:
         raise InputError(f"TPM needs gene lengths but the store has no 'gene_length' variable; {fix}")
@@ -91,7 +90,7 @@ def normalized_counts(counts: xr.DataArray, size_factors: np.ndarray | xr.DataAr
         Raw read counts, dims (sample, gene).
     size_factors
         Dims (sample,), float64, e.g. from
-        :func:`pipelines.normalize.size_factors.median_of_ratios`.
+        :func:`gexplain.pipelines.normalize.size_factors.median_of_ratios`.
 
     Returns
     -------

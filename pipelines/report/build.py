@@ -14,19 +14,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-from pipelines.de.calibration import read_calibration
-from pipelines.evaluate.ground_truth import de_evidence
-from pipelines.evaluate.inputs import ATTR, explainers_of, label_column
-from pipelines.evaluate.tables import read_tables
-from pipelines.report import plots
-from pipelines.report.html import Section, kv_table, page, plain
-from pipelines.report.summary import summary_section
-from storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
-from storage.errors import InputError
-from storage.paths import atomic_write_bytes
-from storage.schema import GENE, SAMPLE, layer_names
-from storage.store import list_results, open_store, read_result
+from gexplain.pipelines.de.calibration import read_calibration
+from gexplain.pipelines.evaluate.ground_truth import de_evidence
+from gexplain.pipelines.evaluate.inputs import ATTR, explainers_of, label_column
+from gexplain.pipelines.evaluate.tables import read_tables
+from gexplain.pipelines.report import plots
+from gexplain.pipelines.report.html import Section, kv_table, page, plain
+from gexplain.pipelines.report.summary import summary_section
+from gexplain.storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
+from gexplain.storage.errors import InputError
+from gexplain.storage.paths import atomic_write_bytes
+from gexplain.storage.schema import GENE, SAMPLE, layer_names
+from gexplain.storage.store import list_results, open_store, read_result
 
 SECTION_TITLES = {
     "summary": "Summary",

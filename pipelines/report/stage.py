@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gexplain.pipelines.report.build import build_report
+from gexplain.pipelines.stages import Stage, StageContext, StageParams
 from pydantic import Field
-
-from pipelines.report.build import build_report
-from pipelines.stages import Stage, StageContext, StageParams
 
 
 class ReportParams(StageParams):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from pipelines.report.html import Section, esc
+from gexplain.pipelines.report.html import Section, esc
 
 MAX_CLASSES = 8
 TOP_GENES = 5

@@ -54,9 +54,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-
-from pipelines.progress import Progress
-from pipelines.simulate.common import (
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.simulate.common import (
     GENE_STREAM,
     INT32_MAX,
     LABEL_STREAM,
@@ -66,7 +65,7 @@ from pipelines.simulate.common import (
     rng_for,
     write_store,
 )
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 A1, A0, A0_HOUSEKEEPING, DISPERSION_SCATTER = 1.5, 0.08, 0.02, 0.4
 XOR_SHIFT, RING_RADIUS, JITTER, LIBRARY_SD = 1.0, 1.5, 0.1, 0.35

@@ -10,7 +10,7 @@ size, the number of workers or the order in which blocks finish.
 
 Writing rule
 ------------
-A store is created empty (:func:`storage.store.create_store`), filled one sample block at a time
+A store is created empty (:func:`gexplain.storage.store.create_store`), filled one sample block at a time
 (each block the full width of genes, aligned to the stored sample chunks so that parallel writers
 never touch the same chunk), then committed. At most ``workers`` blocks are in memory at once.
 """
@@ -23,11 +23,10 @@ from typing import Any
 
 import dask
 import numpy as np
-
-from pipelines.blocks import sample_blocks
-from pipelines.progress import SILENT, Progress
-from storage.errors import InputError
-from storage.store import DEFAULT_CHUNKS, StoreWriter, create_store
+from gexplain.pipelines.blocks import sample_blocks
+from gexplain.pipelines.progress import SILENT, Progress
+from gexplain.storage.errors import InputError
+from gexplain.storage.store import DEFAULT_CHUNKS, StoreWriter, create_store
 
 GENE_STREAM = 1
 LABEL_STREAM = 2
@@ -65,7 +64,7 @@ def check_seed(seed: int) -> None:
 
 
 def resolve_chunks(chunks: Mapping[str, int] | None) -> dict[str, int]:
-    """Return the stored chunk shape: :data:`storage.store.DEFAULT_CHUNKS` updated by ``chunks``."""
+    """Return the stored chunk shape: :data:`gexplain.storage.store.DEFAULT_CHUNKS` updated by ``chunks``."""
     out = {**DEFAULT_CHUNKS, **(chunks or {})}
     check_positive(chunk_samples=out["sample"], chunk_genes=out["gene"])
     return out
@@ -130,7 +129,7 @@ def write_store(
     make_block
         Returns, for a slice of samples, layer name -> (samples in slice, all genes) array.
     chunks
-        Stored chunk shape (default :data:`storage.store.DEFAULT_CHUNKS`); blocks are one sample
+        Stored chunk shape (default :data:`gexplain.storage.store.DEFAULT_CHUNKS`); blocks are one sample
         chunk tall.
     progress
         Progress reporting (default silent).

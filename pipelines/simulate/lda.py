@@ -55,9 +55,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from pipelines.progress import Progress
-from pipelines.simulate.common import (
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.simulate.common import (
     GENE_STREAM,
     INT32_MAX,
     LABEL_STREAM,
@@ -68,7 +67,7 @@ from pipelines.simulate.common import (
     rng_for,
     write_store,
 )
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 A_SHARED, A_ON, A_OFF, LIBRARY_SD = 1.0, 2.0, 0.05, 0.3
 A_PATHWAY = 1.0
@@ -308,7 +307,7 @@ def simulate_lda(
     seed
         Seed of every draw.
     chunks, progress, overwrite
-        As in :func:`pipelines.simulate.cohort.simulate_cohort`.
+        As in :func:`gexplain.pipelines.simulate.cohort.simulate_cohort`.
     genes_per_program
         Support size of each class-specific programme (default ``max(5, n_genes // (4 n_programs))``).
     shared_concentration, specific_concentration

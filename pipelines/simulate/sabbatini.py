@@ -48,7 +48,7 @@ balanced and randomly ordered; every sample's values come from its own generator
 ``(seed, SAMPLE_STREAM, j)``. Gene ids are the paper's names ``x1 .. xN``.
 
 The paper explains two fixed decision rules, not trained networks; they are model kinds in
-:mod:`pipelines.models.rules`.
+:mod:`gexplain.pipelines.models.rules`.
 """
 
 from __future__ import annotations
@@ -58,9 +58,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from pipelines.progress import Progress
-from pipelines.simulate.common import (
+from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.simulate.common import (
     GENE_STREAM,
     INT32_MAX,
     LABEL_STREAM,
@@ -71,7 +70,7 @@ from pipelines.simulate.common import (
     rng_for,
     write_store,
 )
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 DATASETS = ("A", "B", "C", "D")
 LAYOUTS = ("random", "paper")

@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+from gexplain.pipelines.params import StageParams, cli
+from gexplain.pipelines.simulate.cohort import simulate_cohort
+from gexplain.pipelines.simulate.lda import PRESETS, simulate_lda
+from gexplain.pipelines.simulate.sabbatini import simulate_sabbatini
+from gexplain.pipelines.stages import Stage, StageContext
 from pydantic import Field, model_validator
-
-from pipelines.params import StageParams, cli
-from pipelines.simulate.cohort import simulate_cohort
-from pipelines.simulate.lda import PRESETS, simulate_lda
-from pipelines.simulate.sabbatini import simulate_sabbatini
-from pipelines.stages import Stage, StageContext
 
 # the options each simulator takes: field names equal the simulator's keyword names
 USES: dict[str, set[str]] = {

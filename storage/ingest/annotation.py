@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from storage.errors import InputError
-from storage.ingest.common import check_file, open_text, strip_versions
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import check_file, open_text, strip_versions
 
 ID_COLUMNS = ("gene_id", "ensembl_gene_id", "gene", "id", "name")
 CHROM_COLUMNS = ("chrom", "chr", "chromosome", "chromosome_name", "seqname", "seqnames", "seqid")

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from storage.errors import InputError
-from storage.ingest.annotation import GeneAnnotation, read_gene_annotation
-from storage.ingest.common import (
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.annotation import GeneAnnotation, read_gene_annotation
+from gexplain.storage.ingest.common import (
     ROUNDING,
     VALUE_TYPES,
     Source,
@@ -32,21 +31,21 @@ from storage.ingest.common import (
     sha256_file,
     strip_versions,
 )
-from storage.ingest.gct import scan_gct
-from storage.ingest.gdc import scan_gdc
-from storage.ingest.gene_ids import gene_name_variables
-from storage.ingest.h5ad import scan_h5ad
-from storage.ingest.matrix import ORIENTATIONS, Orientation, scan_matrix
-from storage.ingest.merge import merge_stores, parse_label_map
-from storage.ingest.samplesheet import (
+from gexplain.storage.ingest.gct import scan_gct
+from gexplain.storage.ingest.gdc import scan_gdc
+from gexplain.storage.ingest.gene_ids import gene_name_variables
+from gexplain.storage.ingest.h5ad import scan_h5ad
+from gexplain.storage.ingest.matrix import ORIENTATIONS, Orientation, scan_matrix
+from gexplain.storage.ingest.merge import merge_stores, parse_label_map
+from gexplain.storage.ingest.samplesheet import (
     SampleSheet,
     match_samples,
     read_sample_sheet,
     resolve_id_column,
     sample_variables,
 )
-from storage.paths import exists, is_local, normalize_url
-from storage.store import DEFAULT_CHUNKS, StoreWriter, create_store, open_store
+from gexplain.storage.paths import exists, is_local, normalize_url
+from gexplain.storage.store import DEFAULT_CHUNKS, StoreWriter, create_store, open_store
 
 FORMATS: tuple[str, ...] = ("auto", "gct", "gdc", "matrix", "h5ad")
 ProgressFn = Callable[[int, int], None]
@@ -76,7 +75,7 @@ class IngestReport:
         genes absent from it and the first 20 of their ids (empty without one).
     unlabelled
         Merge only: cohort -> ids of its samples with an empty label (see
-        :class:`~storage.ingest.merge.MergeReport`).
+        :class:`~gexplain.storage.ingest.merge.MergeReport`).
     seconds
         Wall time.
     """
@@ -450,7 +449,7 @@ def ingest(
         Optional CSV/TSV table of gene lengths (bp) -> ``gene_length``.
     gene_annotation
         Optional gene annotation, a TSV/CSV table or GTF(.gz) (see
-        :mod:`storage.ingest.annotation`) -> ``gene_chrom``, ``gene_start`` (bp), and
+        :mod:`gexplain.storage.ingest.annotation`) -> ``gene_chrom``, ``gene_start`` (bp), and
         ``gene_length`` (bp) / ``gene_symbol`` where the source has none. Genes absent from it
         keep ''/NaN; their count is in :attr:`IngestReport.annotation`.
     ignore_extra_sheet_rows
@@ -466,7 +465,7 @@ def ingest(
     label_prefix
         Merge: prefix mapped labels with the cohort name (``GTEx_Lung``).
     chunks
-        Store chunk shape (default :data:`storage.store.DEFAULT_CHUNKS`).
+        Store chunk shape (default :data:`gexplain.storage.store.DEFAULT_CHUNKS`).
     overwrite
         Replace an existing store once the new one is complete.
     buffer_bytes, parse_bytes

@@ -6,7 +6,7 @@ written for structurally bad input:
 1. *scan*: read only ids and structure (row lengths, header, gzip integrity) and return a
    :class:`Source` that knows the sample ids, gene ids and annotations;
 2. *blocks*: stream row blocks of values (float64, one block of at most ``block_rows`` rows at a
-   time), which :func:`storage.ingest.api.ingest` checks and writes into the store.
+   time), which :func:`gexplain.storage.ingest.api.ingest` checks and writes into the store.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import IO, Literal
 
 import numpy as np
-
-from storage.errors import InputError
-from storage.paths import exists, filesystem, is_local
-from storage.store import StoreWriter
+from gexplain.storage.errors import InputError
+from gexplain.storage.paths import exists, filesystem, is_local
+from gexplain.storage.store import StoreWriter
 
 ValueType = Literal["counts", "expected_counts", "tpm", "cpm", "log_expr", "expr"]
 VALUE_TYPES: tuple[str, ...] = ("counts", "expected_counts", "tpm", "cpm", "log_expr", "expr")

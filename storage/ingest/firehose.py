@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-
-from storage.errors import InputError
-from storage.ingest.text_table import TextScan
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.text_table import TextScan
 
 FIREHOSE_HEADER = "hybridization ref"
 PREFERRED = ("raw_count", "normalized_count", "expected_count", "read_count")

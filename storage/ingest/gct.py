@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from storage.errors import InputError
-from storage.ingest.common import Source
-from storage.ingest.text_table import scan_text, text_blocks
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import Source
+from gexplain.storage.ingest.text_table import scan_text, text_blocks
 
 
 def scan_gct(path: Path) -> Source:

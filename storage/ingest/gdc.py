@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
-
-from storage.errors import InputError
-from storage.ingest.common import Block, Source, ValueType, check_file, not_text
-from storage.ingest.samplesheet import GDC_FILE, SampleSheet, sample_variables
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import Block, Source, ValueType, check_file, not_text
+from gexplain.storage.ingest.samplesheet import GDC_FILE, SampleSheet, sample_variables
 
 SUFFIXES = (".rna_seq.augmented_star_gene_counts.tsv", ".rna_seq.augmented_star_gene_counts.tsv.gz")
 STAR_SUMMARY = ("N_unmapped", "N_multimapping", "N_noFeature", "N_ambiguous")

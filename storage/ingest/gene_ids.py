@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-
-from storage.ingest.common import looks_ensembl
+from gexplain.storage.ingest.common import looks_ensembl
 
 _COMBINED = re.compile(r"^([^|]*)\|(\d*)$")
 MISSING_SYMBOLS = frozenset({"", "?", "NA", "-"})

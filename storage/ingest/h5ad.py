@@ -14,9 +14,15 @@ import anndata.io
 import h5py
 import numpy as np
 import pandas as pd
-
-from storage.errors import InputError
-from storage.ingest.common import Block, Source, check_file, looks_ensembl, sanitize_name, sha256_file
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import (
+    Block,
+    Source,
+    check_file,
+    looks_ensembl,
+    sanitize_name,
+    sha256_file,
+)
 
 _SYMBOL_VARS = ("gene_symbol", "gene_symbols", "symbol", "gene_name", "feature_name")
 _ID_VARS = ("gene_ids", "gene_id", "ensembl_id", "gene_ids-0")

@@ -20,11 +20,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from storage.errors import InputError
-from storage.ingest.common import Block, Source, check_file, looks_ensembl, open_text, sha256_file
-from storage.ingest.firehose import firehose_scan, is_firehose
-from storage.ingest.text_table import scan_text, split_fields, text_blocks
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import Block, Source, check_file, looks_ensembl, open_text, sha256_file
+from gexplain.storage.ingest.firehose import firehose_scan, is_firehose
+from gexplain.storage.ingest.text_table import scan_text, split_fields, text_blocks
 
 Orientation = Literal["auto", "genes-x-samples", "samples-x-genes"]
 ORIENTATIONS: tuple[str, ...] = ("auto", "genes-x-samples", "samples-x-genes")

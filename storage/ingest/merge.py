@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-
-from storage.errors import InputError
-from storage.ingest.common import discard, sanitize_name
-from storage.schema import layer_names
-from storage.store import DEFAULT_CHUNKS, create_store, open_store
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import discard, sanitize_name
+from gexplain.storage.schema import layer_names
+from gexplain.storage.store import DEFAULT_CHUNKS, create_store, open_store
 
 
 @dataclass

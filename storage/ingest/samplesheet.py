@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from storage.errors import InputError
-from storage.ingest.common import check_file, not_text, open_text, sanitize_name, sha256_file
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import check_file, not_text, open_text, sanitize_name, sha256_file
 
 GTEX_ID = "SAMPID"
 GTEX_ALIASES = {"SMTS": "sample_tissue", "SMTSD": "sample_tissue_detail"}

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from storage.errors import InputError
-from storage.ingest.common import Block, Locator, check_file, not_text, open_text
+from gexplain.storage.errors import InputError
+from gexplain.storage.ingest.common import Block, Locator, check_file, not_text, open_text
 
 
 @dataclass

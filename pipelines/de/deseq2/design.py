@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-
-from storage.errors import InputError
+from gexplain.storage.errors import InputError
 
 _TERM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 

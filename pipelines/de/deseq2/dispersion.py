@@ -13,13 +13,12 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from gexplain.pipelines.de.deseq2 import lbfgsb
 from pydeseq2.utils import fit_alpha_mle
 from scipy.linalg import lstsq
 from scipy.optimize import minimize
 from scipy.special import gammaln, polygamma, psi
 from scipy.stats import norm, trim_mean
-
-from pipelines.de.deseq2 import lbfgsb
 
 MIN_DISP = 1e-8
 MIN_MU = 0.5

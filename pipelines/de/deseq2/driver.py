@@ -23,12 +23,11 @@ import xarray as xr
 from dask.base import get_scheduler
 from dask.callbacks import Callback
 from dask.utils import key_split
+from gexplain.pipelines.de.deseq2 import cooks, dispersion, filtering, irls, wald
+from gexplain.pipelines.de.deseq2.design import Design, build_design, check_contrast
+from gexplain.pipelines.normalize.size_factors import check_method, median_of_ratios
+from gexplain.storage.errors import InputError
 from threadpoolctl import threadpool_limits
-
-from pipelines.de.deseq2 import cooks, dispersion, filtering, irls, wald
-from pipelines.de.deseq2.design import Design, build_design, check_contrast
-from pipelines.normalize.size_factors import check_method, median_of_ratios
-from storage.errors import InputError
 
 RESULT_VARS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
 
@@ -308,7 +307,7 @@ def run_deseq2(
         is bounded by ``n_samples * gene_block``. Smaller blocks are used when there are too few
         blocks to keep every Dask worker busy; results do not depend on the block size.
     progress
-        ``pipelines.progress.Progress`` to report block progress, or None.
+        ``gexplain.pipelines.progress.Progress`` to report block progress, or None.
 
     Returns
     -------

@@ -8,10 +8,9 @@ are handed to that kernel, which falls back to L-BFGS-B.
 from __future__ import annotations
 
 import numpy as np
+from gexplain.pipelines.de.deseq2.dispersion import MIN_MU
 from pydeseq2.utils import irls_solver
 from scipy.special import gammaln
-
-from pipelines.de.deseq2.dispersion import MIN_MU
 
 BETA_TOL = 1e-8
 MAX_BETA = 30.0

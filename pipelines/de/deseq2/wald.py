@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from gexplain.pipelines.de.deseq2.irls import RIDGE, weighted_gram
 from scipy.stats import norm
-
-from pipelines.de.deseq2.irls import RIDGE, weighted_gram
 
 
 def wald_test(
