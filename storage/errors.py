@@ -13,3 +13,11 @@ class InputError(ValueError):
 
 class IncompleteStoreError(InputError):
     """A store was opened that a killed or still-running writer has not finished."""
+
+
+class DiskFullError(InputError):
+    """The file system or quota of an output is full; the message names the path being written."""
+
+
+class DamagedStoreError(InputError):
+    """A stored chunk is missing, truncated or fails its checksum (names store, array, chunk, stage)."""

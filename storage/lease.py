@@ -1,8 +1,8 @@
-"""Writer leases: one writer per store, per result and per run folder; readers never wait.
+"""Writer leases with fencing: one writer per store, per result and per run folder; readers never wait.
 
-A lease is a small record -- owner (the command), host, pid, token, acquired and expiry times --
-kept in the attributes of a Zarr group document (``<store>/leases/<scope>/zarr.json``), so it
-works on local paths and on object stores alike. Two modes:
+A lease is a small record -- owner (the command), host, pid, token, generation, acquired and expiry
+times -- kept in the attributes of a Zarr group document (``<store>/leases/<scope>/zarr.json``), so
+it works on local paths and on object stores alike. Two modes:
 
 * ``exclusive``: one holder (``gexplain normalize`` rewriting root variables, a whole
   ``gexplain run``, the writer of one result or model set);
@@ -10,11 +10,21 @@ works on local paths and on object stores alike. Two modes:
   by side; a normalize then waits for none of them and fails instead).
 
 A second writer fails at once with :class:`LeaseHeldError` (an :class:`InputError`, exit 2) that
-names the holder. Held leases are renewed by a daemon thread every ``ttl / 3`` seconds while the
-process runs. A lease whose expiry has passed, or whose holder ran on this host and is gone
-(SIGKILL), is stale and is taken over. Locally the read-decide-write step runs under ``flock`` on
-the lease's folder; on object stores it is write-then-verify (the last writer wins, the loser sees
-another token and backs off).
+names the holder. A lease whose expiry has passed, or whose holder ran on this host and is gone
+(SIGKILL), is stale and is taken over.
+
+Fencing. Every lease document carries a ``generation`` that increases at every acquisition (so at
+every takeover); a holder records the generation it got. Every read-decide-write of the document
+is one conditional write through the storage backend (:meth:`Backend.write_if`: ``flock``
+locally, ``If-Match``/``If-None-Match`` on the ETag on S3), so two writers never both win and a
+renewal never re-adds a record that another writer removed. Held leases are renewed by a daemon
+thread every ``ttl / 3`` seconds; when it finds this process's record gone or of another
+generation (the process was paused past its expiry and someone took over), the lease is *lost*:
+it is never renewed again, and every later commit of that store (:func:`fence`, run by every
+storage writer before it writes) raises :class:`LeaseLostError` naming the new holder. Between two
+renewals a writer also refuses to write once its last confirmed expiry has passed
+(:func:`check_unexpired`, no I/O), so a process continued after ``SIGSTOP`` writes nothing before
+it has re-read its lease.
 
 Leases are taken lazily by the storage writers (:func:`hold`) and kept until
 :func:`release_all` (end of a command or run; also at interpreter exit).
@@ -24,7 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
+import json
 import os
 import sys
 import threading
@@ -35,18 +45,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gexplain.storage.backend import backend_for
 from gexplain.storage.errors import InputError
-from gexplain.storage.nodes import pid_alive, read_group, write_group
-from gexplain.storage.paths import exists, host_name, is_local, join, normalize_url
+from gexplain.storage.nodes import ZARR_JSON, ensure_groups, group_doc, pid_alive
+from gexplain.storage.paths import host_name, join, normalize_url
 
 Mode = Literal["exclusive", "shared"]
 LEASES_DIR = "leases"
 DEFAULT_TTL_S = 60.0
-_VERIFY_DELAY_S = 0.2
+_MAX_TRIES = 200
 
 
 class LeaseHeldError(InputError):
     """Another live process holds the lease a writer needs."""
+
+
+class LeaseLostError(InputError):
+    """This process's lease was taken over (it was paused or unreachable past its expiry)."""
 
 
 def ttl_seconds() -> float:
@@ -96,83 +111,77 @@ def lease_url(store_url: str, scope: str) -> str:
     return join(store_url, LEASES_DIR, scope.strip("/").replace("/", "__"))
 
 
-@contextlib.contextmanager
-def _locked(url: str, base: str | None) -> Iterator[None]:
-    """Serialise read-decide-write of local leases (``flock`` on the store root, or on the folder
-    holding a run lease, which exist already: no folder is made before its group document);
-    no-op on object stores."""
-    if not is_local(url):
-        yield
-        return
-    folder = Path(normalize_url(base)) if base is not None else Path(normalize_url(url)).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)
+@dataclass
+class _Doc:
+    """A lease document as read: its generation, holders and the version to write against."""
+
+    generation: int
+    holders: dict[str, dict[str, Any]]
+    version: str | None
+
+
+def _parse(data: bytes | None) -> tuple[int, dict[str, dict[str, Any]]]:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        doc = json.loads(data) if data else {}
+    except json.JSONDecodeError:
+        doc = {}
+    lease = (doc.get("attributes") or {}).get("gexplain_lease", {}) if isinstance(doc, dict) else {}
+    if not isinstance(lease, dict):
+        return 0, {}
+    return int(lease.get("generation", 0)), dict(lease.get("holders", {}))
 
 
-def _holders(attrs: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    lease = (attrs or {}).get("gexplain_lease", {})
-    return dict(lease.get("holders", {})) if isinstance(lease, dict) else {}
+def _read(url: str) -> _Doc:
+    got = backend_for(url).read_versioned(join(url, ZARR_JSON))
+    generation, holders = _parse(got[0] if got else None)
+    return _Doc(generation, holders, got[1] if got else None)
+
+
+def _write_if(url: str, doc: _Doc, generation: int, holders: dict[str, dict[str, Any]]) -> bool:
+    data = group_doc({"gexplain_lease": {"generation": generation, "holders": holders}})
+    return backend_for(url).write_if(join(url, ZARR_JSON), data, doc.version)
 
 
 def read_holders(url: str) -> list[dict[str, Any]]:
     """Return the live holders of the lease at ``url`` (each with a ``mode`` key)."""
     now = time.time()
-    return [h for h in _holders(read_group(url)).values() if is_live(h, now)]
+    return [h for h in _read(url).holders.values() if is_live(h, now)]
 
 
-def _write(url: str, holders: dict[str, dict[str, Any]], base: str | None) -> None:
-    write_group(url, {"gexplain_lease": {"holders": holders}}, parents_below=base)
+def _newest(holders: dict[str, dict[str, Any]]) -> str:
+    others = [h for t, h in holders.items() if t != _TOKEN and is_live(h)]
+    if not others:
+        return "another process (its record is gone)"
+    return describe(max(others, key=lambda h: int(h.get("generation", 0))))
 
 
-def _acquire(url: str, mode: Mode, what: str, base: str | None) -> None:
+def _contention(tries: int) -> None:
+    if tries >= _MAX_TRIES:
+        raise RuntimeError("lease document kept changing under this writer; retry the command")
+    time.sleep(0.005 * (1 + tries % 10))
+
+
+def _acquire(url: str, mode: Mode, what: str, base: str | None) -> int:
+    """Enter the lease at ``url``; return the generation this process got."""
     ttl = ttl_seconds()
-    with _locked(url, base):
+    if base is not None:
+        ensure_groups(base, url)
+    for tries in range(_MAX_TRIES + 1):
+        doc = _read(url)
         now = time.time()
-        holders = {t: h for t, h in _holders(read_group(url)).items() if is_live(h, now) and t != _TOKEN}
+        holders = {t: h for t, h in doc.holders.items() if is_live(h, now) and t != _TOKEN}
         blocking = [h for h in holders.values() if mode == "exclusive" or h.get("mode") == "exclusive"]
         if blocking:
             raise LeaseHeldError(
                 f"{what} is being written by {describe(blocking[0])}; wait for it to finish (a killed "
                 "holder's lease is taken over once it expires, or at once on the same host)"
             )
-        holders[_TOKEN] = {**_me(ttl), "mode": mode}
-        _write(url, holders, base)
-    if not is_local(url):
-        time.sleep(_VERIFY_DELAY_S)
-        now = time.time()
-        after = {t: h for t, h in _holders(read_group(url)).items() if is_live(h, now)}
-        others = [h for t, h in after.items() if t != _TOKEN]
-        if _TOKEN not in after or (mode == "exclusive" and others):
-            raise LeaseHeldError(
-                f"{what} is being written by {describe(others[0]) if others else 'another process'}"
-            )
-
-
-def _renew(url: str, mode: Mode, base: str | None) -> None:
-    """Extend this process's lease; re-enter it when its record went away (a store replaced whole)."""
-    if base is not None and not exists(base):
-        return
-    with _locked(url, base):
-        holders = _holders(read_group(url))
-        mine = holders.get(_TOKEN) or {**_me(ttl_seconds()), "mode": mode}
-        holders[_TOKEN] = {**mine, "expires": time.time() + ttl_seconds()}
-        _write(url, holders, base)
-
-
-def _release(url: str, base: str | None) -> None:
-    with _locked(url, base):
-        attrs = read_group(url)
-        if attrs is None:
-            return  # the folder went away with its store (replaced); nothing to release
-        holders = _holders(attrs)
-        if holders.pop(_TOKEN, None) is not None:
-            _write(url, holders, base)
+        generation = doc.generation + 1
+        holders[_TOKEN] = {**_me(ttl), "mode": mode, "generation": generation}
+        if _write_if(url, doc, generation, holders):
+            return generation
+        _contention(tries)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -180,6 +189,50 @@ class _Held:
     url: str
     mode: Mode
     base: str | None
+    what: str
+    generation: int
+    expires: float
+    lost: str | None = None
+
+
+def _lost_message(held: _Held, holders: dict[str, dict[str, Any]]) -> str:
+    return (
+        f"this process lost its lease on {held.what} (generation {held.generation}): it was paused or "
+        f"unreachable past the lease's expiry and {_newest(holders)} took over; nothing more is "
+        "written by this process. Check that writer's result, then rerun if needed"
+    )
+
+
+def _renew(held: _Held) -> None:
+    """Extend this process's record if it is still there and of its generation; else mark it lost."""
+    if held.lost is not None:
+        return
+    for tries in range(_MAX_TRIES + 1):
+        doc = _read(held.url)
+        mine = doc.holders.get(_TOKEN)
+        if mine is None or int(mine.get("generation", -1)) != held.generation:
+            held.lost = _lost_message(held, doc.holders)
+            return
+        expires = time.time() + ttl_seconds()
+        holders = {**doc.holders, _TOKEN: {**mine, "expires": expires}}
+        if _write_if(held.url, doc, doc.generation, holders):
+            held.expires = expires
+            return
+        _contention(tries)
+
+
+def _release(held: _Held) -> None:
+    if held.lost is not None:
+        return
+    for tries in range(_MAX_TRIES + 1):
+        doc = _read(held.url)
+        mine = doc.holders.get(_TOKEN)
+        if doc.version is None or mine is None or int(mine.get("generation", -1)) != held.generation:
+            return  # gone with its store, or taken over: nothing of ours to remove
+        holders = {t: h for t, h in doc.holders.items() if t != _TOKEN}
+        if _write_if(held.url, doc, doc.generation, holders):
+            return
+        _contention(tries)
 
 
 _HELD: dict[str, _Held] = {}
@@ -192,19 +245,70 @@ def _renew_loop() -> None:
         time.sleep(max(ttl_seconds() / 3.0, 0.05))
         with _LOCK:  # never renews a lease that release_all is dropping
             for h in list(_HELD.values()):
-                with contextlib.suppress(Exception):  # a vanished store must not kill the renewer
-                    _renew(h.url, h.mode, h.base)
+                with contextlib.suppress(Exception):  # an unreachable store must not kill the renewer
+                    _renew(h)
 
 
 def renew_all() -> None:
-    """Renew (and re-enter, after a store was swapped in whole) every lease this process holds."""
+    """Renew every lease this process holds now (those found taken over become lost)."""
     with _LOCK:
         for h in list(_HELD.values()):
-            _renew(h.url, h.mode, h.base)
+            _renew(h)
+
+
+def _of_store(store_url: str | None) -> list[_Held]:
+    base = normalize_url(store_url) if store_url is not None else None
+    return [h for h in _HELD.values() if base is None or h.base == base or h.url == base]
+
+
+def check_unexpired(store_url: str | None = None) -> None:
+    """Refuse to write once a held lease is lost or its last confirmed expiry passed (no I/O).
+
+    Parameters
+    ----------
+    store_url
+        Check the leases of this store (or run folder); all held leases when None.
+
+    Raises
+    ------
+    LeaseLostError
+        When a lease was lost, or has expired and a renewal finds it taken over.
+    """
+    with _LOCK:
+        for held in _of_store(store_url):
+            if held.lost is None and held.expires <= time.time():
+                _renew(held)  # paused past the expiry: re-read before any write
+            if held.lost is not None:
+                raise LeaseLostError(held.lost)
+
+
+def fence(store_url: str | None = None) -> None:
+    """Check, before a commit, that every lease held on ``store_url`` is still this process's.
+
+    Reads each lease document and checks that this process's record is there with its generation
+    (renewing it when less than half its lifetime is left), so a writer whose lease was taken
+    over writes nothing more.
+
+    Raises
+    ------
+    LeaseLostError
+        Naming the new holder.
+    """
+    with _LOCK:
+        for held in _of_store(store_url):
+            if held.lost is None:
+                doc = _read(held.url)
+                mine = doc.holders.get(_TOKEN)
+                if mine is None or int(mine.get("generation", -1)) != held.generation:
+                    held.lost = _lost_message(held, doc.holders)
+                elif float(mine.get("expires", 0)) - time.time() < ttl_seconds() / 2:
+                    _renew(held)
+            if held.lost is not None:
+                raise LeaseLostError(held.lost)
 
 
 def hold(url: str, mode: Mode, what: str, *, base: str | None = None) -> None:
-    """Take the lease at ``url`` for this process (no-op when already held in a covering mode).
+    """Take the lease at ``url`` for this process, or check that it is still held (:func:`fence`).
 
     Parameters
     ----------
@@ -221,15 +325,26 @@ def hold(url: str, mode: Mode, what: str, *, base: str | None = None) -> None:
     ------
     LeaseHeldError
         When a live holder blocks it.
+    LeaseLostError
+        When this process held it and lost it to another writer.
     """
     global _RENEWER
     key = normalize_url(url)
     with _LOCK:
         current = _HELD.get(key)
         if current is not None and (current.mode == "exclusive" or mode == "shared"):
+            if current.lost is None:
+                check_unexpired(key)
+            if current.lost is not None:
+                raise LeaseLostError(current.lost)
             return
-        _acquire(key, mode, what, base)
-        _HELD[key] = _Held(key, mode, base)
+        if current is not None:  # shared -> exclusive: leave the shared record first
+            _release(current)
+            del _HELD[key]
+        generation = _acquire(key, mode, what, base)
+        _HELD[key] = _Held(
+            key, mode, normalize_url(base) if base else None, what, generation, time.time() + ttl_seconds()
+        )
         if _RENEWER is None or not _RENEWER.is_alive():
             _RENEWER = threading.Thread(target=_renew_loop, name="gexplain-lease-renewer", daemon=True)
             _RENEWER.start()
@@ -246,12 +361,49 @@ def hold_scope(store_url: str, scope: str) -> None:
     hold(lease_url(store_url, scope), "exclusive", f"'{scope}' in {normalize_url(store_url)}", base=store_url)
 
 
+@contextlib.contextmanager
+def moving_store(store_url: str, staged: str) -> Iterator[None]:
+    """Keep this process's leases on ``store_url`` while a staged tree replaces it whole.
+
+    The lease documents are copied into ``staged`` before the caller renames it into place; the
+    renewer is held off meanwhile, so the copies stay current.
+    """
+    with _LOCK:
+        base = normalize_url(store_url)
+        for held in _of_store(base):
+            got = backend_for(held.url).read_versioned(join(held.url, ZARR_JSON))
+            if got is not None:
+                target = staged.rstrip("/") + held.url[len(base) :]
+                ensure_groups(staged, target)
+                backend_for(target).write_atomic(join(target, ZARR_JSON), got[0])
+        yield
+
+
+def reinstate(store_url: str) -> None:
+    """Write this process's lease records again after its store was removed (object-store overwrite).
+
+    Raises
+    ------
+    LeaseLostError
+        When another writer created a lease document there first.
+    """
+    with _LOCK:
+        base = normalize_url(store_url)
+        for held in _of_store(base):
+            ensure_groups(base, held.url)
+            holder = {**_me(ttl_seconds()), "mode": held.mode, "generation": held.generation}
+            if not _write_if(held.url, _Doc(0, {}, None), held.generation, {_TOKEN: holder}):
+                held.lost = _lost_message(held, _read(held.url).holders)
+                raise LeaseLostError(held.lost)
+            held.expires = float(holder["expires"])
+
+
 def release_all() -> None:
     """Release every lease this process holds (end of a command or run)."""
     with _LOCK:
         for h in list(_HELD.values()):
             with contextlib.suppress(Exception):
-                _release(h.url, h.base)
+                _release(h)
         _HELD.clear()
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
-from gexplain.storage import faults
 
 
 def host_name() -> str:
@@ -81,7 +80,8 @@ def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
 
     Locally the bytes go to a temporary file in the same directory, are flushed to disk and
     renamed over the target (``os.replace`` is atomic on POSIX). On object stores a single
-    PUT is already atomic.
+    PUT is already atomic. A full disk raises :class:`~gexplain.storage.errors.DiskFullError`
+    naming the path (:meth:`gexplain.storage.backend.Backend.write_atomic`).
 
     Parameters
     ----------
@@ -90,17 +90,7 @@ def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
     data
         The complete new content.
     """
-    faults.point()
+    from gexplain.storage.backend import backend_for  # the backend module builds on this one
+
     target = normalize_url(url)
-    if is_local(target):
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(temp_name(path.name, "tmp"))
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return
-    fs, path = filesystem(target)
-    fs.pipe_file(path, data)
+    backend_for(target).write_atomic(target, data)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import shutil
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -40,11 +39,20 @@ import numpy as np
 import xarray as xr
 import zarr
 from gexplain.storage import faults
-from gexplain.storage.errors import IncompleteStoreError, InputError
+from gexplain.storage.backend import backend_for, disk_error
+from gexplain.storage.errors import DamagedStoreError, IncompleteStoreError, InputError
 from gexplain.storage.gc import remove_stale_siblings
-from gexplain.storage.lease import hold_scope, hold_store, renew_all
+from gexplain.storage.integrity import (
+    WRITE_CONFIG,
+    array_encoding,
+    damage_message,
+    guarded_store,
+    open_group,
+    split_chunk_key,
+)
+from gexplain.storage.lease import fence, hold_scope, hold_store, moving_store, reinstate
 from gexplain.storage.nodes import read_group, write_group
-from gexplain.storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
+from gexplain.storage.paths import exists, filesystem, join, normalize_url
 from gexplain.storage.schema import GENE, SAMPLE, to_storable_strings, validate
 
 DEFAULT_CHUNKS: dict[str, int] = {SAMPLE: 2048, GENE: 2048}
@@ -66,7 +74,26 @@ def _now() -> str:
 
 
 def _open_group(url: str, mode: str = "r") -> zarr.Group:
-    return zarr.open_group(normalize_url(url), mode=mode, zarr_format=3)
+    return open_group(url, mode)
+
+
+def _encoding(ds: xr.Dataset, names: Any = None) -> dict[str, dict[str, Any]]:
+    """Checksummed encoding (every chunk written) of ``names`` (default: every variable of ``ds``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ds.variables if names is None else names:
+        var = ds.variables[name]
+        extra = {"fill_value": _layer_fill(var.dtype)} if var.dims == (SAMPLE, GENE) else {}
+        out[str(name)] = array_encoding(**extra)
+    return out
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Turn a full disk while writing under ``path`` into an error naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise disk_error(exc, path) from exc
 
 
 def _layer_fill(dtype: np.dtype) -> Any:
@@ -90,8 +117,13 @@ def _append(url: str, ds: xr.Dataset, encoding: Mapping[str, Any] | None = None)
     faults.point()
     out = ds.copy()
     out.attrs = dict(_open_group(url, "r").attrs)
-    with _quiet_strings():
-        out.to_zarr(url, mode="a", zarr_format=3, consolidated=False, encoding=dict(encoding or {}))
+    store = guarded_store(url, read_only=False, missing_ok=True)
+    enc = {
+        name: {**spec, **dict(encoding or {}).get(name, {})}
+        for name, spec in _encoding(out, out.data_vars).items()
+    }
+    with _quiet_strings(), _writing(normalize_url(url)):
+        out.to_zarr(store, mode="a", zarr_format=3, consolidated=False, encoding=enc)
     faults.point()  # written, not yet listed: the window that once left root attrs empty
 
 
@@ -158,13 +190,15 @@ class StoreWriter:
             Layer name -> array of shape (samples in region, genes in region).
         """
         faults.point()
+        fence(self.url)
         group = _open_group(self.write_url, "r+")
         key = (region.get(SAMPLE, slice(None)), region.get(GENE, slice(None)))
         for name, arr in arrays.items():
             if name not in self.layers:
                 raise KeyError(f"layer '{name}' was not declared in create_store (declared: {self.layers})")
-            target = group[name]
-            target[key] = np.asarray(arr, dtype=target.dtype)
+            target = group[name].with_config(WRITE_CONFIG)
+            with _writing(self.write_url):
+                target[key] = np.asarray(arr, dtype=target.dtype)
 
     def write_vars(self, variables: Mapping[str, tuple[str, np.ndarray]]) -> None:
         """Write whole 1-d per-sample or per-gene variables (e.g. ground truth).
@@ -186,22 +220,12 @@ class StoreWriter:
     def commit(self) -> str:
         """Mark the store complete and move it into place; return its URL."""
         faults.point()
+        fence(self.url)
         group = _open_group(self.write_url, "r+")
         names = sorted(str(k) for k in group.array_keys())
         group.attrs.update({**self.extra_attrs, VARIABLES: names, COMPLETE: True})
-        if self.write_url != self.url:
-            target = Path(self.url)
-            if target.exists():
-                if not self.overwrite:
-                    raise InputError(f"{self.url} already exists; pass overwrite=True (CLI: --overwrite)")
-                trash = target.with_name(temp_name(target.name, "old"))
-                target.rename(trash)
-                faults.point()
-                Path(self.write_url).rename(target)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                Path(self.write_url).rename(target)
-            renew_all()  # leases on the replaced store live on in the new one
+        with moving_store(self.url, self.write_url):  # leases on the replaced store live on in the new one
+            backend_for(self.url).commit_tree(self.write_url, self.url, replace=self.overwrite)
         return self.url
 
     def abort(self) -> None:
@@ -211,7 +235,7 @@ class StoreWriter:
         bad input leaves nothing behind.
         """
         if self.write_url != self.url:
-            shutil.rmtree(self.write_url, ignore_errors=True)
+            backend_for(self.url).discard(self.write_url, self.url)
             for folder in self.made_dirs:  # deepest first
                 try:
                     Path(folder).rmdir()
@@ -285,23 +309,23 @@ def create_store(
     if exists(final):
         hold_store(final, "exclusive")  # nobody else may be writing the store this replaces
     made: list[str] = []
-    if is_local(final):
+    backend = backend_for(final)
+    if backend.renames:
         parent = Path(final).parent
         missing = parent
         while not missing.exists():
             made.append(str(missing))
             missing = missing.parent
-        parent.mkdir(parents=True, exist_ok=True)
+        with _writing(str(parent)):
+            parent.mkdir(parents=True, exist_ok=True)
         remove_stale_siblings(final)
-        write_url = str(parent / temp_name(Path(final).name, "partial"))
-    else:
-        if exists(final):
-            fs, path = filesystem(final)
-            fs.rm(path, recursive=True)
-        write_url = final
-    encoding = {name: {"fill_value": _layer_fill(np.dtype(dt))} for name, dt in layers.items()}
-    with _quiet_strings():
-        ds.to_zarr(write_url, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
+    elif exists(final):  # no rename: the old store goes first, its writer leases are written again
+        backend.delete(final)
+        reinstate(final)
+    write_url = backend.stage(final)
+    store = guarded_store(write_url, read_only=False, missing_ok=True)
+    with _quiet_strings(), _writing(write_url):
+        ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(ds))
     return StoreWriter(
         url=final, write_url=write_url, layers=tuple(layers), overwrite=overwrite, made_dirs=tuple(made)
     )
@@ -330,7 +354,9 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
         with warnings.catch_warnings():
             # models/ and ledger/ hold plain files (checkpoints, markers), not Zarr nodes.
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-            ds = xr.open_zarr(target, consolidated=False, zarr_format=3)
+            ds = xr.open_zarr(guarded_store(target), consolidated=False, zarr_format=3)
+    except DamagedStoreError:
+        raise
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(
             f"{target} is not a readable gexplain store ({exc}); re-create it with `gexplain ingest`"
@@ -346,7 +372,31 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
         ds = ds.drop_vars(hidden)
     # a fixed variable order: the file system's listing order differs between stores written alike
     ds = ds[sorted(str(v) for v in ds.data_vars)]
+    _check_chunks_present(target, [str(v) for v in ds.data_vars if ds[v].ndim > 1])
     return _eager_annotations(ds)
+
+
+def _check_chunks_present(url: str, names: list[str]) -> None:
+    """Refuse a store one of whose checksummed layers lacks a chunk (one listing per layer).
+
+    Checked when the store is opened, so a stage whose input lost a chunk fails before it writes.
+    """
+    root = open_group(url, "r")
+    backend = backend_for(url)
+    fs, base = filesystem(url)
+    for name in names:
+        arr = root[name]
+        if "crc32c" not in [type(c).__name__.lower().replace("codec", "") for c in arr.compressors]:
+            continue  # an older store: chunks may be absent by design
+        have = set()
+        for path in fs.find(f"{base}/{name}/c") if backend.exists(join(url, name, "c")) else []:
+            split = split_chunk_key(str(path)[len(base) :].strip("/"))
+            if split is not None:
+                have.add(split[1])
+        grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+        for index in np.ndindex(*grid):
+            if tuple(int(i) for i in index) not in have:
+                raise DamagedStoreError(damage_message(url, name, tuple(int(i) for i in index), "missing"))
 
 
 def _eager_annotations(ds: xr.Dataset) -> xr.Dataset:
@@ -403,6 +453,7 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
     new = ds.drop_vars([c for c in ds.coords], errors="ignore")
     names = [str(n) for n in new.data_vars]
     validate(new.assign_coords({SAMPLE: base[SAMPLE].values, GENE: base[GENE].values}), where=target)
+    fence(target)
     group = _open_group(target, "r+")
     listed = [v for v in group.attrs.get(VARIABLES, []) if v not in names]
     if len(listed) != len(group.attrs.get(VARIABLES, [])):
@@ -421,6 +472,7 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
             faults.point()
             del group[name]
     _append(target, new, encoding)
+    fence(target)  # the commit: list the new variables only while this process still holds the store
     group = _open_group(target, "r+")
     group.attrs.update({VARIABLES: sorted(set(listed) | set(names))})
     return names
@@ -487,8 +539,9 @@ def write_result(url: str, group: str, ds: xr.Dataset) -> str:
     out = _fix_strings(ds.copy())
     out.attrs = {**ds.attrs, COMPLETE: False, "created": _now()}
     faults.point()
-    with _quiet_strings():
-        out.to_zarr(normalize_url(url), group=path, mode="w", zarr_format=3, consolidated=False)
+    store = guarded_store(url, read_only=False, missing_ok=True)
+    with _quiet_strings(), _writing(join(url, path)):
+        out.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(out))
     mark_result_complete(url, group)
     return path
 
@@ -518,10 +571,15 @@ def create_result(
         out = out.chunk({k: v for k, v in chunks.items() if k in out.dims})
     out = _fix_strings(out)
     out.attrs = {**template.attrs, COMPLETE: False, "created": _now()}
-    encoding = {str(n): {"fill_value": _layer_fill(out[n].dtype)} for n in out.data_vars}
-    with _quiet_strings():
+    encoding = {
+        str(n): array_encoding(fill_value=_layer_fill(out.variables[n].dtype))
+        if n in out.data_vars
+        else array_encoding()
+        for n in out.variables
+    }
+    with _quiet_strings(), _writing(join(url, path)):
         out.to_zarr(
-            normalize_url(url),
+            guarded_store(url, read_only=False, missing_ok=True),
             group=path,
             mode="w",
             compute=False,
@@ -555,10 +613,11 @@ def write_result_region(
     faults.point()
     root = _open_group(join(url, _result_path(group)), "r+")
     for name, arr in arrays.items():
-        target = root[name]
+        target = root[name].with_config(WRITE_CONFIG)
         dims = target.metadata.dimension_names or ()
         key = tuple(region.get(d, slice(None)) for d in dims)
-        target[key] = np.asarray(arr, dtype=target.dtype)
+        with _writing(join(url, _result_path(group))):
+            target[key] = np.asarray(arr, dtype=target.dtype)
 
 
 def mark_result_complete(url: str, group: str, **attrs: Any) -> None:
@@ -581,7 +640,7 @@ def read_result(url: str, group: str, *, allow_incomplete: bool = False) -> xr.D
     if not result_exists(url, group):
         have = ", ".join(list_results(url)) or "none"
         raise InputError(f"no result '{group}' in {normalize_url(url)} (results present: {have})")
-    ds = xr.open_zarr(normalize_url(url), group=path, consolidated=False, zarr_format=3)
+    ds = xr.open_zarr(guarded_store(url), group=path, consolidated=False, zarr_format=3)
     if not ds.attrs.get(COMPLETE, False) and not allow_incomplete:
         raise IncompleteStoreError(
             f"result '{group}' in {normalize_url(url)} is incomplete (its run was interrupted); re-run that stage"
