@@ -20,19 +20,19 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from gexplain.storage import faults
-from gexplain.storage.errors import InputError
+from gexplain.storage.backend import backend_for
+from gexplain.storage.errors import DamagedStoreError, InputError
 from gexplain.storage.gc import remove_stale_siblings
-from gexplain.storage.lease import hold_scope
+from gexplain.storage.integrity import codecs, guarded_store
+from gexplain.storage.lease import fence, hold_scope
 from gexplain.storage.names import validate_name
 from gexplain.storage.nodes import ensure_groups, read_group, write_group
-from gexplain.storage.paths import exists, filesystem, is_local, join, normalize_url, temp_name
+from gexplain.storage.paths import exists, join, normalize_url
 
 MODELS_DIR = "models"
 COMPLETE = "gexplain_complete"
@@ -64,11 +64,11 @@ def _write_replicate(
     meta.update(model_set=model_set, replicate=int(replicate), sha256=hashlib.sha256(weights).hexdigest())
     data = np.frombuffer(weights, dtype=np.uint8)
     arr = zarr.create_array(
-        store=normalize_url(f"{set_url}/replicate-{int(replicate)}"),
+        store=guarded_store(f"{set_url}/replicate-{int(replicate)}", read_only=False, missing_ok=True),
         shape=(data.size,),
         chunks=(max(data.size, 1),),
         dtype="uint8",
-        compressors=None,
+        compressors=codecs()[1:],  # weights compress poorly: the checksum only
         overwrite=True,
         zarr_format=3,
         attributes=meta,
@@ -114,11 +114,11 @@ class ModelSetWriter:
             )
         hold_scope(self.store_url, f"models/{model_set}")
         ensure_groups(self.store_url, self.final)
-        if is_local(self.final):
+        self.backend = backend_for(self.final)
+        if self.backend.renames:
             remove_stale_siblings(self.store_url)
-            self.write_url = str(Path(self.final).parent / temp_name(model_set, "partial"))
-        else:  # object stores cannot rename: the set is replaced in place, from the first write on
-            self.write_url = self.final
+        # object stores cannot rename: there the set is replaced in place, from the first write on
+        self.write_url = self.backend.stage(self.final)
         self.replicates: list[int] = []
         self._started = False
 
@@ -135,6 +135,7 @@ class ModelSetWriter:
         """Write one replicate (weights + metadata, which gains ``sha256``, ``replicate``, ``model_set``)."""
         self._start()
         faults.point()
+        fence(self.store_url)
         _write_replicate(self.write_url, replicate, weights, metadata, self.model_set)
         self.replicates.append(int(replicate))
         return replicate_url(self.store_url, self.model_set, replicate)
@@ -142,23 +143,14 @@ class ModelSetWriter:
     def commit(self) -> list[str]:
         """Flag the set complete and move it into place whole; return its replicates' URLs."""
         self._start()
+        fence(self.store_url)
         write_group(self.write_url, _set_doc(self.replicates, True))
-        if self.write_url != self.final:
-            target = Path(self.final)
-            if target.exists():
-                trash = target.with_name(temp_name(target.name, "old"))
-                target.rename(trash)
-                faults.point()
-                Path(self.write_url).rename(target)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                Path(self.write_url).rename(target)
+        self.backend.commit_tree(self.write_url, self.final, replace=True)
         return [replicate_url(self.store_url, self.model_set, k) for k in sorted(self.replicates)]
 
     def abort(self) -> None:
         """Remove the set being written (locally; an existing set is untouched)."""
-        if self.write_url != self.final:
-            shutil.rmtree(self.write_url, ignore_errors=True)
+        self.backend.discard(self.write_url, self.final)
 
 
 def save_checkpoint(
@@ -189,6 +181,7 @@ def save_checkpoint(
     """
     url = model_set_url(store_url, model_set)
     hold_scope(store_url, f"models/{model_set}")
+    fence(store_url)
     ensure_groups(store_url, url)
     doc = read_group(url) or _set_doc([], True)
     listed = [r for r in doc.get("replicates", []) if r != int(replicate)]
@@ -218,9 +211,18 @@ def load_checkpoint(store_url: str, model_set: str, replicate: int) -> tuple[byt
     """
     meta = read_metadata(store_url, model_set, replicate)
     url = replicate_url(store_url, model_set, replicate)
-    weights = np.asarray(
-        zarr.open_array(normalize_url(url), mode="r", zarr_format=3)[:], dtype=np.uint8
-    ).tobytes()
+    array = zarr.open_array(
+        guarded_store(store_url),
+        path=url[len(normalize_url(store_url)) :].strip("/"),
+        mode="r",
+        zarr_format=3,
+    )
+    try:
+        weights = np.asarray(array[:], dtype=np.uint8).tobytes()
+    except DamagedStoreError:
+        raise
+    except ValueError as exc:  # a damaged chunk of an unchecksummed (older) checkpoint
+        raise InputError(f"checkpoint {url} cannot be read ({exc}); retrain model set '{model_set}'") from exc
     if hashlib.sha256(weights).hexdigest() != meta.get("sha256"):
         raise InputError(
             f"checkpoint {url} does not match its recorded SHA-256; retrain model set '{model_set}'"
@@ -242,10 +244,7 @@ def list_checkpoints(store_url: str, model_set: str) -> list[int]:
 
 
 def _set_names(store_url: str) -> list[str]:
-    fs, path = filesystem(join(store_url, MODELS_DIR))
-    if not fs.exists(path):
-        return []
-    names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False)]
+    names = backend_for(store_url).list(join(store_url, MODELS_DIR))
     return sorted(n for n in names if not n.startswith(".") and n != "zarr.json")
 
 
@@ -278,8 +277,7 @@ def delete_model_set(store_url: str, model_set: str) -> None:
     doc = read_group(url)
     if doc is not None:
         write_group(url, {**doc, COMPLETE: False})
-    fs, path = filesystem(url)
-    fs.rm(path, recursive=True)
+    backend_for(url).delete(url)
 
 
 def save_model_set_report(store_url: str, model_set: str, name: str, report: dict[str, Any]) -> str:
@@ -298,6 +296,7 @@ def save_model_set_report(store_url: str, model_set: str, name: str, report: dic
     validate_name(name, "report name")
     url = f"{model_set_url(store_url, model_set)}/reports/{name}"
     hold_scope(store_url, f"models/{model_set}")
+    fence(store_url)
     write_group(url, json.loads(json.dumps(report, default=str)), parents_below=store_url)
     return url
 

@@ -14,8 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gexplain.storage.backend import backend_for
 from gexplain.storage.nodes import is_temp, owner_gone
-from gexplain.storage.paths import is_local, normalize_url
+from gexplain.storage.paths import normalize_url
 
 BOOKKEEPING = ("leases", "ledger", "models")
 
@@ -84,7 +85,7 @@ def remove_stale_siblings(store_url: str) -> list[Removed]:
         The store (object stores have no temporaries: nothing to do).
     """
     target = normalize_url(store_url)
-    if not is_local(target):
+    if not backend_for(target).renames:  # only renaming backends stage trees under hidden names
         return []
     store = Path(target)
     out = _stale_in(store.parent, prefix=f".{store.name}.")
@@ -108,7 +109,7 @@ def collect(store_url: str, *, dry_run: bool = False) -> list[Removed]:
     list of Removed
     """
     target = normalize_url(store_url)
-    if not is_local(target):
+    if not backend_for(target).renames:  # only renaming backends stage trees under hidden names
         return []
     store = Path(target)
     out = _stale_in(store.parent, prefix=f".{store.name}.", dry_run=dry_run)

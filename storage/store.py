@@ -488,7 +488,9 @@ def result_scope(group: str) -> str:
 
 
 def _hold_result(url: str, group: str) -> None:
+    """Take (or check, before a commit: :func:`~gexplain.storage.lease.fence`) a result's leases."""
     hold_scope(url, result_scope(group))
+    fence(url)
 
 
 def begin_result_set(url: str, group: str, **attrs: Any) -> str:
