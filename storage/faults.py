@@ -3,8 +3,9 @@
 Every storage write (:func:`point`: atomic files, group documents, blocks, appends, result
 regions, completion flags, renames) counts as one point of the current scope (the running stage's
 kind, set by the runner with :func:`set_scope`). With ``GEXPLAIN_FAULT=<scope>:<n>:<signal>``
-(signal ``KILL``, ``INT`` or ``TERM``) the process sends itself that signal at point ``n`` of that
-scope -- a SIGKILL at an arbitrary write, or a Ctrl-C -- or, when the scope ends with fewer points
+(signal ``KILL``, ``INT``, ``TERM`` or ``STOP``) the process sends itself that signal at point ``n``
+of that scope -- a SIGKILL at an arbitrary write, a Ctrl-C, or a pause (``SIGSTOP``, continued by
+the test with ``SIGCONT``: a writer paused past its lease) -- or, when the scope ends with fewer points
 (a resumed stage writes less), as it ends. With ``GEXPLAIN_FAULT_TRACE=<file>`` it
 appends ``<scope> <points>`` lines at exit, so a test can draw ``n`` from the points a stage has.
 Unset (always, outside tests), :func:`point` only counts.

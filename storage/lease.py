@@ -118,27 +118,42 @@ class _Doc:
     generation: int
     holders: dict[str, dict[str, Any]]
     version: str | None
+    taken: dict[str, Any] | None = None  # who entered last (owner, host, pid, generation)
 
 
-def _parse(data: bytes | None) -> tuple[int, dict[str, dict[str, Any]]]:
+def _parse(data: bytes | None) -> _Doc:
     try:
         doc = json.loads(data) if data else {}
     except json.JSONDecodeError:
         doc = {}
     lease = (doc.get("attributes") or {}).get("gexplain_lease", {}) if isinstance(doc, dict) else {}
     if not isinstance(lease, dict):
-        return 0, {}
-    return int(lease.get("generation", 0)), dict(lease.get("holders", {}))
+        return _Doc(0, {}, None)
+    taken = lease.get("taken")
+    return _Doc(
+        int(lease.get("generation", 0)),
+        dict(lease.get("holders", {})),
+        None,
+        taken if isinstance(taken, dict) else None,
+    )
 
 
 def _read(url: str) -> _Doc:
     got = backend_for(url).read_versioned(join(url, ZARR_JSON))
-    generation, holders = _parse(got[0] if got else None)
-    return _Doc(generation, holders, got[1] if got else None)
+    doc = _parse(got[0] if got else None)
+    doc.version = got[1] if got else None
+    return doc
 
 
-def _write_if(url: str, doc: _Doc, generation: int, holders: dict[str, dict[str, Any]]) -> bool:
-    data = group_doc({"gexplain_lease": {"generation": generation, "holders": holders}})
+def _write_if(
+    url: str,
+    doc: _Doc,
+    generation: int,
+    holders: dict[str, dict[str, Any]],
+    taken: dict[str, Any] | None = None,
+) -> bool:
+    lease = {"generation": generation, "holders": holders, "taken": taken or doc.taken}
+    data = group_doc({"gexplain_lease": {k: v for k, v in lease.items() if v is not None}})
     return backend_for(url).write_if(join(url, ZARR_JSON), data, doc.version)
 
 
@@ -148,11 +163,17 @@ def read_holders(url: str) -> list[dict[str, Any]]:
     return [h for h in _read(url).holders.values() if is_live(h, now)]
 
 
-def _newest(holders: dict[str, dict[str, Any]]) -> str:
-    others = [h for t, h in holders.items() if t != _TOKEN and is_live(h)]
-    if not others:
-        return "another process (its record is gone)"
-    return describe(max(others, key=lambda h: int(h.get("generation", 0))))
+def _newest(doc: _Doc) -> str:
+    others = [h for t, h in doc.holders.items() if t != _TOKEN and is_live(h)]
+    if others:
+        return describe(max(others, key=lambda h: int(h.get("generation", 0))))
+    taken = doc.taken or {}
+    if taken.get("token") not in (None, _TOKEN):
+        return (
+            f"'{taken.get('owner', '?')}' (host {taken.get('host')}, pid {taken.get('pid')}, "
+            f"generation {taken.get('generation')}; since finished)"
+        )
+    return "another process"
 
 
 def _contention(tries: int) -> None:
@@ -178,7 +199,8 @@ def _acquire(url: str, mode: Mode, what: str, base: str | None) -> int:
             )
         generation = doc.generation + 1
         holders[_TOKEN] = {**_me(ttl), "mode": mode, "generation": generation}
-        if _write_if(url, doc, generation, holders):
+        taken = {k: holders[_TOKEN][k] for k in ("token", "owner", "host", "pid", "acquired", "generation")}
+        if _write_if(url, doc, generation, holders, taken):
             return generation
         _contention(tries)
     raise AssertionError("unreachable")
@@ -195,10 +217,10 @@ class _Held:
     lost: str | None = None
 
 
-def _lost_message(held: _Held, holders: dict[str, dict[str, Any]]) -> str:
+def _lost_message(held: _Held, doc: _Doc) -> str:
     return (
         f"this process lost its lease on {held.what} (generation {held.generation}): it was paused or "
-        f"unreachable past the lease's expiry and {_newest(holders)} took over; nothing more is "
+        f"unreachable past the lease's expiry and {_newest(doc)} took over; nothing more is "
         "written by this process. Check that writer's result, then rerun if needed"
     )
 
@@ -211,7 +233,7 @@ def _renew(held: _Held) -> None:
         doc = _read(held.url)
         mine = doc.holders.get(_TOKEN)
         if mine is None or int(mine.get("generation", -1)) != held.generation:
-            held.lost = _lost_message(held, doc.holders)
+            held.lost = _lost_message(held, doc)
             return
         expires = time.time() + ttl_seconds()
         holders = {**doc.holders, _TOKEN: {**mine, "expires": expires}}
@@ -300,7 +322,7 @@ def fence(store_url: str | None = None) -> None:
                 doc = _read(held.url)
                 mine = doc.holders.get(_TOKEN)
                 if mine is None or int(mine.get("generation", -1)) != held.generation:
-                    held.lost = _lost_message(held, doc.holders)
+                    held.lost = _lost_message(held, doc)
                 elif float(mine.get("expires", 0)) - time.time() < ttl_seconds() / 2:
                     _renew(held)
             if held.lost is not None:
@@ -393,7 +415,7 @@ def reinstate(store_url: str) -> None:
             ensure_groups(base, held.url)
             holder = {**_me(ttl_seconds()), "mode": held.mode, "generation": held.generation}
             if not _write_if(held.url, _Doc(0, {}, None), held.generation, {_TOKEN: holder}):
-                held.lost = _lost_message(held, _read(held.url).holders)
+                held.lost = _lost_message(held, _read(held.url))
                 raise LeaseLostError(held.lost)
             held.expires = float(holder["expires"])
 
