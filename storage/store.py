@@ -115,6 +115,7 @@ def _append(url: str, ds: xr.Dataset, encoding: Mapping[str, Any] | None = None)
     atomic ``zarr.json`` write of the same content, so no reader (and no kill) ever sees ``{}``.
     """
     faults.point()
+    fence(url)  # a writer continued after a pause re-reads its lease before it writes
     out = ds.copy()
     out.attrs = dict(_open_group(url, "r").attrs)
     store = guarded_store(url, read_only=False, missing_ok=True)

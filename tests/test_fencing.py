@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +19,12 @@ import numpy as np
 import psutil
 import pytest
 import xarray as xr
+from cluster_procs import BIN, free_port, start, tcp_open, wait_until
 from gexplain.storage import lease
 from gexplain.storage.backend import LocalBackend, backend_for
 from gexplain.storage.lease import LeaseLostError, hold_store, lease_url, release_all
 from gexplain.storage.nodes import group_doc, read_group
 from gexplain.storage.store import add_variables, create_store, open_store
-
-from cluster_procs import BIN, free_port, start, tcp_open, wait_until
 
 pytestmark = pytest.mark.faults
 

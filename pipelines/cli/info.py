@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import typer
 from gexplain.storage.checkpoints import model_set_states
+from gexplain.storage.integrity import last_verification
 from gexplain.storage.lease import describe, scope_holders
 from gexplain.storage.schema import layer_names, spec_for
 from gexplain.storage.store import layer_chunks, list_results, open_store, result_states
@@ -54,6 +55,7 @@ def describe_store(url: str) -> dict:
         "result_states": result_states(url),
         "models": _model_states(url),
         "writer": (scope_holders(url, "store") or [None])[0],
+        "verification": last_verification(url),
         "attrs": dict(ds.attrs),
     }
 
@@ -116,5 +118,11 @@ def register(app: typer.Typer) -> None:
         con.print(t)
         if d["writer"]:
             con.print(f"being written by {describe(d['writer'])}")
+        check = d["verification"]
+        con.print(
+            f"last verification: {check['state']} at {check['at']} ({check['arrays']} arrays, {check['chunks']} chunks)"
+            if check
+            else "last verification: never (run `gexplain verify STORE`)"
+        )
         prov = {k: v for k, v in d["attrs"].items() if k not in ("gexplain_variables",)}
         con.print("provenance: " + json.dumps(prov, default=str)[:2000])

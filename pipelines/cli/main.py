@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "gexplain.pipelines.cli.run",
     "gexplain.pipelines.cli.export",
     "gexplain.pipelines.cli.gc",
+    "gexplain.pipelines.cli.verify",
 )
 
 app = typer.Typer(
