@@ -70,6 +70,12 @@ from gexplain.storage.errors import InputError
 A1, A0, A0_HOUSEKEEPING, DISPERSION_SCATTER = 1.5, 0.08, 0.02, 0.4
 XOR_SHIFT, RING_RADIUS, JITTER, LIBRARY_SD = 1.0, 1.5, 0.1, 0.35
 
+LAYERS: dict[str, str] = {
+    "counts": "int32",
+    "tpm": "float32",
+    "log_expr": "float32",
+}  # the (sample, gene) layers it writes
+
 
 @dataclass(frozen=True)
 class CohortDesign:
@@ -344,7 +350,7 @@ def simulate_cohort(
         sample_ids=np.array([f"SIMS{j:06d}" for j in range(n_samples)], dtype=object),
         gene_ids=gene_ids,
         variables=variables,
-        layers={"counts": "int32", "tpm": "float32", "log_expr": "float32"},
+        layers=LAYERS,
         attrs={
             "simulator": {"name": "cohort", "params": params},
             "label_column": "sample_tissue",

@@ -83,6 +83,8 @@ PRESETS: dict[str, dict[str, int | float]] = {
     }
 }
 
+LAYERS: dict[str, str] = {"counts": "int32", "log_expr": "float32"}  # the (sample, gene) layers it writes
+
 
 @dataclass(frozen=True)
 class TopicModel:
@@ -408,7 +410,7 @@ def simulate_lda(
         sample_ids=np.array([f"LDAS{j:06d}" for j in range(n_samples)], dtype=object),
         gene_ids=gene_ids,
         variables=variables,
-        layers={"counts": "int32", "log_expr": "float32"},
+        layers=LAYERS,
         attrs={
             "simulator": {"name": "lda", "params": params},
             "label_column": "sample_tissue",

@@ -83,6 +83,8 @@ INNER_SD, OUTER_OFFSET, OUTER_SHAPE, OUTER_SCALE = 0.5, 1.5, 2.0, 0.25
 COUNT_SLOPE, COUNT_FLOOR = 0.2, 0.05
 RHO_MIN, RHO_MAX = 0.5, 0.99
 
+LAYERS: dict[str, str] = {"log_expr": "float32", "counts": "int32"}  # the (sample, gene) layers it writes
+
 
 def _outer_second_moment() -> float:
     """E[R^2] of the outer radius ``offset + Gamma(shape, scale)``."""
@@ -315,7 +317,7 @@ def simulate_sabbatini(
         sample_ids=np.array([f"S{j:06d}" for j in range(n)], dtype=object),
         gene_ids=gene_ids,
         variables=variables,
-        layers={"log_expr": "float32", "counts": "int32"},
+        layers=LAYERS,
         attrs={
             "simulator": {"name": "sabbatini", "params": params},
             "label_column": "sample_group",

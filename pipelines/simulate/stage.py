@@ -21,10 +21,13 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from gexplain.pipelines.params import StageParams, cli
+from gexplain.pipelines.simulate import cohort, lda, sabbatini
 from gexplain.pipelines.simulate.cohort import simulate_cohort
 from gexplain.pipelines.simulate.lda import PRESETS, simulate_lda
-from gexplain.pipelines.simulate.sabbatini import simulate_sabbatini
+from gexplain.pipelines.simulate.sabbatini import design_dataset, simulate_sabbatini
 from gexplain.pipelines.stages import Stage, StageContext
+from gexplain.storage.capacity import check_new_store
+from gexplain.storage.store import DEFAULT_CHUNKS
 from pydantic import Field, model_validator
 
 # the options each simulator takes: field names equal the simulator's keyword names
@@ -154,9 +157,31 @@ def run(ctx: StageContext, params: SimulateParams) -> dict[str, Any]:
         options = lda_options(params)
     else:
         options = params.model_dump(include=USES[params.simulator])  # field names = keyword names
+    _check_size(ctx.store_url, params, options, seed)
     with ctx.runtime.dask_scheduler():
         url = simulate(ctx.store_url, **options, **common)
     return {"store": url, "simulator": params.simulator, "seed": seed}
+
+
+LAYERS = {"cohort": cohort.LAYERS, "lda": lda.LAYERS, "sabbatini": sabbatini.LAYERS}
+
+
+def _check_size(url: str, params: SimulateParams, options: dict[str, Any], seed: int) -> None:
+    """Refuse, before any allocation, a cohort that cannot fit in memory or on disk (exit 2)."""
+    if params.simulator == "sabbatini":
+        n_samples = 2 * params.n_per_group
+        n_genes = design_dataset(params.dataset, seed, params.layout).kind.size
+        where = "--n-per-group"
+    else:
+        n_samples, n_genes, where = int(options["n_samples"]), int(options["n_genes"]), "--samples/--genes"
+    check_new_store(
+        url,
+        n_samples=n_samples,
+        n_genes=n_genes,
+        layers=LAYERS[params.simulator],
+        chunk_samples=params.chunk_samples or DEFAULT_CHUNKS["sample"],
+        where=where,
+    )
 
 
 STAGE = Stage(
