@@ -229,8 +229,17 @@ def parse_config(path: str | Path, *, base_dir: Path | None = None) -> RunConfig
         raise InputError(
             f"config file {cfg_path} not found; see pipelines/configs/quickstart.toml for an example"
         )
+    raw_bytes = cfg_path.read_bytes()
     try:
-        data = tomllib.loads(cfg_path.read_text())
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw_bytes[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{cfg_path}: not a text file (byte {exc.start}, line {line}, is not UTF-8); a run config is "
+            "a UTF-8 TOML file such as pipelines/configs/quickstart.toml"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{cfg_path}: not valid TOML: {exc}") from exc
     try:

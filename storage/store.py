@@ -50,7 +50,7 @@ from gexplain.storage.integrity import (
     open_group,
     split_chunk_key,
 )
-from gexplain.storage.lease import fence, hold_scope, hold_store, moving_store, reinstate
+from gexplain.storage.lease import LeaseLostError, fence, hold_scope, hold_store, moving_store, reinstate
 from gexplain.storage.nodes import read_group, write_group
 from gexplain.storage.paths import exists, filesystem, join, normalize_url
 from gexplain.storage.schema import GENE, SAMPLE, to_storable_strings, validate
@@ -472,11 +472,26 @@ def add_variables(url: str, ds: xr.Dataset) -> list[str]:
         if name in group:
             faults.point()
             del group[name]
-    _append(target, new, encoding)
+    try:
+        _append(target, new, encoding)
+    except LeaseLostError:
+        raise  # the store is another writer's now: touch nothing
+    except Exception:  # a full disk, damaged input: leave no half-written array behind
+        _drop_arrays(target, names)
+        raise
     fence(target)  # the commit: list the new variables only while this process still holds the store
     group = _open_group(target, "r+")
     group.attrs.update({VARIABLES: sorted(set(listed) | set(names))})
     return names
+
+
+def _drop_arrays(url: str, names: list[str]) -> None:
+    """Remove unlisted arrays a failed append left, so plain Zarr/xarray readers do not see them."""
+    with contextlib.suppress(Exception):  # best effort: they stay hidden by gexplain_variables anyway
+        group = _open_group(url, "r+")
+        for name in names:
+            if name in group:
+                del group[name]
 
 
 def _result_path(group: str) -> str:
