@@ -8,10 +8,17 @@ With no address, gexplain embeds its own runtime for the length of a run:
 * Ray: started lazily, on first use by a stage that needs it, as a *private* instance
   (``ray.init(address="local")``): it never attaches to another Ray on the machine, to a stale
   ``/tmp/ray/ray_current_cluster`` or to ``RAY_ADDRESS``. It has ``num_cpus`` = the machine's cores
-  and no dashboard. Ray's GCS, raylet, workers and agents cannot be bound to loopback only (Ray
-  listens on all interfaces), so the embedded Ray always runs with token authentication and a
+  and no dashboard UI. Its node address is the loopback address (:data:`LOOPBACK_ENV`: what Ray
+  does on macOS and Windows), so every HTTP listener Ray derives from it -- the metrics servers of
+  the dashboard head, the autoscaler and the dashboard agent, the dashboard head's own API -- binds
+  127.0.0.1 only. Ray offers no setting to skip its dashboard head process: with
+  ``include_dashboard=False`` it still starts, with the ``UsageStatsHead`` module only and no
+  frontend (usage stats are off). The GCS, raylet, agents and workers' gRPC servers bind the
+  node address too. Other users of the machine can still reach loopback, so the embedded Ray
+  always runs with token authentication and a
   fresh random token made for this run and kept in this process's environment only: nothing is
-  written to ``~/.ray``, and no other process, local or remote, can submit work to it. A watchdog
+  written to ``~/.ray``, and no other process, local or remote, can submit work to it.
+  ``tests/test_cluster_runtime.py`` lists what listens where during a run. A watchdog
   (:mod:`gexplain.cluster.reaper`) kills Ray's processes as soon as the driver dies, even by SIGKILL.
 
 Existing clusters
@@ -53,6 +60,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 _AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+# Ray's switch for single-machine mode (macOS, Windows): the node address becomes 127.0.0.1
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
 AUTH_FIX = (
@@ -215,6 +224,24 @@ class _WorkerEnvPlugin(WorkerPlugin):
         """Nothing to undo (``WorkerPlugin`` protocol)."""
 
 
+@contextlib.contextmanager
+def _single_machine_ray() -> Iterator[None]:
+    """Make this driver's ``ray.init`` keep the loopback node address it is given.
+
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's address unless its constant
+    ``ENABLE_RAY_CLUSTER`` (read from :data:`LOOPBACK_ENV` when Ray is imported, possibly before
+    this runtime set it) is false; it is set for the duration of the call and restored after.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
 @dataclass
 class Runtime:
     """Handles on the Ray and Dask runtimes of one run.
@@ -344,21 +371,24 @@ class Runtime:
                 "RAY_AUTH_TOKEN_PATH": None,
                 "RAY_ADDRESS": None,
                 "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),
+                LOOPBACK_ENV: "0",  # Ray's workers read it at import
             }
         )
         _reload_ray_auth()
         me = psutil.Process()
         before = {p.pid for p in me.children()}
         try:
-            ray.init(
-                address="local",  # always a private instance, never a cluster found on this machine
-                num_cpus=self.num_cpus,
-                num_gpus=self.num_gpus,
-                object_store_memory=self.object_store_memory,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **kwargs,
-            )
+            with _single_machine_ray():
+                ray.init(
+                    address="local",  # always a private instance, never a cluster found on this machine
+                    num_cpus=self.num_cpus,
+                    num_gpus=self.num_gpus,
+                    object_store_memory=self.object_store_memory,
+                    include_dashboard=False,
+                    dashboard_host="127.0.0.1",
+                    _node_ip_address="127.0.0.1",
+                    **kwargs,
+                )
         except BaseException:
             self._restore_env()
             _reload_ray_auth()
