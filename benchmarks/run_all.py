@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = (
     "ingest",
     "chunking",
+    "checksums",
     "memory_bounds",
     "de",
     "de_big",
