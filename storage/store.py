@@ -658,7 +658,10 @@ def read_result(url: str, group: str, *, allow_incomplete: bool = False) -> xr.D
     if not result_exists(url, group):
         have = ", ".join(list_results(url)) or "none"
         raise InputError(f"no result '{group}' in {normalize_url(url)} (results present: {have})")
-    ds = xr.open_zarr(guarded_store(url), group=path, consolidated=False, zarr_format=3)
+    complete = bool((read_group(join(url, path)) or {}).get(COMPLETE, False))
+    # an unfinished (resumable) result lacks the chunks not yet written; a complete one lacks none
+    store = guarded_store(url, missing_ok=not complete)
+    ds = xr.open_zarr(store, group=path, consolidated=False, zarr_format=3)
     if not ds.attrs.get(COMPLETE, False) and not allow_incomplete:
         raise IncompleteStoreError(
             f"result '{group}' in {normalize_url(url)} is incomplete (its run was interrupted); re-run that stage"
