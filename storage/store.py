@@ -224,6 +224,12 @@ class StoreWriter:
         fence(self.url)
         group = _open_group(self.write_url, "r+")
         names = sorted(str(k) for k in group.array_keys())
+        for name in self.layers:  # blocks never written hold the fill value: store it, so none is absent
+            target = group[name].with_config(WRITE_CONFIG)
+            for index in _missing_chunks(self.write_url, group, name):
+                key = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, target.chunks, strict=True))
+                with _writing(self.write_url):
+                    target[key] = target.fill_value
         group.attrs.update({**self.extra_attrs, VARIABLES: names, COMPLETE: True})
         with moving_store(self.url, self.write_url):  # leases on the replaced store live on in the new one
             backend_for(self.url).commit_tree(self.write_url, self.url, replace=self.overwrite)
@@ -377,27 +383,35 @@ def open_store(url: str, *, allow_incomplete: bool = False) -> xr.Dataset:
     return _eager_annotations(ds)
 
 
+def _missing_chunks(url: str, root: zarr.Group, name: str) -> list[tuple[int, ...]]:
+    """Chunk indices of a checksummed array that have no object (one listing); [] for older arrays."""
+    arr = root[name]
+    if "crc32c" not in [type(c).__name__.lower().replace("codec", "") for c in arr.compressors]:
+        return []  # an older store: chunks may be absent by design
+    fs, base = filesystem(url)
+    have = set()
+    for path in fs.find(f"{base}/{name}/c") if backend_for(url).exists(join(url, name, "c")) else []:
+        split = split_chunk_key(str(path)[len(base) :].strip("/"))
+        if split is not None:
+            have.add(split[1])
+    grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+    return [
+        tuple(int(i) for i in index)
+        for index in np.ndindex(*grid)
+        if tuple(int(i) for i in index) not in have
+    ]
+
+
 def _check_chunks_present(url: str, names: list[str]) -> None:
     """Refuse a store one of whose checksummed layers lacks a chunk (one listing per layer).
 
     Checked when the store is opened, so a stage whose input lost a chunk fails before it writes.
     """
     root = open_group(url, "r")
-    backend = backend_for(url)
-    fs, base = filesystem(url)
     for name in names:
-        arr = root[name]
-        if "crc32c" not in [type(c).__name__.lower().replace("codec", "") for c in arr.compressors]:
-            continue  # an older store: chunks may be absent by design
-        have = set()
-        for path in fs.find(f"{base}/{name}/c") if backend.exists(join(url, name, "c")) else []:
-            split = split_chunk_key(str(path)[len(base) :].strip("/"))
-            if split is not None:
-                have.add(split[1])
-        grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]
-        for index in np.ndindex(*grid):
-            if tuple(int(i) for i in index) not in have:
-                raise DamagedStoreError(damage_message(url, name, tuple(int(i) for i in index), "missing"))
+        missing = _missing_chunks(url, root, name)
+        if missing:
+            raise DamagedStoreError(damage_message(url, name, missing[0], "missing"))
 
 
 def _eager_annotations(ds: xr.Dataset) -> xr.Dataset:
