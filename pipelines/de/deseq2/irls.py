@@ -1,8 +1,12 @@
 """Negative binomial GLM fits by IRLS, vectorised over a gene block.
 
-Reproduces pydeseq2's ``irls_solver`` gene by gene (same start, ridge, convergence rule on the
-deviance, thresholds); genes whose iterations diverge (a coefficient beyond +-30 or 250 steps)
-are handed to that kernel, which falls back to L-BFGS-B.
+Reproduces R DESeq2's ``fitBeta`` gene by gene: start from the least-squares fit of
+``log(counts / sf + 0.1)``, ridge ``1e-6 / log(2)^2`` (R's ``lambda = 1e-6`` on the log2 scale),
+means floored at 0.5, stop when the relative deviance change is below ``1e-8`` after the first
+step, at most 100 steps. The covariance of the coefficients is R's
+``(X'WX + ridge)^-1 X'WX (X'WX + ridge)^-1`` with the weights of the last (floored) means.
+Genes whose iterations diverge (a coefficient beyond +-30, or 100 steps: R then refits with
+``optim``) are handed to pydeseq2's ``irls_solver``, which falls back to L-BFGS-B.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from scipy.special import gammaln
 
 BETA_TOL = 1e-8
 MAX_BETA = 30.0
-MAX_ITER = 250
-RIDGE = 1e-6
+MAX_ITER = 100
+RIDGE = 1e-6 / np.log(2) ** 2
 
 
 def log_binomial(counts: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -106,7 +110,7 @@ def _means(design: np.ndarray, beta: np.ndarray, sf: np.ndarray) -> np.ndarray:
 
 def irls(
     counts: np.ndarray, size_factors: np.ndarray, design: np.ndarray, disp: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fit ``log mu = log s + X beta`` per gene at fixed dispersion.
 
     Parameters
@@ -128,6 +132,8 @@ def irls(
         Fitted means without the ``MIN_MU`` floor, dims (sample, gene).
     hat
         Diagonal of the weighted hat matrix, dims (sample, gene).
+    cov
+        Covariance of ``beta``, dims (gene, coefficient, coefficient), natural-log units.
     """
     sf = size_factors[:, None]
     q, r = np.linalg.qr(design)
@@ -137,7 +143,7 @@ def irls(
     del log_normed
     mu = _means(design, beta, sf)
     np.maximum(mu, MIN_MU, out=mu)
-    dev = np.full(counts.shape[1], 1000.0)
+    dev = np.zeros(counts.shape[1])
     active = np.arange(counts.shape[1])
     diverged: list[np.ndarray] = []
     logbinom = log_binomial(counts, disp)
@@ -170,6 +176,8 @@ def irls(
             diverged.append(active[bad])
             active, beta_hat, y = active[~bad], beta_hat[~bad], y[:, ~bad]
         k = active.size
+        if not k:
+            break
         beta[active] = beta_hat
         m = np.matmul(design, beta_hat.T, out=scratch(1, k))  # m = max(sf exp(X beta), MIN_MU)
         np.exp(m, out=m)
@@ -180,11 +188,13 @@ def irls(
         new_dev = -2.0 * nb_nll(y, m, disp[active], logbinom_k, scratch(3, k))
         ratio = np.abs(new_dev - dev[active]) / (np.abs(new_dev) + 0.1)
         dev[active] = new_dev
-        active = active[ratio > BETA_TOL]
+        active = active[(ratio >= BETA_TOL) | (n_iter == 1)]  # R: converged only after the first step
     w = np.multiply(mu, disp)  # mu / (1 + mu a)
     w += 1.0
     np.divide(mu, w, out=w)
-    inv = np.linalg.inv(_normal_matrix(design, w))
+    gram = weighted_gram(design, w)
+    inv = np.linalg.inv(gram + RIDGE * np.eye(design.shape[1]))
+    cov = inv @ gram @ inv
     p = design.shape[1]
     pairs = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)  # x_i x_j, (sample, pair)
     hat = pairs @ inv.reshape(-1, p * p).T
@@ -193,4 +203,9 @@ def irls(
     for gene in np.concatenate(diverged) if diverged else []:
         b, m_g, h_g, _ = irls_solver(counts[:, gene], size_factors, design, float(disp[gene]), min_mu=MIN_MU)
         beta[gene], mu_out[:, gene], hat[:, gene] = b, m_g, h_g
-    return beta, mu_out, hat
+        m_floor = np.maximum(m_g, MIN_MU)
+        w_g = m_floor / (1.0 + m_floor * disp[gene])
+        g_g = (design * w_g[:, None]).T @ design
+        i_g = np.linalg.inv(g_g + RIDGE * np.eye(p))
+        cov[gene] = i_g @ g_g @ i_g
+    return beta, mu_out, hat, cov
