@@ -12,9 +12,10 @@
   grid in ``[0, 8]`` whose simulated residual histogram (``log(chisq_{m-p} / (m - p)) +
   N(0, var)``, 1e4 draws per point after ``set.seed(2)``) is closest in Kullback-Leibler
   divergence to the observed one, smoothed by ``loess(span = 0.2)`` and minimised on a
-  1000-point grid. The draws are R's own (:mod:`rrandom`); the smoother is a direct local
-  quadratic fit where R's ``loess`` interpolates over a k-d tree, so the minimiser can differ
-  from R's by a fine-grid step or two (``tests/test_deseq2_r_parity.py`` records how close).
+  1000-point grid. The draws are R's own (:mod:`rrandom`) and the smoother is R's loess with its
+  k-d tree interpolation (:func:`loess`), so the result equals R's (what cannot be bit-identical
+  is floating-point rounding in ``log``/``qnorm``: the draws agree with R to ~1e-14, far below
+  what moves a histogram count, ``tests/test_deseq2_r_parity.py``).
 """
 
 from __future__ import annotations
@@ -115,18 +116,51 @@ def _histogram_density(values: np.ndarray, breaks: np.ndarray) -> np.ndarray:
     return counts / (values.size * np.diff(breaks))
 
 
-def _local_quadratic(x: np.ndarray, y: np.ndarray, at: np.ndarray, span: float) -> np.ndarray:
-    """Local quadratic regression with tricube weights over the ``floor(span * n)`` nearest points."""
+def _local_fit(x: np.ndarray, y: np.ndarray, x0: float, span: float) -> tuple[float, float]:
+    """Value and slope at ``x0`` of the local quadratic fit with tricube weights over the
+    ``floor(span * n)`` nearest points (loess's ``ehg127``; the farthest of them has weight 0)."""
     q = int(np.floor(span * x.size))
-    out = np.empty(at.size)
-    for i, x0 in enumerate(at):
-        dist = np.abs(x - x0)
-        h = np.partition(dist, q - 1)[q - 1]
-        w = np.clip(1 - (dist / h) ** 3, 0, None) ** 3
-        basis = np.column_stack([np.ones_like(x), x - x0, (x - x0) ** 2])
-        sw = np.sqrt(w)
-        out[i] = np.linalg.lstsq(basis * sw[:, None], y * sw, rcond=None)[0][0]
-    return out
+    d2 = (x - x0) ** 2
+    rho = np.partition(d2, q - 1)[q - 1]
+    w = np.where(d2 < rho, (1 - np.sqrt(d2 / rho) ** 3) ** 3, 0.0)
+    basis = np.column_stack([np.ones_like(x), x - x0, (x - x0) ** 2])
+    sw = np.sqrt(w)
+    coef = np.linalg.lstsq(basis * sw[:, None], y * sw, rcond=None)[0]
+    return float(coef[0]), float(coef[1])
+
+
+def loess(x: np.ndarray, y: np.ndarray, at: np.ndarray, span: float, cell: float = 0.2) -> np.ndarray:
+    """R's ``predict(loess(y ~ x, span = span), at)`` for one predictor (degree 2, gaussian,
+    ``surface = "interpolate"``).
+
+    As R's loess: a k-d tree splits the sorted ``x`` at the median of each cell with more than
+    ``floor(n * span * cell)`` points; the vertices are the split points and the data range
+    widened by 0.5 % each side; the local fit's value and slope at each vertex are blended by
+    cubic Hermite interpolation inside each cell. ``x`` must be sorted without ties.
+    """
+    n = x.size
+    fc = int(np.floor(n * span * cell))
+    lo, hi = float(x.min()), float(x.max())
+    margin = 0.005 * max(hi - lo, 1e-10 * max(abs(lo), abs(hi)) + 1e-30)
+    vertices = [lo - margin, hi + margin]
+    cells = [(0, n - 1)]
+    while cells:
+        first, last = cells.pop()
+        if last - first + 1 <= fc:
+            continue
+        mid = (first + last + 2) // 2 - 1  # Fortran's m = (l + u) / 2 on 1-based positions
+        vertices.append(float(x[mid]))
+        cells += [(first, mid), (mid + 1, last)]
+    v = np.unique(vertices)
+    fits = np.array([_local_fit(x, y, q, span) for q in v])
+    k = np.clip(np.searchsorted(v, at, side="left") - 1, 0, v.size - 2)  # z <= split: lower cell
+    h = v[k + 1] - v[k]
+    t = (at - v[k]) / h
+    return (
+        (1 - t) ** 2 * (1 + 2 * t) * fits[k, 0]
+        + t**2 * (3 - 2 * t) * fits[k + 1, 0]
+        + (t * (1 - t) ** 2 * fits[k, 1] - t**2 * (1 - t) * fits[k + 1, 1]) * h
+    )
 
 
 def simulated_prior_variance(residuals: np.ndarray, df: int) -> float:
@@ -144,7 +178,7 @@ def simulated_prior_variance(residuals: np.ndarray, df: int) -> float:
         small = z[z > 0].min()
         kl[k] = np.sum(obs_density * (np.log(obs_density + small) - np.log(sim_density + small)))
     fine = np.linspace(0.0, 8.0, 1000)
-    smooth = _local_quadratic(grid, kl, fine, 0.2)
+    smooth = loess(grid, kl, fine, 0.2)
     return float(max(fine[np.argmin(smooth)], 0.25))
 
 
