@@ -175,7 +175,9 @@ def test_de_cli_writes_table_and_exits_2_on_bad_input(shared_data: Path, tmp_pat
     assert list_results(url, "de") == ["de/mannwhitney/group_Y_vs_X"]
 
 
-def _direct(counts: pd.DataFrame, meta: pd.DataFrame, design: str, contrast: tuple[str, str, str]) -> pd.DataFrame:
+def _direct(
+    counts: pd.DataFrame, meta: pd.DataFrame, design: str, contrast: tuple[str, str, str]
+) -> pd.DataFrame:
     """run_deseq2 called on exactly these samples (itself equal to R: test_deseq2_r_parity.py)."""
     import xarray as xr
     from gexplain.pipelines.de.deseq2 import run_deseq2
