@@ -67,6 +67,28 @@ def test_benjamini_hochberg_equals_scipy() -> None:
     np.testing.assert_allclose(got[keep], st.false_discovery_control(p_nan[keep], method="bh"), rtol=1e-14)
 
 
+def test_benjamini_hochberg_keeps_the_former_numbers() -> None:
+    """The scipy-based BH gives the numbers of the hand-written step-up it replaced (kept here as
+    the reference: p_(i) m / i, cumulative minimum from the top, capped at 1, NaN left out), and
+    R's p.adjust(c(0.01, 0.04, 0.03, NA, 0.2), "BH") = 0.04, 0.0533.., 0.0533.., NA, 0.2."""
+
+    def former(p: np.ndarray) -> np.ndarray:
+        out = np.full(p.shape, np.nan)
+        tested = np.flatnonzero(~np.isnan(p))
+        order = np.argsort(p[tested], kind="stable")
+        ranked = p[tested][order] * tested.size / np.arange(1, tested.size + 1)
+        out[tested[order]] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+        return out
+
+    rng = np.random.default_rng(9)
+    p = rng.uniform(size=500) ** 4
+    p[[1, 2, 3]] = p[0]
+    p[rng.integers(0, 500, 20)] = np.nan
+    np.testing.assert_allclose(benjamini_hochberg(p), former(p), rtol=1e-14, equal_nan=True)
+    r = benjamini_hochberg(np.array([0.01, 0.04, 0.03, np.nan, 0.2]))
+    np.testing.assert_allclose(r, [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, np.nan, 0.2], rtol=1e-14, equal_nan=True)
+
+
 def _store(tmp_path: Path, values: np.ndarray, groups: np.ndarray, layer: str) -> str:
     url = str(tmp_path / f"{layer}.zarr")
     n_samples, n_genes = values.shape

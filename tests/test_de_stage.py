@@ -175,19 +175,24 @@ def test_de_cli_writes_table_and_exits_2_on_bad_input(shared_data: Path, tmp_pat
     assert list_results(url, "de") == ["de/mannwhitney/group_Y_vs_X"]
 
 
-def _pydeseq2(counts: pd.DataFrame, meta: pd.DataFrame, design: str, contrast: list[str]) -> pd.DataFrame:
-    from pydeseq2.dds import DeseqDataSet
-    from pydeseq2.ds import DeseqStats
+def _direct(
+    counts: pd.DataFrame, meta: pd.DataFrame, design: str, contrast: tuple[str, str, str]
+) -> pd.DataFrame:
+    """run_deseq2 called on exactly these samples (itself equal to R: test_deseq2_r_parity.py)."""
+    import xarray as xr
+    from gexplain.pipelines.de.deseq2 import run_deseq2
 
-    dds = DeseqDataSet(counts=counts, metadata=meta, design=design, quiet=True, n_cpus=1)
-    dds.deseq2()
-    stats = DeseqStats(dds, contrast=contrast, quiet=True, n_cpus=1)
-    stats.summary()
-    return stats.results_df
+    ds = xr.Dataset(
+        {f"sample_{c}": ("sample", meta[c].astype(str).to_numpy()) for c in meta.columns}
+        | {"counts": (("sample", "gene"), counts.to_numpy(np.int64))},
+        coords={"sample": counts.index.to_numpy(str), "gene": counts.columns.to_numpy(str)},
+    )
+    (res,) = run_deseq2(ds, design, [contrast]).values()
+    return res.to_dataframe()
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_deseq2_per_group_and_one_vs_rest_match_pydeseq2(shared_data: Path, tmp_path: Path) -> None:
+def test_deseq2_per_group_and_one_vs_rest_fit_the_right_samples(shared_data: Path, tmp_path: Path) -> None:
     from gexplain.pipelines.de.analysis import execute, plan
     from gexplain.pipelines.de.stage import DeTest
     from gexplain.storage.store import open_store
@@ -213,17 +218,19 @@ def test_deseq2_per_group_and_one_vs_rest_match_pydeseq2(shared_data: Path, tmp_
         ),
     )
     expected = {
-        "condition_B_vs_A_in_group_X": _pydeseq2(
-            counts[meta["group"] == "X"], meta[meta["group"] == "X"], "~condition", ["condition", "B", "A"]
+        "condition_B_vs_A_in_group_X": _direct(
+            counts[meta["group"] == "X"], meta[meta["group"] == "X"], "~condition", ("condition", "B", "A")
         ),
         # group has two levels, so Y vs rest is Y vs X with the same covariate
-        "group_Y_vs_rest": _pydeseq2(counts, meta, "~condition + group", ["group", "Y", "X"]),
+        "group_Y_vs_rest": _direct(counts, meta, "~condition + group", ("group", "Y", "X")),
     }
     results = {**per_group, **ovr}
     for name, ref in expected.items():
         got = results[name].to_dataframe().loc[ref.index]
         for col in ("log2FoldChange", "lfcSE", "stat", "pvalue", "padj"):
             rel = np.abs(got[col] - ref[col]) / np.abs(ref[col])
-            assert np.median(rel) <= 1e-6 and rel.max() <= 1e-4, f"{name} {col}: {rel.max():.1e}"
+            # one vs rest codes the derived factor with 'level' as the reference: the same model,
+            # reparametrised, so the IRLS path (and its 1e-8 deviance stop) differs: ~1e-6 relative
+            assert rel.max() <= 1e-5, f"{name} {col}: {rel.max():.1e}"
         np.testing.assert_array_equal(got["padj"] < 0.05, ref["padj"] < 0.05)
     assert results["group_Y_vs_rest"].attrs["contrast"] == ["group", "Y", "rest"]

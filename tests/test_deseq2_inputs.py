@@ -29,7 +29,7 @@ def no_compute(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("model compute started before input validation")
 
-    monkeypatch.setattr(driver, "median_of_ratios", boom)
+    monkeypatch.setattr(driver, "size_factors_of", boom)
 
 
 def raises(ds: xr.Dataset, design: str, contrasts: list, *needles: str) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import false_discovery_control
 
 
 def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (FDR), ignoring NaN p-values.
+    """Benjamini-Hochberg adjusted p-values (FDR) over the non-NaN p-values (R's ``p.adjust(p, "BH")``).
 
     Parameters
     ----------
@@ -16,17 +17,12 @@ def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Dims (gene,), float64: ``min over j >= i of p_(j) * m / j`` capped at 1, where ``m`` is
-        the number of non-NaN p-values; NaN where the input is NaN.
+        Dims (gene,), float64: :func:`scipy.stats.false_discovery_control` (``method="bh"``) of
+        the non-NaN p-values (their count is the number of tests); NaN where the input is NaN.
     """
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(p.shape, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    m = tested.size
-    if m == 0:
-        return out
-    order = np.argsort(p[tested], kind="stable")
-    ranked = p[tested][order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    out[tested[order]] = adjusted
+    tested = ~np.isnan(p)
+    if tested.any():
+        out[tested] = false_discovery_control(p[tested], method="bh")
     return out

@@ -47,57 +47,15 @@ from gexplain.pipelines.de.output import (
     result_group,
     save_result,
 )
+from gexplain.pipelines.de.params import DeTest, OneVsRest, PerGroup
+from gexplain.pipelines.de.registry import get_method, methods
 from gexplain.pipelines.de.volcano import volcano_png
-from gexplain.pipelines.labels import UnlabelledPolicy
-from gexplain.pipelines.normalize.size_factors import SizeFactorMethod
-from gexplain.pipelines.params import StageParams, cli
+from gexplain.pipelines.params import StageParams
 from gexplain.pipelines.stages import Stage, StageContext
 from gexplain.storage.store import open_store
 from pydantic import Field, field_validator, model_validator
 
-
-class OneVsRest(StageParams):
-    """One level of ``column`` vs all other samples (every level when ``level`` is unset)."""
-
-    column: str = Field(
-        description="COLUMN: each level vs all others.", json_schema_extra=cli("--one-vs-rest")
-    )
-    level: str | None = Field(
-        None, description="With one_vs_rest: only this level.", json_schema_extra=cli("--level")
-    )
-
-
-class PerGroup(StageParams):
-    """Within each level of ``by``, ``test`` vs ``ref`` of ``column`` where both exist."""
-
-    by: str
-    column: str
-    test: str
-    ref: str
-
-
-class DeTest(StageParams):
-    """One DE method with its design and contrasts."""
-
-    method: Literal["deseq2", "mannwhitney", "welch"] = Field(description="DE method.")
-    design: str | None = Field(None, description="deseq2 formula, e.g. '~ cell + dex'.")
-    contrasts: list[tuple[str, str, str]] = Field(
-        default_factory=list,
-        description="COLUMN TEST_LEVEL REF_LEVEL, e.g. dex trt untrt (repeatable).",
-        json_schema_extra=cli("--contrast"),
-    )
-    one_vs_rest: OneVsRest | None = None
-    per_group: PerGroup | None = Field(
-        None, description="BY COLUMN TEST REF, e.g. tissue status tumour normal: within each BY level."
-    )
-    layer: str | None = Field(None, description="Layer for mannwhitney/welch (default cpm / log_expr).")
-    preset: str | None = Field(None, description="Significance call rule, e.g. 'zhao' (FDR<=0.001, FC>=3).")
-    alpha: float = Field(0.05, gt=0, lt=1, description="FDR threshold (deseq2 filtering, volcano, counts).")
-    size_factors: SizeFactorMethod = Field("ratio", description="deseq2 size factors (median of ratios).")
-    gene_block: int = Field(2048, ge=1, description="Genes per block (bounds memory).")
-    unlabelled: UnlabelledPolicy = Field(
-        "exclude", description="Samples without a level in a contrast column: left out, or an error."
-    )
+__all__ = ["DeParams", "DeTest", "OneVsRest", "PerGroup", "STAGE", "run"]
 
 
 class DeParams(StageParams):
@@ -140,9 +98,9 @@ def run(ctx: StageContext, params: DeParams) -> dict[str, Any]:
     """Check every test, then run them; return per-result store groups, files and call counts."""
     ds = open_store(ctx.store_url)
     plans = [plan(ds, test) for test in params.tests]
-    # deseq2 first: its count checks (integers, non-negative) need a pass over the data, so a bad
-    # count matrix fails the stage before the other methods compute anything
-    plans.sort(key=lambda p: p.request.method != "deseq2")
+    # count models first: their count checks (integers, non-negative) need a pass over the data,
+    # so a bad count matrix fails the stage before the other methods compute anything
+    plans.sort(key=lambda p: not get_method(p.request.method).needs_counts)
     outputs: dict[str, Any] = {}
     permuted = []
     begin_results(ctx.store_url, {p.request.method for p in plans})
@@ -185,5 +143,5 @@ STAGE = Stage(
     kind="de",
     params=DeParams,
     run=run,
-    description="Differential expression (deseq2, mannwhitney, welch) per contrast, into the store.",
+    description=f"Differential expression ({', '.join(methods())}) per contrast, into the store.",
 )

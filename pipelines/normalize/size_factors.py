@@ -20,7 +20,7 @@ import dask.array as da
 import numpy as np
 from gexplain.storage.errors import InputError
 
-SizeFactorMethod = Literal["ratio", "poscounts"]
+SizeFactorMethod = Literal["ratio", "poscounts", "tmm"]
 DEFAULT_BLOCK_BYTES = 256 * 1024**2
 
 
@@ -84,7 +84,8 @@ def log_geometric_means(counts: np.ndarray | da.Array, *, method: SizeFactorMeth
 def check_method(method: str) -> None:
     """The one check of a size-factor method name (library callers; stages are checked by their model)."""
     if method not in typing.get_args(SizeFactorMethod):
-        raise InputError(f"unknown size-factor method '{method}'; use 'ratio' or 'poscounts'")
+        choices = ", ".join(typing.get_args(SizeFactorMethod))
+        raise InputError(f"unknown size-factor method '{method}'; use one of {choices}")
 
 
 def _rows_per_block(n_genes: int, block_bytes: int) -> int:
@@ -126,6 +127,8 @@ def median_of_ratios(
         in some sample (the fix: use ``"poscounts"``).
     """
     check_method(method)
+    if method == "tmm":
+        raise InputError("size factors 'tmm' are not a median of ratios; use size_factors_of(counts, 'tmm')")
     arr = _as_array(counts)
     if arr.ndim != 2:
         raise InputError(f"counts must be a (sample, gene) matrix, got shape {arr.shape}")
@@ -168,3 +171,29 @@ def median_of_ratios(
     if method == "poscounts":
         log_sf -= log_sf.mean()
     return np.exp(log_sf)
+
+
+def tmm_size_factors(counts: np.ndarray | da.Array) -> np.ndarray:
+    """Size factors from edgeR's TMM: effective library sizes ``libsize * tmm_factor`` scaled to a
+    geometric mean of 1 (dims (sample,)), as one hands edgeR's normalisation to DESeq2."""
+    from gexplain.pipelines.normalize.tmm import tmm_factors
+
+    arr = _as_array(counts)
+    lib = np.asarray(arr.sum(axis=1).compute() if isinstance(arr, da.Array) else arr.sum(axis=1), dtype=float)
+    if (lib <= 0).any():
+        first = int(np.flatnonzero(lib <= 0)[0])
+        raise InputError(
+            f"sample at position {first} has zero counts in every gene; remove it before normalizing"
+        )
+    effective = lib * tmm_factors(arr, lib)
+    return effective / np.exp(np.mean(np.log(effective)))
+
+
+def size_factors_of(
+    counts: np.ndarray | da.Array, method: SizeFactorMethod, *, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> np.ndarray:
+    """Size factors by method name: ``"ratio"``/``"poscounts"`` (:func:`median_of_ratios`) or ``"tmm"``."""
+    check_method(method)
+    if method == "tmm":
+        return tmm_size_factors(counts)
+    return median_of_ratios(counts, method=method, block_bytes=block_bytes)

@@ -6,7 +6,7 @@ Config example::
     [[stage]]
     kind = "normalize"
     [stage.params]
-    size_factors = "ratio"          # "ratio", "poscounts" or "none"
+    size_factors = "ratio"          # "ratio", "poscounts", "tmm" or "none"
     layers = ["cpm", "norm_counts"]
     log = "cpm"                     # writes log_expr = log2(cpm + 1); "none" keeps log_expr as is
 """
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from gexplain.pipelines.normalize.size_factors import median_of_ratios
+from gexplain.pipelines.normalize.size_factors import size_factors_of
 from gexplain.pipelines.normalize.transforms import cpm, log2p1, normalized_counts, tpm
 from gexplain.pipelines.stages import Stage, StageContext, StageParams
 from gexplain.storage.errors import InputError
@@ -31,8 +31,10 @@ Layer = Literal["cpm", "tpm", "norm_counts"]
 class NormalizeParams(StageParams):
     """Parameters of the ``normalize`` stage."""
 
-    size_factors: Literal["ratio", "poscounts", "none"] = Field(
-        "ratio", description="DESeq2 median-of-ratios variant written as 'size_factors', or 'none'."
+    size_factors: Literal["ratio", "poscounts", "tmm", "none"] = Field(
+        "ratio",
+        description="Size factors written as 'size_factors': DESeq2 median of ratios ('ratio', "
+        "'poscounts'), edgeR TMM effective library sizes ('tmm'), or 'none'.",
     )
     layers: list[Layer] = Field(default_factory=lambda: ["cpm"], description="Layers to write.")
     log: Literal["cpm", "tpm", "norm_counts", "none"] = Field(
@@ -78,7 +80,7 @@ def normalize_dataset(ds: xr.Dataset, params: NormalizeParams) -> xr.Dataset:
     out: dict[str, xr.DataArray] = {}
     sf: np.ndarray | None = None
     if size_factors != "none":
-        sf = median_of_ratios(counts.data, method=size_factors)
+        sf = size_factors_of(counts.data, size_factors)
         out["size_factors"] = xr.DataArray(sf, dims=(SAMPLE,), attrs={"method": size_factors})
     computed: dict[str, xr.DataArray] = {}
     for name in wanted:

@@ -25,7 +25,8 @@ from dask.callbacks import Callback
 from dask.utils import key_split
 from gexplain.pipelines.de.deseq2 import cooks, dispersion, filtering, irls, wald
 from gexplain.pipelines.de.deseq2.design import Design, build_design, check_contrast
-from gexplain.pipelines.normalize.size_factors import check_method, median_of_ratios
+from gexplain.pipelines.de.multitest import benjamini_hochberg
+from gexplain.pipelines.normalize.size_factors import check_method, size_factors_of
 from gexplain.storage.errors import InputError
 from threadpoolctl import threadpool_limits
 
@@ -41,6 +42,7 @@ class _Model:
     size_factors: np.ndarray
     linear_mu: bool
     contrasts: np.ndarray  # (contrast, coefficient)
+    groups: np.ndarray  # (contrast, 2, sample): test / ref samples of a factor contrast (all False: a slope)
     replaceable: np.ndarray
     use_for_max: np.ndarray
     cutoff: float
@@ -76,16 +78,18 @@ def _fit_genewise(counts: np.ndarray, model: _Model) -> tuple[np.ndarray, np.nda
     if model.linear_mu:
         mu_hat = dispersion.linear_mu(counts, model.size_factors, model.design)
     else:
-        beta_hat, mu_hat, _ = irls.irls(counts, model.size_factors, model.design, mom)
-    genewise = dispersion.alpha_mle(counts, model.design, mu_hat, mom)
+        beta_hat, mu_hat, _, _ = irls.irls(counts, model.size_factors, model.design, mom)
+        mu_hat = np.maximum(mu_hat, dispersion.MIN_MU)
+    genewise = dispersion.genewise_dispersions(counts, model.design, mu_hat, mom)
     return normed.mean(axis=0), beta_hat, genewise
 
 
 def _initial_mu(counts: np.ndarray, model: _Model, beta_hat: np.ndarray) -> np.ndarray:
-    """The initial means of :func:`_fit_genewise` again, dims (sample, gene), from its ``beta_hat``."""
+    """The initial means of :func:`_fit_genewise` again (floored at ``MIN_MU``), dims (sample, gene),
+    from its ``beta_hat``."""
     if model.linear_mu:
         return dispersion.linear_mu(counts, model.size_factors, model.design)
-    return model.size_factors[:, None] * np.exp(model.design @ beta_hat.T)
+    return np.maximum(model.size_factors[:, None] * np.exp(model.design @ beta_hat.T), dispersion.MIN_MU)
 
 
 def _pass1(block: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,8 +113,8 @@ def _pass1_block(counts: np.ndarray, model: _Model) -> tuple[np.ndarray, np.ndar
 
 def _dispersions_and_fit(
     counts: np.ndarray, model: _Model, glob: _Global, pass1: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MAP dispersions and IRLS fit of non-zero genes: ``(means, disp, beta, mu, hat)``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MAP dispersions and IRLS fit of non-zero genes: ``(means, disp, beta, mu, hat, cov)``.
 
     ``pass1`` is ``(genewise, beta_hat)`` of these genes from pass 1, or None to fit them here.
     """
@@ -121,10 +125,10 @@ def _dispersions_and_fit(
         genewise, beta_hat = pass1
     mu_hat = _initial_mu(counts, model, beta_hat)
     fitted = glob.trend(means)
-    map_disp = dispersion.alpha_mle(counts, model.design, mu_hat, fitted, glob.prior.variance)
+    map_disp = dispersion.map_dispersions(counts, model.design, mu_hat, genewise, fitted, glob.prior.variance)
     disp = dispersion.final_dispersions(genewise, fitted, map_disp, glob.prior)
-    beta, mu, hat = irls.irls(counts, model.size_factors, model.design, disp)
-    return means, disp, beta, mu, hat
+    beta, mu, hat, cov = irls.irls(counts, model.size_factors, model.design, disp)
+    return means, disp, beta, mu, hat, cov
 
 
 def _pass2(
@@ -150,7 +154,7 @@ def _pass2_block(
     if not nz.any():
         return out
     counts = counts_all[:, nz]
-    means, disp, beta, mu, hat = _dispersions_and_fit(
+    means, disp, beta, mu, hat, cov = _dispersions_and_fit(
         counts, model, glob, (genewise_block[nz], beta_block[nz])
     )
     normed = counts / model.size_factors[:, None]
@@ -166,16 +170,20 @@ def _pass2_block(
         zeroed[idx[new_zero]] = True
         refitted[idx[~new_zero]] = True
         if refitted.any():
-            r_means, r_disp, r_beta, _, _ = _dispersions_and_fit(sub[:, ~new_zero], model, glob, None)
-            means[refitted], disp[refitted], beta[refitted] = r_means, r_disp, r_beta
+            r_means, r_disp, r_beta, _, _, r_cov = _dispersions_and_fit(sub[:, ~new_zero], model, glob, None)
+            means[refitted], disp[refitted], beta[refitted], cov[refitted] = r_means, r_disp, r_beta, r_cov
         means[zeroed] = 0.0
         beta[zeroed] = 0.0
     flagged = cooks.cooks_outliers(counts, cook, refitted, model.replaceable, model.use_for_max, model.cutoff)
     out[0, nz] = means
     out[1, nz] = flagged
     for k, vec in enumerate(model.contrasts):
-        lfc, se, stat, pvalue = wald.wald_test(model.design, model.size_factors, beta, disp, vec)
+        lfc, se, stat, pvalue = wald.wald_test(beta, cov, vec)
         se[zeroed], stat[zeroed], pvalue[zeroed] = 0.0, 0.0, 1.0
+        # R's results(): no reads in either compared group -> LFC 0, statistic 0, p-value 1
+        test, ref = model.groups[k]
+        both_zero = (counts[test].sum(axis=0) == 0) & (counts[ref].sum(axis=0) == 0) & test.any()
+        lfc[both_zero], stat[both_zero], pvalue[both_zero] = 0.0, 0.0, 1.0
         out[2 + 4 * k : 6 + 4 * k, nz] = np.stack([lfc, se, stat, pvalue])
     return out
 
@@ -253,6 +261,14 @@ def _compute_blocks(tasks: list[Any], progress: Any, description: str) -> list[A
         return list(client.gather(futures))
 
 
+def _group_masks(design: Design, contrast: tuple[str, ...], n: int) -> np.ndarray:
+    """Samples of the test and reference levels of a factor contrast, dims (2, sample) bool."""
+    if len(contrast) == 1:
+        return np.zeros((2, n), dtype=bool)
+    labels = np.asarray(design.labels[contrast[0]]).astype(str)
+    return np.stack([labels == contrast[1], labels == contrast[2]])
+
+
 def _model(design: Design, size_factors: np.ndarray, contrasts: list[tuple[str, ...]], refit: bool) -> _Model:
     df = pd.DataFrame(design.matrix, columns=list(design.columns))
     n, p = design.matrix.shape
@@ -262,6 +278,7 @@ def _model(design: Design, size_factors: np.ndarray, contrasts: list[tuple[str, 
         size_factors=size_factors,
         linear_mu=len(df.value_counts()) == p,
         contrasts=np.stack([design.contrast_vector(c) for c in contrasts]),
+        groups=np.stack([_group_masks(design, c, n) for c in contrasts]),
         replaceable=cooks.replicate_mask(df, cooks.MIN_REPLICATES),
         use_for_max=cooks.replicate_mask(df, 3),
         cutoff=cooks.cooks_cutoff(n, p),
@@ -295,7 +312,8 @@ def run_deseq2(
         ``[(factor, test_level, ref_level), ...]``; log2 fold changes are test over ref. A
         continuous covariate is tested as ``(covariate,)`` (log2 fold change per unit).
     size_factors
-        ``"ratio"`` or ``"poscounts"`` median-of-ratios size factors.
+        ``"ratio"`` or ``"poscounts"`` median-of-ratios size factors, or ``"tmm"``: edgeR's TMM
+        effective library sizes scaled to a geometric mean of 1.
     cooks_refit
         Replace Cook's outliers in cells with >= 7 replicates and refit those genes.
     independent_filter
@@ -349,7 +367,7 @@ def run_deseq2(
     # two gene blocks' float64 (with its ~4 temporaries, about what one block task holds) keeps
     # memory bounded by the gene block while every stored chunk is read only a few times
     row_bytes = max(1, stored.shape[0] * gene_block * 8 * 2)
-    sf = median_of_ratios(stored, method=size_factors, block_bytes=row_bytes)
+    sf = size_factors_of(stored, size_factors, block_bytes=row_bytes)
     model = _model(dsgn, sf, wanted, cooks_refit)
     blocks = list(counts.to_delayed()[0])
     run1 = dask.delayed(_pass1, pure=True)
@@ -381,7 +399,7 @@ def run_deseq2(
         padj = (
             filtering.independent_filtering(base_mean, pvalue, alpha)
             if independent_filter
-            else filtering.bh(pvalue)
+            else benjamini_hochberg(pvalue)
         )
         values = {
             "baseMean": base_mean,

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from gexplain.pipelines.de.multitest import benjamini_hochberg
 from pydeseq2.utils import lowess
-from scipy.stats import false_discovery_control
-
-
-def bh(pvalues: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values over the non-NaN entries (NaN stays NaN), dims (gene,)."""
-    out = np.full(pvalues.shape, np.nan)
-    ok = ~np.isnan(pvalues)
-    if ok.any():
-        out[ok] = false_discovery_control(pvalues[ok], method="bh")
-    return out
 
 
 def independent_filtering(base_mean: np.ndarray, pvalues: np.ndarray, alpha: float) -> np.ndarray:
@@ -40,9 +31,9 @@ def independent_filtering(base_mean: np.ndarray, pvalues: np.ndarray, alpha: flo
     cutoffs = np.quantile(base_mean, theta)
     result = np.full((base_mean.size, theta.size), np.nan)
     for i, cutoff in enumerate(cutoffs):
-        use = (base_mean >= cutoff) & ~np.isnan(pvalues)
+        use = base_mean >= cutoff
         if use.any():
-            result[use, i] = false_discovery_control(pvalues[use], method="bh")
+            result[use, i] = benjamini_hochberg(pvalues[use])
     num_rej = (result < alpha).sum(axis=0).astype(int)
     fit = lowess(theta, num_rej, frac=1 / 5)
     j = 0

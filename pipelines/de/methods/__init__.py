@@ -1,0 +1,1 @@
+"""The registered DE methods: each module defines ``METHOD``, a :class:`gexplain.pipelines.de.registry.DeMethod`."""
