@@ -15,12 +15,14 @@ shared references). Two backends implement it:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
+from gexplain.pipelines.explain.exact import ReduceOptions, RowChunk, chunk_shape, reduce_rows
 from gexplain.pipelines.explain.fastpath import (
-    FAST_EXPLAINERS,
     MLPFastPath,
     contract_references,
     fast_attributions,
@@ -93,6 +95,26 @@ class Attribution:
     repeat_var: torch.Tensor | None = None
 
 
+class Backend(Protocol):
+    """What the row loops of :mod:`gexplain.pipelines.explain.compute` call.
+
+    Attributes
+    ----------
+    explainer
+        The registry entry it computes.
+    needs_grad
+        The backend differentiates through the model (Captum); False for closed forms, which run
+        under ``torch.no_grad``.
+    """
+
+    explainer: Explainer
+    needs_grad: bool
+
+    def attribute(self, batch: Batch) -> Attribution:
+        """Attributions of the batch's rows (see :class:`Batch`)."""
+        ...
+
+
 class CaptumBackend:
     """Any registry explainer, rows expanded over references and sub-batched.
 
@@ -115,6 +137,7 @@ class CaptumBackend:
         self.model = model
         self.params = params
         self.rows_per_call = max(1, rows_per_call)
+        self.needs_grad = True
 
     def attribute(self, batch: Batch) -> Attribution:
         """Attributions of the batch's rows (see :class:`Batch`)."""
@@ -179,7 +202,7 @@ class MLPBackend:
     Parameters
     ----------
     explainer
-        One of :data:`gexplain.pipelines.explain.fastpath.FAST_EXPLAINERS`.
+        An explainer with a closed form (``explainer.closed_form``).
     model
         The MLP.
     params
@@ -191,13 +214,97 @@ class MLPBackend:
     def __init__(
         self, explainer: Explainer, model: nn.Module, params: ExplainParams, budget_bytes: int
     ) -> None:
-        if explainer.name not in FAST_EXPLAINERS:
+        if explainer.closed_form is None:
             raise ValueError(f"the MLP backend has no '{explainer.name}'")
         self.explainer = explainer
+        self.needs_grad = False
         self.fast = MLPFastPath(model)
         self.params = params
         self.budget_bytes = budget_bytes
         self.p = float(model.dropout.p)
+
+    def exact_rows(
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        samples: np.ndarray,
+        repeats: range,
+        pool: torch.Tensor | None,
+        index: np.ndarray,
+        masks: DropoutMasks | None,
+        options: ReduceOptions,
+    ) -> Iterator[RowChunk]:
+        """Every (sample, repeat, reference) row, reduced over references per (sample, repeat).
+
+        Parameters
+        ----------
+        x
+            (samples, genes) inputs.
+        targets
+            (samples,) target classes.
+        samples
+            (samples,) global sample indices (keys of the dropout masks).
+        repeats
+            The repeats to compute.
+        pool
+            (P, genes) reference pool, or None for reference-free explainers.
+        index
+            (repeats, R) int64: pool row of reference r in repeat k (R = 1 without references).
+        masks
+            The dropout-mask hooks (``mc_dropout``) or None (dropout off).
+        options
+            Abs, median or mean (:class:`gexplain.pipelines.explain.exact.ReduceOptions`).
+
+        Yields
+        ------
+        RowChunk
+            Chunks of samples and repeats, in (sample chunk, repeat chunk) order.
+        """
+        fast = self.fast
+        n, genes = x.shape
+        hidden = fast.hidden_size
+        n_refs = index.shape[1]
+        name = self.explainer.name
+        with torch.no_grad():
+            h = fast.hidden(x)
+            if pool is None:
+                weights = ((h * fast.bn_scale + fast.bn_shift) > 0).to(x.dtype).unsqueeze(1)  # (n, 1, H)
+            else:
+                weights = path_weights(
+                    fast, name, h, fast.hidden(pool), self.params.n_steps, self.params.ig_method
+                )  # (n, P, H)
+            c = head(fast, targets).to(x.dtype)
+            w_t = fast.weight.to(x.dtype).T  # (genes, hidden)
+            pool_t = None if pool is None else pool.T.contiguous()
+            ns, kc = chunk_shape(n, len(repeats), n_refs, genes, x.element_size(), self.budget_bytes)
+            idx_all = torch.as_tensor(index, device=x.device)
+            for s0 in range(0, n, ns):
+                pos = np.arange(s0, min(s0 + ns, n))
+                x_t = x[pos].T.contiguous()
+                for k0 in range(0, len(repeats), kc):
+                    k1 = min(k0 + kc, len(repeats))
+                    sub = repeats[k0:k1]
+                    m = self._repeat_masks(masks, samples[pos], sub, x)  # (ns, kc, H)
+                    gamma = weights[pos][:, idx_all[k0:k1]] if pool is not None else weights[pos][:, None]
+                    gamma = gamma * (c[pos][:, None, None, :] * m[:, :, None, :])  # (ns, kc, R, H)
+                    proj = torch.mm(w_t, gamma.reshape(-1, hidden).T).reshape(
+                        genes, len(pos), k1 - k0, n_refs
+                    )
+                    center, m2 = reduce_rows(proj, x_t, pool_t, index[k0:k1], options)
+                    yield RowChunk(pos, sub, center, m2)
+
+    def _repeat_masks(
+        self, masks: DropoutMasks | None, samples: np.ndarray, repeats: range, like: torch.Tensor
+    ) -> torch.Tensor:
+        """(samples, repeats, hidden) dropout masks, ones when dropout is off."""
+        hidden = self.fast.hidden_size
+        if masks is None:
+            return torch.ones((len(samples), len(repeats), hidden), dtype=like.dtype, device=like.device)
+        keys = np.repeat(np.asarray(samples, dtype=np.int64), len(repeats))
+        reps = np.tile(np.asarray(repeats, dtype=np.int64), len(samples))
+        masks.set_rows(keys, reps)
+        out = masks.masks(0, (hidden,), like.device).to(like.dtype)
+        return out.reshape(len(samples), len(repeats), hidden)
 
     def _masks(self, batch: Batch, shape: tuple[int, ...]) -> torch.Tensor:
         ctx = batch.ctx
@@ -317,9 +424,18 @@ def make_backend(
 ) -> CaptumBackend | MLPBackend:
     """The backend for one explainer and model: the MLP closed forms when ``mlp`` and the
     explainer has one (and ``params.backend`` is ``auto``), else Captum."""
-    if mlp and params.backend == "auto" and explainer.name in FAST_EXPLAINERS:
+    if mlp and params.backend == "auto" and explainer.closed_form is not None:
         return MLPBackend(explainer, model, params, budget_bytes)
     return CaptumBackend(explainer, model, params, rows_per_call)
 
 
-__all__ = ["Attribution", "Batch", "CaptumBackend", "DropoutMasks", "MLPBackend", "make_backend", "seed_int"]
+__all__ = [
+    "Attribution",
+    "Backend",
+    "Batch",
+    "CaptumBackend",
+    "DropoutMasks",
+    "MLPBackend",
+    "make_backend",
+    "seed_int",
+]

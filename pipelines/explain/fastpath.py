@@ -16,7 +16,6 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
-FAST_EXPLAINERS = ("integrated_gradients", "saliency", "input_x_gradient", "deeplift", "deeplift_shap")
 STEP_ELEMENTS = 1 << 24  # hidden-space elements per vectorised step chunk (64 MiB float32)
 DEEPLIFT_EPS = 1e-10  # Captum's threshold below which the rescale rule falls back to the gradient
 
@@ -69,11 +68,8 @@ class MLPFastPath:
     def __init__(self, model: nn.Module) -> None:
         with torch.no_grad():
             weight = model.fc1.weight.detach()
-            self.bias = (
-                model.fc1.bias.detach()
-                if model.fc1.bias is not None
-                else self.weight.new_zeros(self.weight.shape[0])
-            )
+            hidden = weight.shape[0]
+            self.bias = model.fc1.bias.detach() if model.fc1.bias is not None else weight.new_zeros(hidden)
             std = getattr(model.standardize, "std", None)
             mean = getattr(model.standardize, "mean", None)
             self.mean = mean.detach() if mean is not None else None
@@ -86,8 +82,8 @@ class MLPFastPath:
                 self.bn_scale = gain
                 self.bn_shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * gain
             else:  # no BatchNorm: identity scale and shift
-                self.bn_scale = torch.ones_like(model.fc1.bias.detach())
-                self.bn_shift = torch.zeros_like(model.fc1.bias.detach())
+                self.bn_scale = weight.new_ones(hidden)
+                self.bn_shift = weight.new_zeros(hidden)
             self.w2 = model.fc2.weight.detach()
             self.b2 = (
                 model.fc2.bias.detach() if model.fc2.bias is not None else self.w2.new_zeros(self.w2.shape[0])
@@ -176,7 +172,7 @@ def fast_attributions(
     saliency_abs: bool,
     h: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attributions (rows, genes) of explainer ``name`` (one of :data:`FAST_EXPLAINERS`) by the fast path.
+    """Attributions (rows, genes) of explainer ``name`` (one with a ``closed_form``) by the fast path.
 
     ``h`` optionally gives the inputs' hidden activations (rows, hidden) when already computed.
     """

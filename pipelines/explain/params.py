@@ -29,10 +29,18 @@ class ExplainParams(StageParams):
         description="Reference kind and count, 'kind:count'; kinds zero, normal, universal, specific, "
         "universal_range, specific_range, samples (docs/explain.md).",
     )
-    reference_scope: Literal["cohort", "sample"] = Field(
+    reference_scope: Literal["cohort", "repeat", "sample"] = Field(
         "cohort",
-        description="'cohort': one reference set per (seed, class) shared by every sample and repeat "
-        "(Zhao et al.); 'sample': references drawn per (sample, repeat).",
+        description="'cohort': one reference set per (seed, class) shared by every sample and repeat; "
+        "'repeat': each repeat draws its R references from a cohort pool of reference_pool per (seed, "
+        "class), shared by every sample of the repeat (Zhao et al.'s code: 64 of 128, reshuffled every "
+        "run); 'sample': references drawn per (sample, repeat).",
+    )
+    reference_pool: int = Field(
+        0,
+        ge=0,
+        description="Pool size for reference_scope = 'repeat' (Zhao et al.: 128); 0 = R, every repeat "
+        "sees the same R references.",
     )
     repeats: int = Field(10, ge=1, description="Repeats per (sample, model) (dropout masks in mc_dropout).")
     repeat_mode: Literal["auto", "explicit"] = Field(
@@ -106,6 +114,20 @@ class ExplainParams(StageParams):
         return value
 
     @model_validator(mode="after")
+    def _pool_fits(self) -> ExplainParams:
+        if self.reference_pool and self.reference_scope != "repeat":
+            raise ValueError(
+                f"reference_pool ({self.reference_pool}) applies to reference_scope = 'repeat' only; "
+                "set reference_scope = 'repeat' or drop reference_pool"
+            )
+        if self.reference_pool and self.reference_pool < self.n_references:
+            raise ValueError(
+                f"reference_pool ({self.reference_pool}) is smaller than the {self.n_references} references "
+                f"drawn per repeat ({self.references!r}); raise reference_pool or lower the count"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _known_explainers(self) -> ExplainParams:
         from gexplain.pipelines.explain.registry import EXPLAINERS
 
@@ -127,6 +149,11 @@ class ExplainParams(StageParams):
     def n_references(self) -> int:
         """R, the reference count of ``references``."""
         return parse_references(self.references)[1]
+
+    @property
+    def reference_set_size(self) -> int:
+        """References drawn per cohort set: the pool (scope ``repeat``) or R."""
+        return self.reference_pool or self.n_references
 
     def numeric_record(self) -> dict[str, object]:
         """The fields that decide the numbers (for the fingerprint and the result's attributes)."""
