@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
+from gexplain.pipelines.explain.modes import DROPOUT_TYPES
 from torch import nn
 
 STEP_ELEMENTS = 1 << 24  # hidden-space elements per vectorised step chunk (64 MiB float32)
@@ -48,7 +49,7 @@ def is_affine_mlp(model: nn.Module) -> bool:
         and isinstance(parts["dropout"], nn.Dropout)
         and isinstance(parts["fc2"], nn.Linear)
         and all(hasattr(parts["standardize"], a) for a in ("mean", "std"))
-        and sum(isinstance(m, nn.Dropout) for m in model.modules()) == 1
+        and sum(isinstance(m, DROPOUT_TYPES) for m in model.modules()) == 1
     )
 
 

@@ -6,11 +6,12 @@ dataclass); the CLI and the config keys derive from its fields.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from gexplain.pipelines.explain.references import parse_references
 from gexplain.pipelines.labels import UnlabelledPolicy
 from gexplain.pipelines.params import Name, StageParams
+from gexplain.pipelines.presets import EXPLAIN_PRESETS
 from gexplain.storage.errors import InputError
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +21,12 @@ class ExplainParams(StageParams):
 
     See docs/explain.md for the row expansion, the repeat collapse and the reference variants.
     """
+
+    preset: Literal["zhao"] | None = Field(
+        None,
+        description="Defaults of a published protocol for every option not set explicitly: 'zhao' = "
+        "Zhao et al.'s released code (pipelines/presets.py cites file and line of each value).",
+    )
 
     explainers: list[str] = Field(
         default_factory=lambda: ["integrated_gradients"], description="Explainer registry names."
@@ -113,6 +120,13 @@ class ExplainParams(StageParams):
         parse_references(value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in EXPLAIN_PRESETS:
+            return {**EXPLAIN_PRESETS[values["preset"]], **values}
+        return values
+
     @model_validator(mode="after")
     def _pool_fits(self) -> ExplainParams:
         if self.reference_pool and self.reference_scope != "repeat":
@@ -157,5 +171,5 @@ class ExplainParams(StageParams):
 
     def numeric_record(self) -> dict[str, object]:
         """The fields that decide the numbers (for the fingerprint and the result's attributes)."""
-        skip = {"name", "actors", "gpus_per_actor", "overwrite", "models", "model_set", "seed"}
+        skip = {"name", "actors", "gpus_per_actor", "overwrite", "models", "model_set", "seed", "preset"}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
