@@ -28,7 +28,9 @@ from gexplain.pipelines.explain.fastpath import (
     fast_attributions,
     head,
     path_weights,
+    repeat_variance,
     unit_terms,
+    unit_weights,
 )
 from gexplain.pipelines.explain.modes import DropoutMasks, dropout_mask
 from gexplain.pipelines.explain.params import ExplainParams
@@ -216,6 +218,7 @@ class MLPBackend:
     ) -> None:
         if explainer.closed_form is None:
             raise ValueError(f"the MLP backend has no '{explainer.name}'")
+        self.factor = explainer.closed_form
         self.explainer = explainer
         self.needs_grad = False
         self.fast = MLPFastPath(model)
@@ -344,22 +347,23 @@ class MLPBackend:
 
     def _weights(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
         """Path weights (rows, R, hidden); R = 1 for the reference-free explainers."""
-        name = self.explainer.name
-        if batch.refs is None or name in ("saliency", "input_x_gradient"):
-            z = h * self.fast.bn_scale + self.fast.bn_shift
-            return (z > 0).to(h.dtype).unsqueeze(1)
-        return path_weights(
-            self.fast, name, h, self.fast.hidden(batch.refs), self.params.n_steps, self.params.ig_method
+        return unit_weights(
+            self.fast,
+            self.explainer.name,
+            self.factor,
+            h,
+            batch.refs,
+            self.params.n_steps,
+            self.params.ig_method,
         )
 
     def _shared(self, batch: Batch) -> Attribution:
         """Rows sharing one reference set (or none): contraction over references, mean mask."""
-        name = self.explainer.name
+        factor = self.factor
         x = batch.x
         n = x.shape[0]
         hidden = self.fast.hidden_size
-        uses_refs = name not in ("saliency", "input_x_gradient")
-        refs = batch.refs if uses_refs else None
+        refs = batch.refs if factor == "delta" else None
         if refs is not None and not batch.reduce_refs and refs.shape[0] > 1:
             # per-reference values wanted: expand to rows with their own references
             expanded = Batch(x, batch.targets, refs.expand(n, *refs.shape), batch.ctx, batch.collapse)
@@ -371,28 +375,23 @@ class MLPBackend:
         spread = batch.spread and (
             batch.collapse is not None and len(batch.collapse) > 1 or batch.ctx.masks is None
         )
-        if name == "saliency" and self.params.saliency_abs and not spread:
+        if factor == "none" and self.params.saliency_abs and not spread:
             grad = ((weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)).abs()
             return Attribution(grad.unsqueeze(1))
         if not spread:
             if refs is None:
                 values = (weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)
-                if name == "input_x_gradient":
+                if factor == "input":
                     values = values * x
             else:
                 values = contract_references(
                     self.fast, x, refs, weights * (c * mean_mask)[:, None, :], self.budget_bytes
                 )
             return Attribution(values.unsqueeze(1))
-        terms = unit_terms(self.fast, x, refs, weights, batch.targets, name != "saliency")
+        terms = unit_terms(self.fast, x, refs, weights, batch.targets, factor != "none")
         values = torch.bmm(mean_mask.unsqueeze(1), terms)[:, 0]
         if batch.ctx.masks is None:  # expected / deterministic: analytic variance of one repeat
-            var = (
-                (self.p / (1.0 - self.p)) * (terms * terms).sum(dim=1)
-                if self.p < 1
-                else torch.zeros_like(values)
-            )
-            return Attribution(values.unsqueeze(1), repeat_var=var)
+            return Attribution(values.unsqueeze(1), repeat_var=repeat_variance(terms, self.p))
         assert batch.collapse is not None
         each = torch.stack(
             [

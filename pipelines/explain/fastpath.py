@@ -307,6 +307,68 @@ def contract_references(
     return out
 
 
+def unit_weights(
+    fast: MLPFastPath,
+    name: str,
+    factor: str,
+    h: torch.Tensor,
+    refs: torch.Tensor | None,
+    n_steps: int,
+    method: str,
+) -> torch.Tensor:
+    """Hidden-space weights (samples, R, hidden) of an explainer with a closed form: the path weights
+    of every (sample, shared reference) pair (``factor == "delta"``), else (R = 1) the gate of the
+    ReLU at the input.
+
+    Parameters
+    ----------
+    fast
+        The MLP.
+    name
+        Explainer name (integrated gradients or DeepLIFT's multipliers for ``"delta"``).
+    factor
+        The explainer's ``closed_form``: ``"none"``, ``"input"`` or ``"delta"``.
+    h
+        (samples, hidden) pre-BN activations of the inputs.
+    refs
+        (R, genes) shared references, or None.
+    n_steps, method
+        Integrated-gradients steps and quadrature.
+    """
+    if factor != "delta" or refs is None:
+        return ((h * fast.bn_scale + fast.bn_shift) > 0).to(h.dtype).unsqueeze(1)
+    return path_weights(fast, name, h, fast.hidden(refs), n_steps, method)
+
+
+def explainer_terms(
+    fast: MLPFastPath,
+    name: str,
+    factor: str,
+    x: torch.Tensor,
+    refs: torch.Tensor | None,
+    targets: torch.Tensor,
+    n_steps: int,
+    method: str,
+) -> torch.Tensor:
+    """Per-hidden-unit terms (samples, hidden, genes) of an explainer with shared references: the
+    attribution with dropout mask m is ``sum_h m_h L[:, h, :]`` (:func:`unit_terms`).
+
+    With :func:`repeat_variance`, the one place the MLP's repeat spread comes from: the explain
+    backend (``repeat_std``, ``expected`` mode) and the evaluate stage's saturation curves.
+    Parameters as :func:`unit_weights`; ``x`` (samples, genes) inputs, ``targets`` (samples,).
+    """
+    weights = unit_weights(fast, name, factor, fast.hidden(x), refs, n_steps, method)
+    return unit_terms(fast, x, refs if factor == "delta" else None, weights, targets, factor != "none")
+
+
+def repeat_variance(terms: torch.Tensor, p: float) -> torch.Tensor:
+    """Variance (samples, genes) of one repeat around the dropout-off limit, ``p/(1-p) sum_h L_h**2``,
+    for inverted-dropout masks (0 or 1/(1-p), independent per unit) and terms (samples, hidden, genes)."""
+    if p >= 1:
+        return torch.zeros_like(terms[:, 0])
+    return (p / (1.0 - p)) * (terms * terms).sum(dim=1)
+
+
 def unit_terms(
     fast: MLPFastPath,
     x: torch.Tensor,
