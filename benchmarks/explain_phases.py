@@ -82,7 +82,8 @@ def main() -> int:
         from gexplain.pipelines.models.load import load_models
         from gexplain.storage.store import create_result, open_store, write_result_region
 
-        runtime, phases["runtime start (embedded Ray)"] = timed(start_runtime, num_cpus=cores)
+        runtime = start_runtime(num_cpus=cores)
+        _, phases["runtime start (embedded Ray)"] = timed(runtime.ensure_ray)
         runtime.shutdown()
         torch.set_num_threads(1)
         ds = open_store(url)
