@@ -198,9 +198,6 @@ def _computed_pools(
     return pools
 
 
-EXACT_REPEAT_EXPLAINERS = ("integrated_gradients", "deeplift", "deeplift_shap", "input_x_gradient")
-
-
 def exact_repeat_pools(
     model: object,
     model_id: int,
@@ -221,9 +218,15 @@ def exact_repeat_pools(
     in :data:`EXACT_REPEAT_VARIANCE` for the curve's ``exact_var_mean`` column.
     """
     import torch
-    from gexplain.pipelines.explain.fastpath import MLPFastPath, is_affine_mlp, path_weights, unit_terms
+    from gexplain.pipelines.explain.fastpath import (
+        MLPFastPath,
+        explainer_terms,
+        is_affine_mlp,
+        repeat_variance,
+    )
     from gexplain.pipelines.explain.modes import dropout_mask
     from gexplain.pipelines.explain.references import draw_reference_sets
+    from gexplain.pipelines.explain.registry import EXPLAINERS
 
     if not isinstance(model, torch.nn.Module) or not is_affine_mlp(model):
         return {}
@@ -246,27 +249,28 @@ def exact_repeat_pools(
     )  # (item, sample, hidden)
     out: dict[tuple[str, str], np.ndarray] = {}
     for name in explainers:
-        if name not in EXACT_REPEAT_EXPLAINERS:
+        factor = EXPLAINERS[name].closed_form
+        if factor not in ("input", "delta"):  # saliency is |gradient| by default: not linear in the mask
             continue
         terms = []
         with torch.no_grad():
             for i in range(len(xt)):
                 refs = torch.from_numpy(sets.values[int(sets.index(tt[i : i + 1].numpy())[0])])
-                h = fast.hidden(xt[i : i + 1])
-                if name == "input_x_gradient":
-                    z = h * fast.bn_scale + fast.bn_shift
-                    w, r = (z > 0).float().unsqueeze(1), None
-                else:
-                    w, r = (
-                        path_weights(fast, name, h, fast.hidden(refs), params.n_steps, "gausslegendre"),
+                terms.append(
+                    explainer_terms(
+                        fast,
+                        name,
+                        factor,
+                        xt[i : i + 1],
                         refs,
-                    )
-                terms.append(unit_terms(fast, xt[i : i + 1], r, w, tt[i : i + 1], True)[0])
+                        tt[i : i + 1],
+                        params.n_steps,
+                        "gausslegendre",
+                    )[0]
+                )
             units = torch.stack(terms)  # (sample, hidden, gene)
             out[(name, "repeats")] = torch.einsum("ksh,shg->ksg", masks, units).numpy().astype(np.float32)
-            EXACT_REPEAT_VARIANCE[name] = (
-                float(((p / (1 - p)) * (units * units).sum(1)).mean()) if p < 1 else 0.0
-            )
+            EXACT_REPEAT_VARIANCE[name] = float(repeat_variance(units, p).mean())
     return out
 
 

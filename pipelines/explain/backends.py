@@ -15,18 +15,22 @@ shared references). Two backends implement it:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
+from gexplain.pipelines.explain.exact import ReduceOptions, RowChunk, chunk_shape, reduce_rows
 from gexplain.pipelines.explain.fastpath import (
-    FAST_EXPLAINERS,
     MLPFastPath,
     contract_references,
     fast_attributions,
     head,
     path_weights,
+    repeat_variance,
     unit_terms,
+    unit_weights,
 )
 from gexplain.pipelines.explain.modes import DropoutMasks, dropout_mask
 from gexplain.pipelines.explain.params import ExplainParams
@@ -93,6 +97,26 @@ class Attribution:
     repeat_var: torch.Tensor | None = None
 
 
+class Backend(Protocol):
+    """What the row loops of :mod:`gexplain.pipelines.explain.compute` call.
+
+    Attributes
+    ----------
+    explainer
+        The registry entry it computes.
+    needs_grad
+        The backend differentiates through the model (Captum); False for closed forms, which run
+        under ``torch.no_grad``.
+    """
+
+    explainer: Explainer
+    needs_grad: bool
+
+    def attribute(self, batch: Batch) -> Attribution:
+        """Attributions of the batch's rows (see :class:`Batch`)."""
+        ...
+
+
 class CaptumBackend:
     """Any registry explainer, rows expanded over references and sub-batched.
 
@@ -115,6 +139,7 @@ class CaptumBackend:
         self.model = model
         self.params = params
         self.rows_per_call = max(1, rows_per_call)
+        self.needs_grad = True
 
     def attribute(self, batch: Batch) -> Attribution:
         """Attributions of the batch's rows (see :class:`Batch`)."""
@@ -179,7 +204,7 @@ class MLPBackend:
     Parameters
     ----------
     explainer
-        One of :data:`gexplain.pipelines.explain.fastpath.FAST_EXPLAINERS`.
+        An explainer with a closed form (``explainer.closed_form``).
     model
         The MLP.
     params
@@ -191,13 +216,98 @@ class MLPBackend:
     def __init__(
         self, explainer: Explainer, model: nn.Module, params: ExplainParams, budget_bytes: int
     ) -> None:
-        if explainer.name not in FAST_EXPLAINERS:
+        if explainer.closed_form is None:
             raise ValueError(f"the MLP backend has no '{explainer.name}'")
+        self.factor = explainer.closed_form
         self.explainer = explainer
+        self.needs_grad = False
         self.fast = MLPFastPath(model)
         self.params = params
         self.budget_bytes = budget_bytes
         self.p = float(model.dropout.p)
+
+    def exact_rows(
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        samples: np.ndarray,
+        repeats: range,
+        pool: torch.Tensor | None,
+        index: np.ndarray,
+        masks: DropoutMasks | None,
+        options: ReduceOptions,
+    ) -> Iterator[RowChunk]:
+        """Every (sample, repeat, reference) row, reduced over references per (sample, repeat).
+
+        Parameters
+        ----------
+        x
+            (samples, genes) inputs.
+        targets
+            (samples,) target classes.
+        samples
+            (samples,) global sample indices (keys of the dropout masks).
+        repeats
+            The repeats to compute.
+        pool
+            (P, genes) reference pool, or None for reference-free explainers.
+        index
+            (repeats, R) int64: pool row of reference r in repeat k (R = 1 without references).
+        masks
+            The dropout-mask hooks (``mc_dropout``) or None (dropout off).
+        options
+            Abs, median or mean (:class:`gexplain.pipelines.explain.exact.ReduceOptions`).
+
+        Yields
+        ------
+        RowChunk
+            Chunks of samples and repeats, in (sample chunk, repeat chunk) order.
+        """
+        fast = self.fast
+        n, genes = x.shape
+        hidden = fast.hidden_size
+        n_refs = index.shape[1]
+        name = self.explainer.name
+        with torch.no_grad():
+            h = fast.hidden(x)
+            if pool is None:
+                weights = ((h * fast.bn_scale + fast.bn_shift) > 0).to(x.dtype).unsqueeze(1)  # (n, 1, H)
+            else:
+                weights = path_weights(
+                    fast, name, h, fast.hidden(pool), self.params.n_steps, self.params.ig_method
+                )  # (n, P, H)
+            c = head(fast, targets).to(x.dtype)
+            w_t = fast.weight.to(x.dtype).T  # (genes, hidden)
+            pool_t = None if pool is None else pool.T.contiguous()
+            ns, kc = chunk_shape(n, len(repeats), n_refs, genes, x.element_size(), self.budget_bytes)
+            idx_all = torch.as_tensor(index, device=x.device)
+            for s0 in range(0, n, ns):
+                pos = np.arange(s0, min(s0 + ns, n))
+                x_t = x[pos].T.contiguous()
+                for k0 in range(0, len(repeats), kc):
+                    k1 = min(k0 + kc, len(repeats))
+                    sub = repeats[k0:k1]
+                    m = self._repeat_masks(masks, samples[pos], sub, x)  # (ns, kc, H)
+                    gamma = weights[pos][:, idx_all[k0:k1]] if pool is not None else weights[pos][:, None]
+                    gamma = gamma * (c[pos][:, None, None, :] * m[:, :, None, :])  # (ns, kc, R, H)
+                    proj = torch.mm(w_t, gamma.reshape(-1, hidden).T).reshape(
+                        genes, len(pos), k1 - k0, n_refs
+                    )
+                    center, m2 = reduce_rows(proj, x_t, pool_t, index[k0:k1], options)
+                    yield RowChunk(pos, sub, center, m2)
+
+    def _repeat_masks(
+        self, masks: DropoutMasks | None, samples: np.ndarray, repeats: range, like: torch.Tensor
+    ) -> torch.Tensor:
+        """(samples, repeats, hidden) dropout masks, ones when dropout is off."""
+        hidden = self.fast.hidden_size
+        if masks is None:
+            return torch.ones((len(samples), len(repeats), hidden), dtype=like.dtype, device=like.device)
+        keys = np.repeat(np.asarray(samples, dtype=np.int64), len(repeats))
+        reps = np.tile(np.asarray(repeats, dtype=np.int64), len(samples))
+        masks.set_rows(keys, reps)
+        out = masks.masks(0, (hidden,), like.device).to(like.dtype)
+        return out.reshape(len(samples), len(repeats), hidden)
 
     def _masks(self, batch: Batch, shape: tuple[int, ...]) -> torch.Tensor:
         ctx = batch.ctx
@@ -237,22 +347,23 @@ class MLPBackend:
 
     def _weights(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
         """Path weights (rows, R, hidden); R = 1 for the reference-free explainers."""
-        name = self.explainer.name
-        if batch.refs is None or name in ("saliency", "input_x_gradient"):
-            z = h * self.fast.bn_scale + self.fast.bn_shift
-            return (z > 0).to(h.dtype).unsqueeze(1)
-        return path_weights(
-            self.fast, name, h, self.fast.hidden(batch.refs), self.params.n_steps, self.params.ig_method
+        return unit_weights(
+            self.fast,
+            self.explainer.name,
+            self.factor,
+            h,
+            batch.refs,
+            self.params.n_steps,
+            self.params.ig_method,
         )
 
     def _shared(self, batch: Batch) -> Attribution:
         """Rows sharing one reference set (or none): contraction over references, mean mask."""
-        name = self.explainer.name
+        factor = self.factor
         x = batch.x
         n = x.shape[0]
         hidden = self.fast.hidden_size
-        uses_refs = name not in ("saliency", "input_x_gradient")
-        refs = batch.refs if uses_refs else None
+        refs = batch.refs if factor == "delta" else None
         if refs is not None and not batch.reduce_refs and refs.shape[0] > 1:
             # per-reference values wanted: expand to rows with their own references
             expanded = Batch(x, batch.targets, refs.expand(n, *refs.shape), batch.ctx, batch.collapse)
@@ -264,28 +375,23 @@ class MLPBackend:
         spread = batch.spread and (
             batch.collapse is not None and len(batch.collapse) > 1 or batch.ctx.masks is None
         )
-        if name == "saliency" and self.params.saliency_abs and not spread:
+        if factor == "none" and self.params.saliency_abs and not spread:
             grad = ((weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)).abs()
             return Attribution(grad.unsqueeze(1))
         if not spread:
             if refs is None:
                 values = (weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)
-                if name == "input_x_gradient":
+                if factor == "input":
                     values = values * x
             else:
                 values = contract_references(
                     self.fast, x, refs, weights * (c * mean_mask)[:, None, :], self.budget_bytes
                 )
             return Attribution(values.unsqueeze(1))
-        terms = unit_terms(self.fast, x, refs, weights, batch.targets, name != "saliency")
+        terms = unit_terms(self.fast, x, refs, weights, batch.targets, factor != "none")
         values = torch.bmm(mean_mask.unsqueeze(1), terms)[:, 0]
         if batch.ctx.masks is None:  # expected / deterministic: analytic variance of one repeat
-            var = (
-                (self.p / (1.0 - self.p)) * (terms * terms).sum(dim=1)
-                if self.p < 1
-                else torch.zeros_like(values)
-            )
-            return Attribution(values.unsqueeze(1), repeat_var=var)
+            return Attribution(values.unsqueeze(1), repeat_var=repeat_variance(terms, self.p))
         assert batch.collapse is not None
         each = torch.stack(
             [
@@ -317,9 +423,18 @@ def make_backend(
 ) -> CaptumBackend | MLPBackend:
     """The backend for one explainer and model: the MLP closed forms when ``mlp`` and the
     explainer has one (and ``params.backend`` is ``auto``), else Captum."""
-    if mlp and params.backend == "auto" and explainer.name in FAST_EXPLAINERS:
+    if mlp and params.backend == "auto" and explainer.closed_form is not None:
         return MLPBackend(explainer, model, params, budget_bytes)
     return CaptumBackend(explainer, model, params, rows_per_call)
 
 
-__all__ = ["Attribution", "Batch", "CaptumBackend", "DropoutMasks", "MLPBackend", "make_backend", "seed_int"]
+__all__ = [
+    "Attribution",
+    "Backend",
+    "Batch",
+    "CaptumBackend",
+    "DropoutMasks",
+    "MLPBackend",
+    "make_backend",
+    "seed_int",
+]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from gexplain.pipelines.explain.modes import DropoutMasks
+from gexplain.pipelines.explain.modes import DROPOUT_TYPES, DropoutMasks
 from gexplain.pipelines.explain.params import ExplainParams
 from gexplain.pipelines.explain.rows import Explainer, RowContext
 from torch import nn
@@ -90,7 +90,7 @@ def probe_linear(model: nn.Module, explainer: Explainer, x: torch.Tensor, params
     Runs ``explainer`` on ``PROBE_ROWS`` inputs with a zero reference, with the masks of repeats 0
     and 1 and with their mean; the model must be in eval mode with dropout modules.
     """
-    if not any(isinstance(m, nn.Dropout) for m in model.modules()):
+    if not any(isinstance(m, DROPOUT_TYPES) for m in model.modules()):
         return True  # nothing random: every repeat is the same
     rows = x[:PROBE_ROWS]
     targets = torch.zeros(len(rows), dtype=torch.int64, device=x.device)

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from gexplain.pipelines.explain.aggregate import Moments, reduce_references
-from gexplain.pipelines.explain.backends import Attribution, Batch, make_backend
+from gexplain.pipelines.explain.backends import Attribution, Backend, Batch, MLPBackend, make_backend
 from gexplain.pipelines.explain.collapse import collapses, model_arch
+from gexplain.pipelines.explain.exact import ReduceOptions
 from gexplain.pipelines.explain.fastpath import is_affine_mlp
 from gexplain.pipelines.explain.modes import DropoutMasks, explain_mode
 from gexplain.pipelines.explain.params import ExplainParams
@@ -39,6 +40,7 @@ from gexplain.pipelines.explain.references import (
     compute_reference_stats,
     draw_reference_sets,
     draw_references,
+    repeat_reference_index,
 )
 from gexplain.pipelines.explain.registry import EXPLAINERS
 from gexplain.pipelines.explain.rows import Explainer, RowContext
@@ -243,12 +245,12 @@ class _Refs:
         self.n_genes = n_genes
         self.device = device
         self.dtype = dtype
-        if params.reference_scope == "cohort" and sets is None:
+        if params.reference_scope in ("cohort", "repeat") and sets is None:
             n_classes = int(classes.max()) + 1 if len(classes) else 1
             if stats is not None:
                 n_classes = max(n_classes, stats.class_mean.shape[0])
             sets = draw_reference_sets(
-                params.reference_kind, params.n_references, stats, run_seed, n_classes, n_genes
+                params.reference_kind, params.reference_set_size, stats, run_seed, n_classes, n_genes
             )
         self.sets = sets
         self._tensors: dict[int, torch.Tensor] = {}
@@ -265,6 +267,26 @@ class _Refs:
             # a copy: the broadcast set is read-only shared memory, which torch will not wrap
             self._tensors[index] = torch.tensor(self.sets.values[index], dtype=self.dtype, device=self.device)
         return self._tensors[index]
+
+    def repeat_index(self, index: int, repeats: range) -> np.ndarray:
+        """Rows of cohort set ``index`` used by each repeat: int64 (repeats, R).
+
+        Scope ``cohort``: the whole set in every repeat; ``repeat``: R of the pool drawn per repeat
+        (:func:`gexplain.pipelines.explain.references.repeat_reference_index`).
+        """
+        assert self.sets is not None
+        n_refs = self.params.n_references
+        if self.params.reference_scope != "repeat":
+            return np.tile(np.arange(n_refs, dtype=np.int64), (len(repeats), 1))
+        key = index if self.sets.by_class else -1
+        return repeat_reference_index(self.run_seed, repeats, key, self.sets.values.shape[1], n_refs)
+
+    def for_repeat(self, index: int, repeat: int) -> torch.Tensor:
+        """The (R, genes) references of cohort set ``index`` in ``repeat``."""
+        if self.params.reference_scope != "repeat":
+            return self.shared(index)
+        rows = torch.as_tensor(self.repeat_index(index, range(repeat, repeat + 1))[0], device=self.device)
+        return self.shared(index)[rows]
 
     def per_sample(self, pos: np.ndarray, repeat: int) -> torch.Tensor:
         """Sample-scope references of positions ``pos`` in ``repeat``: (samples, R, genes)."""
@@ -418,7 +440,7 @@ def _context(
 
 
 def _run_collapsed(
-    backend: object,
+    backend: Backend,
     e: Explainer,
     xt: torch.Tensor,
     tt: torch.Tensor,
@@ -440,7 +462,7 @@ def _run_collapsed(
         and params.reference_reduce is None
         and (params.mode == "expected" or (not single_pass and len(repeats) > 1))
     )
-    hidden = int(getattr(getattr(backend, "fast", None), "hidden_size", 256))
+    hidden = backend.fast.hidden_size if isinstance(backend, MLPBackend) else 256
     per_sample = (
         4 * (n_refs * hidden * 4 + 6 * n_genes)
         + (12 * hidden * n_genes if spread else 0)
@@ -476,8 +498,8 @@ def _run_collapsed(
                 reduce_refs=not median,
                 spread=spread,
             )
-            with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
-                out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
+            with contextlib.nullcontext() if backend.needs_grad else torch.no_grad():
+                out: Attribution = backend.attribute(batch)
             values = out.values.detach().cpu().numpy().astype(np.float64)
             mean = np.median(values, axis=1) if median else values[:, 0]
             mom.add_mean(mean, count, rows=pos)
@@ -487,15 +509,79 @@ def _run_collapsed(
                 )
             if rep_var is not None and out.repeat_var is not None:
                 rep_var[pos] = out.repeat_var.detach().cpu().numpy()
-    if rep_mom is not None and hasattr(backend, "fast"):
+    if rep_mom is not None and isinstance(backend, MLPBackend):
         partial.repeat_moments.setdefault(e.name, {})[model_id] = rep_mom
-    if rep_var is not None and hasattr(backend, "fast"):
+    if rep_var is not None and isinstance(backend, MLPBackend):
         partial.repeat_var.setdefault(e.name, {})[model_id] = rep_var
     return mom
 
 
+def exact_applies(backend: Backend, e: Explainer, params: ExplainParams) -> bool:
+    """True when the explicit rows run as GEMMs with the streamed reduction (:mod:`.exact`):
+    the MLP closed forms, one value per reference (not DeepLIFT-SHAP's mean), references shared by
+    the samples of a repeat, and a median or no reduction over references."""
+    return (
+        isinstance(backend, MLPBackend)
+        and e.ref_reduce is None
+        and params.reference_reduce in ("median", None)
+        and (e.uses_reference == "none" or params.reference_scope in ("cohort", "repeat"))
+    )
+
+
+def _run_exact(
+    backend: MLPBackend,
+    e: Explainer,
+    xt: torch.Tensor,
+    tt: torch.Tensor,
+    refs: _Refs,
+    masks: DropoutMasks | None,
+    repeats: range,
+    params: ExplainParams,
+) -> Moments:
+    """Every (repeat, sample, reference) row of the MLP, as in :func:`_run_explicit`, by
+    :meth:`MLPBackend.exact_rows`: the same moments (median per repeat, or every value) without
+    holding samples x repeats x references x genes."""
+    n, n_genes = xt.shape
+    assert e.closed_form is not None
+    options = ReduceOptions(
+        factor=e.closed_form,
+        take_abs=params.abs or (e.name == "saliency" and params.saliency_abs),
+        median=params.reference_reduce == "median",
+    )
+    positions = np.arange(n)
+    if e.uses_reference == "none":
+        groups: list[tuple[np.ndarray, int | None]] = [(positions, None)]
+    else:
+        idx = refs.set_index(positions)
+        groups = [(positions[idx == g], int(g)) for g in np.unique(idx)]
+    # without dropout and with the same references in every repeat, all repeats are one
+    same = masks is None and (e.uses_reference == "none" or params.reference_scope != "repeat")
+    run = range(repeats.start, repeats.start + 1) if same else repeats
+    mom = Moments.empty(n, n_genes)
+    for members, g in groups:
+        pool = None if g is None else refs.shared(g)
+        index = np.zeros((len(run), 1), dtype=np.int64) if g is None else refs.repeat_index(g, run)
+        n_refs = index.shape[1]
+        chunks = backend.exact_rows(
+            xt[members], tt[members], refs.sample_index[members], run, pool, index, masks, options
+        )
+        for chunk in chunks:
+            rows = members[chunk.positions]
+            if chunk.m2 is None and not same:
+                mom.add(chunk.center, rows=rows)
+                continue
+            if chunk.m2 is None:  # median, every repeat the same
+                mom.add_summary(chunk.center[:, 0], np.zeros_like(chunk.center[:, 0]), len(repeats), rows)
+                continue
+            mean = chunk.center.mean(axis=1)
+            m2 = chunk.m2.sum(axis=1) + n_refs * ((chunk.center - mean[:, None]) ** 2).sum(axis=1)
+            copies = len(repeats) if same else 1
+            mom.add_summary(mean, m2 * copies, copies * len(chunk.repeats) * n_refs, rows)
+    return mom
+
+
 def _run_explicit(
-    backend: object,
+    backend: Backend,
     e: Explainer,
     xt: torch.Tensor,
     tt: torch.Tensor,
@@ -508,6 +594,9 @@ def _run_explicit(
     partial: BlockPartial,
 ) -> Moments:
     """Explicit rows: one per (repeat, sample), each with its own mask and R references."""
+    if exact_applies(backend, e, params):
+        assert isinstance(backend, MLPBackend)
+        return _run_exact(backend, e, xt, tt, refs, masks, repeats, params)
     n, n_genes = xt.shape
     n_refs = params.n_references if e.uses_reference != "none" else 1
     per_sample = n_refs * n_genes * 4 * 6
@@ -523,9 +612,9 @@ def _run_explicit(
             values: list[tuple[np.ndarray, np.ndarray]] = []
             if e.uses_reference == "none":
                 groups = [(pos, None)]
-            elif params.reference_scope == "cohort":
+            elif params.reference_scope in ("cohort", "repeat"):
                 idx = refs.set_index(pos)
-                groups = [(pos[idx == g], refs.shared(int(g))) for g in np.unique(idx)]
+                groups = [(pos[idx == g], refs.for_repeat(int(g), k)) for g in np.unique(idx)]
             else:
                 groups = [(pos, refs.per_sample(pos, k))]
             for members, ref in groups:
@@ -537,8 +626,8 @@ def _run_explicit(
                     ctx.subset(sel),
                     reduce_refs=reduce,
                 )
-                with torch.no_grad() if hasattr(backend, "fast") else contextlib.nullcontext():
-                    out: Attribution = backend.attribute(batch)  # type: ignore[attr-defined]
+                with contextlib.nullcontext() if backend.needs_grad else torch.no_grad():
+                    out: Attribution = backend.attribute(batch)
                 values.append((members, out.values.detach().cpu().numpy()))
             for members, v in values:
                 if params.abs:

@@ -37,8 +37,8 @@ import xarray as xr
 from gexplain.cluster.pool import ActorPool
 from gexplain.cluster.resources import cluster_gpus, gpu_fraction
 from gexplain.pipelines.blocks import sample_blocks
+from gexplain.pipelines.explain.collapse import collapses
 from gexplain.pipelines.explain.compute import BlockPartial, check_architectures
-from gexplain.pipelines.explain.fastpath import FAST_EXPLAINERS
 from gexplain.pipelines.explain.params import ExplainParams
 from gexplain.pipelines.explain.references import (
     ReferenceSets,
@@ -46,6 +46,7 @@ from gexplain.pipelines.explain.references import (
     compute_reference_stats,
     draw_reference_sets,
 )
+from gexplain.pipelines.explain.registry import EXPLAINERS
 from gexplain.pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
 from gexplain.pipelines.labels import labelled_samples
 from gexplain.storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
@@ -284,7 +285,7 @@ def _template(
         values[f"attr_{name}"] = plane()
         if not collapsed[name]:
             values[f"attr_{name}_std"] = plane()
-        elif _writes_repeat_std(params, info) and name in FAST_EXPLAINERS:
+        elif _writes_repeat_std(params, info) and EXPLAINERS[name].closed_form is not None:
             values[f"attr_{name}_repeat_std"] = plane()
         values[f"attr_{name}_count"] = (SAMPLE, da.zeros(n_s, dtype=np.int32, chunks=block))
         if params.per_model:
@@ -311,9 +312,6 @@ def _writes_repeat_std(params: ExplainParams, info: ModelSetInfo) -> bool:
 
 def collapse_plan(params: ExplainParams, info: ModelSetInfo) -> dict[str, bool]:
     """Explainer -> runs collapsed, decided on the driver from the declared architecture."""
-    from gexplain.pipelines.explain.collapse import collapses
-    from gexplain.pipelines.explain.registry import EXPLAINERS
-
     return {name: collapses(EXPLAINERS[name], params, info.arch) for name in params.explainers}
 
 
@@ -523,8 +521,10 @@ def run_explain(
             ds[info.layer].data[labelled], targets[labelled], medians=kind == "universal"
         )
         ref_sets = (
-            draw_reference_sets(kind, params.n_references, ref_stats, seed, len(info.classes), sizes[GENE])
-            if params.reference_scope == "cohort"
+            draw_reference_sets(
+                kind, params.reference_set_size, ref_stats, seed, len(info.classes), sizes[GENE]
+            )
+            if params.reference_scope in ("cohort", "repeat")
             else None
         )
         tasks = plan_tasks(

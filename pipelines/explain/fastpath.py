@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
+from gexplain.pipelines.explain.modes import DROPOUT_TYPES
 from torch import nn
 
-FAST_EXPLAINERS = ("integrated_gradients", "saliency", "input_x_gradient", "deeplift", "deeplift_shap")
 STEP_ELEMENTS = 1 << 24  # hidden-space elements per vectorised step chunk (64 MiB float32)
 DEEPLIFT_EPS = 1e-10  # Captum's threshold below which the rescale rule falls back to the gradient
 
@@ -49,7 +49,7 @@ def is_affine_mlp(model: nn.Module) -> bool:
         and isinstance(parts["dropout"], nn.Dropout)
         and isinstance(parts["fc2"], nn.Linear)
         and all(hasattr(parts["standardize"], a) for a in ("mean", "std"))
-        and sum(isinstance(m, nn.Dropout) for m in model.modules()) == 1
+        and sum(isinstance(m, DROPOUT_TYPES) for m in model.modules()) == 1
     )
 
 
@@ -69,11 +69,8 @@ class MLPFastPath:
     def __init__(self, model: nn.Module) -> None:
         with torch.no_grad():
             weight = model.fc1.weight.detach()
-            self.bias = (
-                model.fc1.bias.detach()
-                if model.fc1.bias is not None
-                else self.weight.new_zeros(self.weight.shape[0])
-            )
+            hidden = weight.shape[0]
+            self.bias = model.fc1.bias.detach() if model.fc1.bias is not None else weight.new_zeros(hidden)
             std = getattr(model.standardize, "std", None)
             mean = getattr(model.standardize, "mean", None)
             self.mean = mean.detach() if mean is not None else None
@@ -86,8 +83,8 @@ class MLPFastPath:
                 self.bn_scale = gain
                 self.bn_shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * gain
             else:  # no BatchNorm: identity scale and shift
-                self.bn_scale = torch.ones_like(model.fc1.bias.detach())
-                self.bn_shift = torch.zeros_like(model.fc1.bias.detach())
+                self.bn_scale = weight.new_ones(hidden)
+                self.bn_shift = weight.new_zeros(hidden)
             self.w2 = model.fc2.weight.detach()
             self.b2 = (
                 model.fc2.bias.detach() if model.fc2.bias is not None else self.w2.new_zeros(self.w2.shape[0])
@@ -176,7 +173,7 @@ def fast_attributions(
     saliency_abs: bool,
     h: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attributions (rows, genes) of explainer ``name`` (one of :data:`FAST_EXPLAINERS`) by the fast path.
+    """Attributions (rows, genes) of explainer ``name`` (one with a ``closed_form``) by the fast path.
 
     ``h`` optionally gives the inputs' hidden activations (rows, hidden) when already computed.
     """
@@ -308,6 +305,68 @@ def contract_references(
         m = (refs[r0:r1, None, :] * weight[None, :, :]).reshape((r1 - r0) * hidden, -1)
         out.addmm_(gamma[:, r0:r1].reshape(n, -1), m, alpha=-1.0 / n_refs)
     return out
+
+
+def unit_weights(
+    fast: MLPFastPath,
+    name: str,
+    factor: str,
+    h: torch.Tensor,
+    refs: torch.Tensor | None,
+    n_steps: int,
+    method: str,
+) -> torch.Tensor:
+    """Hidden-space weights (samples, R, hidden) of an explainer with a closed form: the path weights
+    of every (sample, shared reference) pair (``factor == "delta"``), else (R = 1) the gate of the
+    ReLU at the input.
+
+    Parameters
+    ----------
+    fast
+        The MLP.
+    name
+        Explainer name (integrated gradients or DeepLIFT's multipliers for ``"delta"``).
+    factor
+        The explainer's ``closed_form``: ``"none"``, ``"input"`` or ``"delta"``.
+    h
+        (samples, hidden) pre-BN activations of the inputs.
+    refs
+        (R, genes) shared references, or None.
+    n_steps, method
+        Integrated-gradients steps and quadrature.
+    """
+    if factor != "delta" or refs is None:
+        return ((h * fast.bn_scale + fast.bn_shift) > 0).to(h.dtype).unsqueeze(1)
+    return path_weights(fast, name, h, fast.hidden(refs), n_steps, method)
+
+
+def explainer_terms(
+    fast: MLPFastPath,
+    name: str,
+    factor: str,
+    x: torch.Tensor,
+    refs: torch.Tensor | None,
+    targets: torch.Tensor,
+    n_steps: int,
+    method: str,
+) -> torch.Tensor:
+    """Per-hidden-unit terms (samples, hidden, genes) of an explainer with shared references: the
+    attribution with dropout mask m is ``sum_h m_h L[:, h, :]`` (:func:`unit_terms`).
+
+    With :func:`repeat_variance`, the one place the MLP's repeat spread comes from: the explain
+    backend (``repeat_std``, ``expected`` mode) and the evaluate stage's saturation curves.
+    Parameters as :func:`unit_weights`; ``x`` (samples, genes) inputs, ``targets`` (samples,).
+    """
+    weights = unit_weights(fast, name, factor, fast.hidden(x), refs, n_steps, method)
+    return unit_terms(fast, x, refs if factor == "delta" else None, weights, targets, factor != "none")
+
+
+def repeat_variance(terms: torch.Tensor, p: float) -> torch.Tensor:
+    """Variance (samples, genes) of one repeat around the dropout-off limit, ``p/(1-p) sum_h L_h**2``,
+    for inverted-dropout masks (0 or 1/(1-p), independent per unit) and terms (samples, hidden, genes)."""
+    if p >= 1:
+        return torch.zeros_like(terms[:, 0])
+    return (p / (1.0 - p)) * (terms * terms).sum(dim=1)
 
 
 def unit_terms(

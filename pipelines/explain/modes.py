@@ -26,6 +26,9 @@ from torch import nn
 
 MODES = ("mc_dropout", "expected", "deterministic", "paper")
 MASK_STREAM = 2
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+"""Dropout modules the mask hooks replace; the ``Dropout1d/2d/3d`` ones drop whole channels."""
+CHANNEL_DROPOUT = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
 def dropout_mask(
@@ -82,7 +85,7 @@ class DropoutMasks:
     def __init__(self, model: nn.Module, run_seed: int, model_id: int) -> None:
         self.run_seed = int(run_seed)
         self.model_id = int(model_id)
-        self.modules = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        self.modules = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
         self.samples = np.zeros(0, dtype=np.int64)
         self.repeats = np.zeros(0, dtype=np.int64)
         self.collapse: range | None = None
@@ -144,7 +147,11 @@ class DropoutMasks:
             rows = len(self.samples)
             if rows == 0 or x.shape[0] % rows:
                 raise RuntimeError(f"dropout batch of {x.shape[0]} rows does not tile the {rows} keyed rows")
-            mask = self.masks(index, tuple(x.shape[1:]), x.device).to(x.dtype)
+            # channel dropout: one mask value per (row, channel), broadcast over the spatial dims
+            shape = (
+                (x.shape[1],) + (1,) * (x.dim() - 2) if isinstance(module, CHANNEL_DROPOUT) else x.shape[1:]
+            )
+            mask = self.masks(index, tuple(shape), x.device).to(x.dtype)
             return x * mask.repeat(x.shape[0] // rows, *([1] * (x.dim() - 1)))
 
         return hook

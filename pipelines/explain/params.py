@@ -6,11 +6,12 @@ dataclass); the CLI and the config keys derive from its fields.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from gexplain.pipelines.explain.references import parse_references
 from gexplain.pipelines.labels import UnlabelledPolicy
 from gexplain.pipelines.params import Name, StageParams
+from gexplain.pipelines.presets import EXPLAIN_PRESETS
 from gexplain.storage.errors import InputError
 from pydantic import Field, field_validator, model_validator
 
@@ -21,6 +22,12 @@ class ExplainParams(StageParams):
     See docs/explain.md for the row expansion, the repeat collapse and the reference variants.
     """
 
+    preset: Literal["zhao"] | None = Field(
+        None,
+        description="Defaults of a published protocol for every option not set explicitly: 'zhao' = "
+        "Zhao et al.'s released code (pipelines/presets.py cites file and line of each value).",
+    )
+
     explainers: list[str] = Field(
         default_factory=lambda: ["integrated_gradients"], description="Explainer registry names."
     )
@@ -29,10 +36,18 @@ class ExplainParams(StageParams):
         description="Reference kind and count, 'kind:count'; kinds zero, normal, universal, specific, "
         "universal_range, specific_range, samples (docs/explain.md).",
     )
-    reference_scope: Literal["cohort", "sample"] = Field(
+    reference_scope: Literal["cohort", "repeat", "sample"] = Field(
         "cohort",
-        description="'cohort': one reference set per (seed, class) shared by every sample and repeat "
-        "(Zhao et al.); 'sample': references drawn per (sample, repeat).",
+        description="'cohort': one reference set per (seed, class) shared by every sample and repeat; "
+        "'repeat': each repeat draws its R references from a cohort pool of reference_pool per (seed, "
+        "class), shared by every sample of the repeat (Zhao et al.'s code: 64 of 128, reshuffled every "
+        "run); 'sample': references drawn per (sample, repeat).",
+    )
+    reference_pool: int = Field(
+        0,
+        ge=0,
+        description="Pool size for reference_scope = 'repeat' (Zhao et al.: 128); 0 = R, every repeat "
+        "sees the same R references.",
     )
     repeats: int = Field(10, ge=1, description="Repeats per (sample, model) (dropout masks in mc_dropout).")
     repeat_mode: Literal["auto", "explicit"] = Field(
@@ -105,6 +120,27 @@ class ExplainParams(StageParams):
         parse_references(value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in EXPLAIN_PRESETS:
+            return {**EXPLAIN_PRESETS[values["preset"]], **values}
+        return values
+
+    @model_validator(mode="after")
+    def _pool_fits(self) -> ExplainParams:
+        if self.reference_pool and self.reference_scope != "repeat":
+            raise ValueError(
+                f"reference_pool ({self.reference_pool}) applies to reference_scope = 'repeat' only; "
+                "set reference_scope = 'repeat' or drop reference_pool"
+            )
+        if self.reference_pool and self.reference_pool < self.n_references:
+            raise ValueError(
+                f"reference_pool ({self.reference_pool}) is smaller than the {self.n_references} references "
+                f"drawn per repeat ({self.references!r}); raise reference_pool or lower the count"
+            )
+        return self
+
     @model_validator(mode="after")
     def _known_explainers(self) -> ExplainParams:
         from gexplain.pipelines.explain.registry import EXPLAINERS
@@ -128,7 +164,12 @@ class ExplainParams(StageParams):
         """R, the reference count of ``references``."""
         return parse_references(self.references)[1]
 
+    @property
+    def reference_set_size(self) -> int:
+        """References drawn per cohort set: the pool (scope ``repeat``) or R."""
+        return self.reference_pool or self.n_references
+
     def numeric_record(self) -> dict[str, object]:
         """The fields that decide the numbers (for the fingerprint and the result's attributes)."""
-        skip = {"name", "actors", "gpus_per_actor", "overwrite", "models", "model_set", "seed"}
+        skip = {"name", "actors", "gpus_per_actor", "overwrite", "models", "model_set", "seed", "preset"}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}

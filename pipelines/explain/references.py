@@ -44,6 +44,7 @@ REFERENCE_KINDS = (
 CLASS_KINDS = ("specific", "specific_range")
 REFERENCE_STREAM = 1
 SHARED_STREAM = 6
+POOL_STREAM = 7
 POOL_SIZE = 512
 ZHAO_SIGMA_OFFSET = 0.01  # Zhao et al.'s code widens sigma by 0.01 before truncating at mu +- sigma
 MEDIAN_BUDGET_BYTES = 256 * 2**20  # rows held at once while computing per-class medians
@@ -381,6 +382,39 @@ def draw_reference_sets(
             else:
                 out[i, r] = law.draw(rng, 1)[0]
     return ReferenceSets(out, by_class)
+
+
+def repeat_reference_index(
+    run_seed: int, repeats: range, set_key: int, pool_size: int, n_references: int
+) -> np.ndarray:
+    """The references of each repeat drawn from a cohort pool (``reference_scope = "repeat"``).
+
+    As Zhao et al.'s code reshuffles its reference pool before every run and takes the first R
+    (``mlp_v2.0.0.py`` l.324-334, ``-y yes``, ``-S 64``; pool of 128 from
+    ``prepareDatasets_v2.0.0.py`` l.541), repeat ``k`` uses the first R of a permutation of the
+    pool drawn from ``(run_seed, POOL_STREAM, k, set_key)``.
+
+    Parameters
+    ----------
+    run_seed
+        Run seed.
+    repeats
+        Repeat indices.
+    set_key
+        Class code of the pool (``-1`` for class-free kinds).
+    pool_size, n_references
+        P and R (R <= P).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 (repeats, R): pool rows of each repeat's references.
+    """
+    out = np.empty((len(repeats), n_references), dtype=np.int64)
+    for i, k in enumerate(repeats):
+        rng = np.random.default_rng([int(run_seed), POOL_STREAM, int(k), int(set_key) + 1])
+        out[i] = rng.permutation(pool_size)[:n_references]
+    return out
 
 
 def truncated_normal(

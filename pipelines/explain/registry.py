@@ -16,8 +16,15 @@ from gexplain.pipelines.explain.smoothgrad import smoothgrad
 
 def _build() -> dict[str, Explainer]:
     base = [
-        Explainer("saliency", ce.saliency, "none", expansion=lambda s: 2, linear=True),
-        Explainer("input_x_gradient", ce.input_x_gradient, "none", expansion=lambda s: 2, linear=True),
+        Explainer("saliency", ce.saliency, "none", expansion=lambda s: 2, linear=True, closed_form="none"),
+        Explainer(
+            "input_x_gradient",
+            ce.input_x_gradient,
+            "none",
+            expansion=lambda s: 2,
+            linear=True,
+            closed_form="input",
+        ),
         Explainer("guided_backprop", ce.guided_backprop, "none", expansion=lambda s: 2),
         Explainer(
             "integrated_gradients",
@@ -25,10 +32,17 @@ def _build() -> dict[str, Explainer]:
             "each",
             expansion=lambda s: 2 * s.n_steps,
             linear=True,
+            closed_form="delta",
         ),
-        Explainer("deeplift", ce.deeplift, "each", expansion=lambda s: 4, linear=True),
+        Explainer("deeplift", ce.deeplift, "each", expansion=lambda s: 4, linear=True, closed_form="delta"),
         Explainer(
-            "deeplift_shap", ce.deeplift, "each", ref_reduce="mean", expansion=lambda s: 4, linear=True
+            "deeplift_shap",
+            ce.deeplift,
+            "each",
+            ref_reduce="mean",
+            expansion=lambda s: 4,
+            linear=True,
+            closed_form="delta",
         ),
         Explainer(
             "gradient_shap",

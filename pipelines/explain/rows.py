@@ -113,6 +113,10 @@ class Explainer:
     linear
         Linear in the upstream gradient (saliency only without ``saliency_abs``): repeats whose
         dropout follows the last non-linearity may be collapsed into one mean-mask pass.
+    closed_form
+        The one-hidden-layer MLP has a closed form (:mod:`gexplain.pipelines.explain.fastpath`): what
+        multiplies its projected gradient, ``"none"`` (saliency), ``"input"`` (input x gradient) or
+        ``"delta"`` (``x - reference``); ``None`` = no closed form (Captum runs it).
     """
 
     name: str
@@ -123,3 +127,4 @@ class Explainer:
     arch: str | None = None
     per_row: bool = False
     linear: bool = False
+    closed_form: Literal["none", "input", "delta"] | None = None

@@ -8,7 +8,8 @@ Config example::
     [stage.params]
     explainers = ["integrated_gradients", "deeplift"]
     references = "universal:10"     # kind:count (docs/explain.md lists the kinds)
-    reference_scope = "cohort"      # one reference set per (seed, class); or "sample"
+    reference_scope = "cohort"      # one reference set per (seed, class); "repeat" (a pool); "sample"
+    # preset = "zhao"               # Zhao et al.'s released code (pipelines/presets.py)
     repeats = 10
     repeat_mode = "auto"            # collapse repeats where exact; or "explicit"
     models = "all"                  # or a list of replicate numbers, e.g. [0, 1]

@@ -193,7 +193,8 @@ class CNN(nn.Module):
 
     Layers: three blocks conv (5x5x64, 5x5x128, 3x3x256; "same" padding) -> max-pool 2 (ceil mode,
     so small grids keep a cell) -> BN ->
-    ReLU, then dropout, global average pooling, BN, ReLU, Linear -> classes.
+    ReLU, then dropout (element-wise, or whole channels with ``channel_dropout``), global average
+    pooling, BN, ReLU, Linear -> classes.
 
     Parameters
     ----------
@@ -208,6 +209,9 @@ class CNN(nn.Module):
         Kept in the buffer ``cell_gene`` (grid cell -> gene index, -1 for padding).
     dropout
         Dropout probability before pooling.
+    channel_dropout
+        Drop whole feature maps (``nn.Dropout2d``, as Zhao et al.'s ``cnn_v2.0.0.py`` l.82) instead
+        of single activations (``nn.Dropout``).
     mean, std
         Standardisation statistics, shape (genes,), or ``None`` for none.
     cell_gene
@@ -230,12 +234,14 @@ class CNN(nn.Module):
         mean: np.ndarray | torch.Tensor | None = None,
         std: np.ndarray | torch.Tensor | None = None,
         cell_gene: np.ndarray | None = None,
+        channel_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.n_genes = int(n_genes)
         self.n_classes = int(n_classes)
         self.grid = int(grid) if grid is not None else grid_size(self.n_genes)
         self.dropout_p = float(dropout)
+        self.channel_dropout = bool(channel_dropout)
         if cell_gene is not None:
             cells = np.asarray(cell_gene, dtype=np.int64)
             if cells.shape != (self.grid * self.grid,) or cells.min() < -1 or cells.max() >= self.n_genes:
@@ -265,7 +271,9 @@ class CNN(nn.Module):
         self.pool3 = nn.MaxPool2d(2, ceil_mode=True)
         self.bn3 = nn.BatchNorm2d(256)
         self.act3 = nn.ReLU()
-        self.dropout = nn.Dropout(self.dropout_p)
+        self.dropout: nn.Module = (
+            nn.Dropout2d(self.dropout_p) if self.channel_dropout else nn.Dropout(self.dropout_p)
+        )
         self.gap = GlobalAvgPool()
         self.bn_head = nn.BatchNorm1d(256)
         self.act_head = nn.ReLU()
@@ -320,7 +328,7 @@ class CNN(nn.Module):
 
     def hyperparameters(self) -> dict[str, Any]:
         """Return the constructor arguments (without statistics and order) needed to rebuild the model."""
-        return {"grid": self.grid, "dropout": self.dropout_p}
+        return {"grid": self.grid, "dropout": self.dropout_p, "channel_dropout": self.channel_dropout}
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, **RULES}

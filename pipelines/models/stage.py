@@ -11,10 +11,10 @@ import pandas as pd
 from gexplain.cluster.runtime import Runtime
 from gexplain.pipelines.labels import UnlabelledPolicy
 from gexplain.pipelines.models.cv import cross_validate
-from gexplain.pipelines.models.data import TrainingData, read_training_data, stratified_split
+from gexplain.pipelines.models.data import TrainingData, read_training_data
 from gexplain.pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
 from gexplain.pipelines.models.rules import RULES, save_rule_set
-from gexplain.pipelines.models.train import TrainParams
+from gexplain.pipelines.models.train import TrainParams, make_split
 from gexplain.pipelines.params import Name, StageParams
 from gexplain.pipelines.progress import Progress
 from gexplain.pipelines.stages import Stage, StageContext
@@ -168,7 +168,7 @@ def run_training(
         out["cv"] = {k: result.metrics[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "folds")}
         out["cv_tables"] = _write_cv_tables(run_dir, params.model_set, data.classes, result.metrics)
     if params.replicates:
-        split = stratified_split(data.y, hyper.test_fraction, hyper.val_fraction, seed)
+        split = make_split(data.y, hyper, seed)
         jobs = replicate_jobs(split, hyper, seed, params.replicates)
         results = run_jobs(
             data,

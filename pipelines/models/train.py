@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,11 +21,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from gexplain.pipelines.models.architectures import build_model, gene_order
-from gexplain.pipelines.models.data import Split, standardization_stats, upsampled_epoch
+from gexplain.pipelines.models.data import Split, standardization_stats, stratified_split, upsampled_epoch
 from gexplain.pipelines.models.metrics import classification_metrics
 from gexplain.pipelines.models.persist import state_bytes
 from gexplain.pipelines.params import cli
-from pydantic import BaseModel, ConfigDict, Field
+from gexplain.pipelines.presets import TRAIN_PRESETS
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,22 @@ log = logging.getLogger(__name__)
 DEFAULT_LR = {"mlp": 1e-3, "cnn": 6e-4}
 
 
+BatchTransform = Callable[[np.ndarray], np.ndarray]
+"""A per-batch transform of (batch, genes) training inputs (noise augmentation)."""
+NOISE_STREAM = 0x401
+
+
 class TrainParams(BaseModel):
-    """Hyper-parameters of one training run (defaults as in Zhao et al.)."""
+    """Hyper-parameters of one training run (defaults as in Zhao et al.'s paper text; ``preset =
+    "zhao"`` gives their released code's values, :mod:`gexplain.pipelines.presets`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["zhao"] | None = Field(
+        None,
+        description="Defaults of a published protocol for every option not set explicitly: 'zhao' = "
+        "Zhao et al.'s released code (pipelines/presets.py cites file and line of each value).",
+    )
 
     arch: Literal["mlp", "cnn", "rule_linear", "rule_circle"] = Field(
         "mlp", description="mlp, cnn, or a fixed decision rule (pipelines/models/rules.py; not trained)"
@@ -65,16 +78,47 @@ class TrainParams(BaseModel):
     )
     lr_factor: float = Field(0.25, gt=0.0, lt=1.0, description="ReduceLROnPlateau factor")
     lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (epochs)")
+    split: Literal["fractions", "zhao"] = Field(
+        "fractions",
+        description="'fractions': test_fraction and val_fraction per class; 'zhao': per class 90/5/5 "
+        "% train/test/validation above 50 samples, else n-10/5/5 (prepareDatasets_v2.0.0.py l.254-261).",
+    )
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="of the non-test part, for early stopping")
     standardize: bool = True
     upsample: bool = True
+    noise_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of each training batch's samples that get N(0, noise_sigma) noise, after which "
+        "the batch is made absolute (Zhao et al.'s code: 0.8, mlp_v2.0.0.py l.193-199); 0 = no noise.",
+    )
+    noise_sigma: float = Field(
+        1.0, gt=0.0, description="Standard deviation of the training noise (input units)."
+    )
+    channel_dropout: bool = Field(
+        False,
+        description="CNN: drop whole feature maps (nn.Dropout2d, as Zhao et al.'s code) instead of units.",
+    )
     jitter: float = Field(
         0.0, ge=0.0, le=1.0, description="per-replicate log-uniform jitter of lr, wd, dropout"
     )
     threads: int = Field(1, ge=1, description="torch intra-op threads per training task")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch: int = Field(2048, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or values.get("preset") is None:
+            return values
+        name = values["preset"]
+        if name not in TRAIN_PRESETS:
+            return values  # the Literal check names the allowed presets
+        arch = values.get("arch", "mlp")
+        preset = TRAIN_PRESETS[name].get(arch, TRAIN_PRESETS[name]["mlp"])
+        return {**preset, **values}
 
     def learning_rate(self) -> float:
         """The effective Adam learning rate."""
@@ -162,6 +206,68 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(torch.log_softmax(logits, dim=1) * one_hot).sum(dim=1).mean()
 
 
+def noise_transform(share: float, sigma: float, rng: np.random.Generator) -> BatchTransform:
+    """Zhao et al.'s training noise as a per-batch transform (``mlp_v2.0.0.py`` l.193-199).
+
+    Each sample of the batch gets N(0, sigma) noise on every gene with probability ``share``
+    (their code draws ``p ~ U(0, 1)`` per sample and adds noise where ``p >= -N``, ``-N 0.2``:
+    about 80 %), then the whole batch is made absolute (``np.absolute(data + noise * p)``).
+
+    Parameters
+    ----------
+    share
+        Probability that a sample is noised.
+    sigma
+        Noise standard deviation, input units (log2(TPM + 1)).
+    rng
+        The generator of the run (seeded from the replicate's seed).
+    """
+
+    def transform(batch: np.ndarray) -> np.ndarray:
+        noisy = rng.random(batch.shape[0]) < share
+        noise = rng.normal(0.0, sigma, size=batch.shape).astype(batch.dtype)
+        return np.abs(batch + noise * noisy[:, None].astype(batch.dtype))
+
+    return transform
+
+
+def make_split(y: np.ndarray, params: TrainParams, seed: int) -> Split:
+    """The train/validation/test split of ``params.split`` (:func:`zhao_split` or stratified fractions)."""
+    if params.split == "zhao":
+        return zhao_split(y, seed)
+    return stratified_split(y, params.test_fraction, params.val_fraction, seed)
+
+
+def zhao_split(y: np.ndarray, seed: int) -> Split:
+    """Zhao et al.'s split (``prepareDatasets_v2.0.0.py`` l.251-261), per class after a shuffle.
+
+    More than 50 samples: the first ``int(0.9 n)`` train, the next ``int(0.95 n) - int(0.9 n)``
+    test, the rest validation (early stopping). Otherwise ``n - 10`` train, 5 test, 5 validation
+    (Python's slicing: a class of at most 10 samples trains on none of them).
+
+    Parameters
+    ----------
+    y
+        (sample,) int class index per sample.
+    seed
+        Seed of the per-class shuffles.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A0]))
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        n = rows.size
+        if n > 50:
+            a, b = int(n * 0.90), int(n * 0.95)
+            train, test, val = rows[:a], rows[a:b], rows[b:]
+        else:
+            train, test, val = rows[:-10], rows[-10:-5], rows[-5:]
+        parts["train"].append(train)
+        parts["test"].append(test)
+        parts["val"].append(val)
+    return Split(**{k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in parts.items()})
+
+
 def train_steps(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -171,11 +277,13 @@ def train_steps(
     batch_size: int,
     device: torch.device,
     l1: float = 0.0,
+    transform: BatchTransform | None = None,
 ) -> float:
     """One pass of mini-batch updates over ``order``; returns the mean training loss.
 
     A final batch of one sample is skipped (BatchNorm needs two). ``l1`` adds
-    ``l1 * sum |W|`` of the first layer (``fc1`` of the MLP, ``conv1`` of the CNN) to the loss.
+    ``l1 * sum |W|`` of the first layer (``fc1`` of the MLP, ``conv1`` of the CNN) to the loss;
+    ``transform`` (e.g. :func:`noise_transform`) changes each (batch, genes) input batch.
 
     Parameters
     ----------
@@ -192,7 +300,10 @@ def train_steps(
         batch = order[start : start + batch_size]
         if batch.size < 2:
             continue
-        xb = torch.from_numpy(np.ascontiguousarray(x[batch], dtype=np.float32)).to(device)
+        xb_np = np.ascontiguousarray(x[batch], dtype=np.float32)
+        if transform is not None:
+            xb_np = transform(xb_np)
+        xb = torch.from_numpy(xb_np).to(device)
         yb = torch.from_numpy(np.asarray(y[batch], dtype=np.int64)).to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = cross_entropy(module(xb), yb)
@@ -270,6 +381,7 @@ def train_model(
         else:
             chrom, start = gene_positions if gene_positions is not None else (None, None)
             hyper["grid"] = params.grid
+            hyper["channel_dropout"] = params.channel_dropout
             hyper["gene_order"] = gene_order(
                 x.shape[1], params.gene_order, seed=seed, chromosome=chrom, start=start
             )
@@ -286,9 +398,20 @@ def train_model(
         )
         val_rows = split.val if split.val.size else split.train
         best_loss, best_state, best_epoch, history = math.inf, None, 0, []
+        noise = (
+            noise_transform(
+                params.noise_share,
+                params.noise_sigma,
+                np.random.default_rng(np.random.SeedSequence([int(seed), NOISE_STREAM])),
+            )
+            if params.noise_share > 0
+            else None
+        )
         for epoch in range(params.max_epochs):
             order = upsampled_epoch(split.train, y, rng, params.upsample)
-            train_loss = train_steps(module, optimizer, x, y, order, params.batch_size, device, params.l1)
+            train_loss = train_steps(
+                module, optimizer, x, y, order, params.batch_size, device, params.l1, noise
+            )
             val_loss = _val_loss(module, x, y, val_rows, params.eval_batch, device)
             scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})

@@ -29,17 +29,26 @@ with the largest weight on the gene, -1), ``truth_class`` (that topic's class, -
 Pathway structure (``structure="pathways"``; Bontonou et al., the IG-limitations study)
 -----------------------------------------------------------------------------------------
 The study simulates 33 classes and 15,000 genes grouped into 1,500 pathways of 10 genes, with a
-class-specific up-weighting of 37 pathways in the Dirichlet prior, about 1.5 M reads per sample
-and 9,900 samples (``preset="bontonou"``: :data:`PRESETS`). Here (paper text: the sizes and the
-up-weighting; the distributions' remaining parameters are ours):
+class-specific up-weighting of 37 pathways in the Dirichlet prior, 1.5 M reads per sample and
+9,900 samples. ``preset="bontonou"`` (:data:`PRESETS`) is their simulator,
+``Simulation/Data/simulate_data.py`` of github.com/mbonto/XAI_for_genomics (``SIMU1``):
 
-* gene ``g`` belongs to pathway ``g // genes_per_pathway``; its share inside the pathway is
-  ``w ~ Dirichlet(1)`` over the pathway's genes (stream ``GENE_STREAM``);
-* class ``c`` up-weights ``upweighted_per_class`` pathways drawn without replacement (each class
-  independently): ``alpha_c = 1`` for every pathway, ``upweight`` (default 10) for its own;
+* gene ``g`` belongs to pathway ``g // genes_per_pathway`` (consecutive blocks, l.48 ``case = 10``);
+  its share inside the pathway is ``w ~ Dirichlet(within_concentration)`` over the pathway's
+  genes (theirs 5, l.48 ``* 5`` and l.55), redrawn for every up-weighted pathway until each share
+  is at least ``min_share`` (theirs ``0.1 / case`` = 0.01, l.131 and l.136-141) (stream
+  ``GENE_STREAM``);
+* class ``c`` up-weights ``upweighted_per_class`` pathways: ``pathway_layout="blocks"`` gives it
+  the consecutive block ``[P c, P (c + 1))`` (theirs, l.101-103: disjoint across classes),
+  ``"random"`` draws them without replacement, each class independently (they may overlap);
+  ``alpha_c = pathway_concentration`` for every pathway and ``upweight`` for its own (theirs
+  ``1 * 4`` and ``2 * 4``, l.88, l.92 ``cls_gap = 2``, l.107 ``* 4.``);
 * sample ``j`` of class ``c``: ``theta_j ~ Dirichlet(alpha_c)`` over pathways, gene
-  probabilities ``p_jg = theta_j[pathway(g)] w_g``, library ``L_j`` as above around
-  ``reads_per_sample``, counts ``~ Multinomial(L_j, p_j)`` (or NB).
+  probabilities ``p_jg = theta_j[pathway(g)] w_g``, ``L_j`` reads, counts
+  ``~ Multinomial(L_j, p_j)`` (or NB); theirs draw reads per pathway and then per gene (l.31-35),
+  the same law by the multinomial's composition. ``L_j`` is log-normal with sd ``library_sd``
+  around ``reads_per_sample``, or the constant ``reads_per_sample`` with ``library_sd = 0``
+  (theirs: 1.5 M, l.9).
 
 Ground truth: a gene is informative iff its pathway is up-weighted by at least one class but not
 by all (its expected share then differs between classes). Written: ``truth_informative``,
@@ -72,14 +81,22 @@ from gexplain.storage.errors import InputError
 A_SHARED, A_ON, A_OFF, LIBRARY_SD = 1.0, 2.0, 0.05, 0.3
 A_PATHWAY = 1.0
 # the IG-limitations study's sizes (Bontonou et al.)
-PRESETS: dict[str, dict[str, int | float]] = {
+PathwayLayout = Literal["random", "blocks"]
+# Bontonou et al.'s simulator (mbonto/XAI_for_genomics, Simulation/Data/simulate_data.py, SIMU1)
+PRESETS: dict[str, dict[str, int | float | str]] = {
     "bontonou": {
-        "n_samples": 9900,
-        "n_classes": 33,
-        "n_pathways": 1500,
-        "genes_per_pathway": 10,
-        "upweighted_per_class": 37,
-        "reads_per_sample": 1.5e6,
+        "n_samples": 9900,  # the paper's 9,900 samples (their code: int(n_sample / n_class) per class, l.19)
+        "n_classes": 33,  # l.63
+        "n_pathways": 1500,  # l.82
+        "genes_per_pathway": 10,  # l.111 case = 10
+        "upweighted_per_class": 37,  # l.94 P = 37
+        "reads_per_sample": 1.5e6,  # l.9 n_read = 1500000, the same for every sample
+        "library_sd": 0.0,
+        "pathway_concentration": 4.0,  # l.88 (1.) times l.107 (4.)
+        "upweight": 8.0,  # l.92 cls_gap = 2. times l.107 (4.)
+        "within_concentration": 5.0,  # l.48 eta = ... * 5
+        "min_share": 0.01,  # l.131 min_prop = 0.1 / case
+        "pathway_layout": "blocks",  # l.102 alpha[P * c + p]
     }
 }
 
@@ -142,6 +159,9 @@ class PathwayModel:
         return theta[self.pathway] * self.within
 
 
+MAX_SHARE_REDRAWS = 10_000
+
+
 def design_pathways(
     n_classes: int,
     n_pathways: int,
@@ -149,30 +169,83 @@ def design_pathways(
     upweighted_per_class: int,
     upweight: float,
     seed: int,
+    *,
+    pathway_concentration: float = A_PATHWAY,
+    within_concentration: float = 1.0,
+    min_share: float = 0.0,
+    pathway_layout: PathwayLayout = "random",
 ) -> PathwayModel:
     """Draw the within-pathway shares and each class's up-weighted pathways (module docstring).
+
+    Parameters
+    ----------
+    n_classes, n_pathways, genes_per_pathway, upweighted_per_class
+        Sizes.
+    upweight, pathway_concentration
+        Dirichlet concentration of a class's own pathways and of every other pathway.
+    seed
+        Seed.
+    within_concentration
+        Symmetric Dirichlet concentration of the gene shares inside a pathway.
+    min_share
+        Shares of every up-weighted pathway are redrawn until each is at least this (0: never).
+    pathway_layout
+        ``"blocks"``: class ``c`` up-weights pathways ``[P c, P (c + 1))``; ``"random"``: drawn
+        per class without replacement.
 
     Raises
     ------
     InputError
-        When a class would up-weight more pathways than exist.
+        When a class would up-weight more pathways than exist, the blocks do not fit, or the
+        floor cannot be met.
     """
     if not 1 <= upweighted_per_class <= n_pathways:
         raise InputError(
             f"option --upweighted-per-class (= {upweighted_per_class}) must be between 1 and "
             f"--n-pathways (= {n_pathways})"
         )
-    if not upweight > 0:
-        raise InputError(f"option --upweight (= {upweight}) must be positive")
+    if not upweight > 0 or not pathway_concentration > 0 or not within_concentration > 0:
+        raise InputError(
+            f"Dirichlet concentrations must be positive (upweight {upweight}, pathway_concentration "
+            f"{pathway_concentration}, within_concentration {within_concentration})"
+        )
+    if min_share * genes_per_pathway >= 1:
+        raise InputError(
+            f"min_share (= {min_share}) times genes per pathway (= {genes_per_pathway}) must be below 1"
+        )
     rng = rng_for(seed, GENE_STREAM)
-    within = rng.dirichlet(np.ones(genes_per_pathway), size=n_pathways).reshape(-1)
+    within = rng.dirichlet(np.full(genes_per_pathway, within_concentration), size=n_pathways)
     pathway = np.repeat(np.arange(n_pathways, dtype=np.int64), genes_per_pathway)
-    up = np.stack(
-        [np.sort(rng.choice(n_pathways, size=upweighted_per_class, replace=False)) for _ in range(n_classes)]
-    ).astype(np.int64)
-    alpha = np.full((n_classes, n_pathways), A_PATHWAY)
+    if pathway_layout == "blocks":
+        if n_classes * upweighted_per_class > n_pathways:
+            raise InputError(
+                f"pathway_layout 'blocks' needs classes x --upweighted-per-class (= {n_classes} x "
+                f"{upweighted_per_class}) <= --n-pathways (= {n_pathways})"
+            )
+        up = (np.arange(n_classes)[:, None] * upweighted_per_class + np.arange(upweighted_per_class)).astype(
+            np.int64
+        )
+    else:
+        up = np.stack(
+            [
+                np.sort(rng.choice(n_pathways, size=upweighted_per_class, replace=False))
+                for _ in range(n_classes)
+            ]
+        ).astype(np.int64)
+    if min_share > 0:
+        for k in np.unique(up):
+            for _ in range(MAX_SHARE_REDRAWS):
+                if within[k].min() >= min_share:
+                    break
+                within[k] = rng.dirichlet(np.full(genes_per_pathway, within_concentration))
+            else:
+                raise InputError(
+                    f"pathway {k}: no gene shares >= min_share (= {min_share}) in {MAX_SHARE_REDRAWS} draws; "
+                    "lower min_share or raise within_concentration"
+                )
+    alpha = np.full((n_classes, n_pathways), float(pathway_concentration))
     alpha[np.arange(n_classes)[:, None], up] = upweight
-    return PathwayModel(pathway=pathway, within=within, alpha=alpha, upweighted=up)
+    return PathwayModel(pathway=pathway, within=within.reshape(-1), alpha=alpha, upweighted=up)
 
 
 def design_topics(
@@ -223,13 +296,19 @@ def lda_block(
     library_mean: float,
     count_model: str,
     dispersion: float,
+    library_sd: float = LIBRARY_SD,
 ) -> dict[str, np.ndarray]:
-    """Return ``counts`` (samples, genes) int32 reads and ``log_expr`` float32 log2(CPM+1) for ``block``."""
+    """Return ``counts`` (samples, genes) int32 reads and ``log_expr`` float32 log2(CPM+1) for ``block``.
+
+    ``library_sd`` is the log-normal spread of the read depth around ``library_mean`` (0: every
+    sample has ``library_mean`` reads).
+    """
     rows = []
     for j in range(block.start, block.stop):
         rng = rng_for(seed, SAMPLE_STREAM, j)
         theta = rng.dirichlet(model.alpha[labels[j]])
-        library = int(round(np.exp(rng.normal(np.log(library_mean), LIBRARY_SD))))
+        depth = library_mean if library_sd == 0 else np.exp(rng.normal(np.log(library_mean), library_sd))
+        library = int(round(depth))
         p = model.gene_probabilities(theta)
         p = p / p.sum()
         if count_model == "multinomial":
@@ -294,6 +373,11 @@ def simulate_lda(
     genes_per_pathway: int = 10,
     upweighted_per_class: int = 37,
     upweight: float = 10.0,
+    pathway_concentration: float = A_PATHWAY,
+    within_concentration: float = 1.0,
+    min_share: float = 0.0,
+    pathway_layout: PathwayLayout = "random",
+    library_sd: float = LIBRARY_SD,
     overwrite: bool = False,
 ) -> str:
     """Simulate an LDA-style cohort into a new store (see the module docstring).
@@ -326,7 +410,12 @@ def simulate_lda(
         ``pathways``: number of pathways and genes in each.
     upweighted_per_class, upweight
         ``pathways``: pathways each class up-weights in its Dirichlet prior and their
-        concentration (the others have 1).
+        concentration.
+    pathway_concentration, within_concentration, min_share, pathway_layout
+        ``pathways``: the other pathways' concentration, the gene-share law and its floor, and
+        how classes pick their pathways (:func:`design_pathways`).
+    library_sd
+        Log-normal spread of the read depth (0: constant ``library_mean``).
 
     Returns
     -------
@@ -349,6 +438,7 @@ def simulate_lda(
         "library_mean": library,
         "count_model": count_model,
         "dispersion": dispersion,
+        "library_sd": library_sd,
     }
     model: TopicModel | PathwayModel
     if structure == "pathways":
@@ -359,7 +449,16 @@ def simulate_lda(
                 f"(= {n_pathways} x {genes_per_pathway} = {n_pathways * genes_per_pathway})"
             )
         model = design_pathways(
-            n_classes, n_pathways, genes_per_pathway, upweighted_per_class, upweight, seed
+            n_classes,
+            n_pathways,
+            genes_per_pathway,
+            upweighted_per_class,
+            upweight,
+            seed,
+            pathway_concentration=pathway_concentration,
+            within_concentration=within_concentration,
+            min_share=min_share,
+            pathway_layout=pathway_layout,
         )
         truth = _pathway_truth(model)
         params.update(
@@ -367,8 +466,10 @@ def simulate_lda(
             genes_per_pathway=genes_per_pathway,
             upweighted_per_class=upweighted_per_class,
             upweight=upweight,
-            pathway_concentration=A_PATHWAY,
-            within_pathway="Dirichlet(1)",
+            pathway_concentration=pathway_concentration,
+            within_concentration=within_concentration,
+            min_share=min_share,
+            pathway_layout=pathway_layout,
             upweighted=model.upweighted.tolist(),
             reference="Bontonou et al., LDA simulation of the IG-limitations study",
         )
@@ -417,7 +518,14 @@ def simulate_lda(
             "log_expr_source": "cpm",
         },
         make_block=lambda block: lda_block(
-            block, labels, model, seed, library_mean=library, count_model=count_model, dispersion=dispersion
+            block,
+            labels,
+            model,
+            seed,
+            library_mean=library,
+            count_model=count_model,
+            dispersion=dispersion,
+            library_sd=library_sd,
         ),
         chunks=chunks,
         progress=progress,
