@@ -29,7 +29,11 @@ Worker environment
 ------------------
 ``worker_env`` (environment variables) reaches every Ray worker through the job's
 ``runtime_env`` and every Dask worker through a worker plugin, which also runs ``worker_setup``
-(a picklable callable, e.g. one that re-reads storage options from the environment).
+(a picklable callable, e.g. one that re-reads storage options from the environment). Ray's
+job-scoped workers end with the job; Dask workers of a shared cluster do not, so
+:meth:`Runtime.shutdown` unregisters the plugin, which restores each worker's environment and
+fsspec state (forwarded credentials removed). A driver killed by SIGKILL cannot do that: restart
+the workers, or give each run its own Dask cluster (as the KubeRay deployment does).
 """
 
 from __future__ import annotations
@@ -197,22 +201,50 @@ def probe_ray_gcs(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 class _WorkerEnvPlugin(WorkerPlugin):
-    """Dask worker plugin: set environment variables, then run an optional setup callable."""
+    """Dask worker plugin: set environment variables, then run an optional setup callable.
+
+    A shared Dask cluster outlives the run, so the plugin undoes itself when the run's client
+    unregisters it (:meth:`Runtime.shutdown`): the worker gets back the variables it had before
+    (forwarded credentials removed), fsspec's configuration as it was, and no cached filesystem
+    instance that holds the run's credentials.
+    """
 
     name = "gexplain-worker-env"
 
     def __init__(self, env: dict[str, str], setup: Callable[[], None] | None) -> None:
         self.env = dict(env)
         self.setup_fn = setup
+        self._before: dict[str, str | None] = {}
+        self._fsspec_conf: dict[str, Any] | None = None
 
     def setup(self, worker: Any) -> None:
         """Apply the environment on the worker (``WorkerPlugin`` protocol)."""
+        import copy
+
+        import fsspec.config
+
+        self._before = {key: os.environ.get(key) for key in self.env}
+        self._fsspec_conf = copy.deepcopy(fsspec.config.conf)
         os.environ.update(self.env)
         if self.setup_fn is not None:
             self.setup_fn()
 
     def teardown(self, worker: Any) -> None:
-        """Nothing to undo (``WorkerPlugin`` protocol)."""
+        """Restore the worker's environment and fsspec state (``WorkerPlugin`` protocol)."""
+        import fsspec
+        import fsspec.config
+
+        for key, value in self._before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if self._fsspec_conf is not None:
+            fsspec.config.conf.clear()
+            fsspec.config.conf.update(self._fsspec_conf)
+        for cls in list(fsspec.registry.values()):  # instances built with the run's credentials
+            with contextlib.suppress(Exception):
+                cls.clear_instance_cache()
 
 
 @dataclass
@@ -425,6 +457,11 @@ class Runtime:
                     self._reaper.wait()
                 self._reaper = None
         if self.dask_client is not None:
+            if self.worker_env or self.worker_setup is not None:
+                try:  # the workers outlive the run: take its credentials off them
+                    self.dask_client.unregister_worker_plugin(_WorkerEnvPlugin.name)
+                except Exception as exc:  # a scheduler gone already has no workers to clean
+                    log.warning("could not remove the run's environment from the Dask workers: %s", exc)
             self.dask_client.close()
             self.dask_client = None
 
