@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from gexplain.pipelines.models.architectures import build_model, gene_order
-from gexplain.pipelines.models.data import Split, standardization_stats, upsampled_epoch
+from gexplain.pipelines.models.data import Split, StoreMatrix, epoch_order, standardization_stats
 from gexplain.pipelines.models.metrics import classification_metrics
 from gexplain.pipelines.models.persist import state_bytes
 from gexplain.pipelines.params import cli
@@ -230,7 +230,7 @@ def _val_loss(
 
 
 def train_model(
-    x: np.ndarray,
+    x: np.ndarray | StoreMatrix,
     y: np.ndarray,
     split: Split,
     classes: np.ndarray,
@@ -244,7 +244,8 @@ def train_model(
     Parameters
     ----------
     x
-        (sample, gene) float32 in the stored layer's units (may be a read-only view).
+        (sample, gene) float32 in the stored layer's units (may be a read-only view), or a
+        :class:`~gexplain.pipelines.models.data.StoreMatrix` read from the store by chunk.
     y
         (sample,) int64 class indices into ``classes``.
     split
@@ -287,7 +288,7 @@ def train_model(
         val_rows = split.val if split.val.size else split.train
         best_loss, best_state, best_epoch, history = math.inf, None, 0, []
         for epoch in range(params.max_epochs):
-            order = upsampled_epoch(split.train, y, rng, params.upsample)
+            order = epoch_order(x, split.train, y, rng, params.upsample)
             train_loss = train_steps(module, optimizer, x, y, order, params.batch_size, device, params.l1)
             val_loss = _val_loss(module, x, y, val_rows, params.eval_batch, device)
             scheduler.step(val_loss)
