@@ -18,7 +18,10 @@ Existing clusters
 -----------------
 ``address="auto"`` joins the Ray cluster this machine belongs to, ``"host:port"`` (Ray's own
 form, the GCS address) joins that cluster, ``"ray://host:10001"`` connects a Ray client, and
-``dask_address="tcp://host:8786"`` uses a Dask distributed scheduler. :func:`start_runtime`
+``dask_address="tcp://host:8786"`` uses a Dask distributed scheduler, and ``dask_address="ray"`` runs
+Dask's graphs as Ray tasks on the run's Ray (``ray.util.dask``: Dask-on-Ray), so that on a Ray-only
+cluster (KubeRay) normalize and DE scale with the Ray workers instead of running on the
+driver's threads. :func:`start_runtime`
 connects to every configured cluster at once and fails within seconds with
 :class:`ClusterConnectError`, naming the address and the likely fix, so that no stage runs
 before the clusters are known to be reachable. gexplain never shuts down what it did not start.
@@ -59,6 +62,7 @@ CONNECT_TIMEOUT_S = 10.0
 _AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
+DASK_ON_RAY = "ray"
 AUTH_FIX = (
     "if the cluster uses token authentication, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> "
     "(or RAY_AUTH_TOKEN_PATH=<file>) with the cluster's token before running gexplain"
@@ -256,7 +260,7 @@ class Runtime:
     address
         Ray address (``None`` = embedded local, ``"auto"``, ``"host:port"``, ``"ray://host:port"``).
     dask_address
-        Dask scheduler address (``None`` = local threaded scheduler).
+        Dask scheduler address (``None`` = local threaded scheduler, ``"ray"`` = Dask-on-Ray).
     num_cpus
         CPUs for the embedded Ray and the local Dask scheduler.
     num_gpus
@@ -417,13 +421,19 @@ class Runtime:
         """
         if self.address:
             self.ensure_ray()
-        if self.dask_address and self.dask_client is None:
+        if self.dask_address and self.dask_address != DASK_ON_RAY and self.dask_client is None:
             self.dask_client = _dask_client(self.dask_address, self.worker_env, self.worker_setup)
 
     @contextlib.contextmanager
     def dask_scheduler(self) -> Iterator[None]:
         """Context in which ``dask.compute`` runs on this runtime's scheduler."""
-        if self.dask_client is not None:
+        if self.dask_address == DASK_ON_RAY:
+            from ray.util.dask import ray_dask_get
+
+            self.ensure_ray()
+            with dask.config.set(scheduler=ray_dask_get):
+                yield
+        elif self.dask_client is not None:
             with dask.config.set(scheduler=self.dask_client.get):
                 yield
         else:
@@ -522,8 +532,8 @@ def start_runtime(
         ``None``, ``""`` or ``"local"`` for the embedded local default, ``"auto"`` to join this
         machine's Ray cluster, ``"host:port"`` for a GCS address, ``"ray://host:port"`` for a Ray client.
     dask_address
-        Dask distributed scheduler address, e.g. ``"tcp://scheduler:8786"``; ``None`` uses the
-        local threaded scheduler.
+        Dask distributed scheduler address, e.g. ``"tcp://scheduler:8786"``; ``"ray"`` runs Dask
+        graphs as tasks on this runtime's Ray; ``None`` uses the local threaded scheduler.
     num_cpus, num_gpus
         Resources of the embedded Ray (ignored when connecting). ``num_cpus`` defaults to the cores
         this process may use.
