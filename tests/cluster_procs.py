@@ -157,3 +157,80 @@ def ray_head(
     time.sleep(1.0)  # the raylet registers just after the GCS answers
     proc.record()
     return proc, address
+
+
+_worker_ports = [20000]
+
+
+def alive_nodes(address: str, token: str | None = None) -> int:
+    """Number of nodes the Ray GCS at ``address`` reports alive (0 when it does not answer)."""
+    import grpc
+    from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
+
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
+                gcs_service_pb2.GetAllNodeInfoRequest(), timeout=5, metadata=metadata
+            )
+        except grpc.RpcError:
+            return 0
+    return sum(1 for node in reply.node_info_list if node.state == gcs_pb2.GcsNodeInfo.ALIVE)
+
+
+def ray_worker_node(address: str, tmp: str, *, num_cpus: int, token: str | None = None) -> Proc:
+    """Start ``ray start --address ... --block`` as one more node on 127.0.0.1 (own temp dir and ports).
+
+    Returns once the GCS counts one more live node than before.
+    """
+    before = alive_nodes(address, token)
+    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        full_env.pop(key, None)
+    if token:
+        full_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    else:
+        full_env["RAY_AUTH_MODE"] = "disabled"
+    cmd = [
+        str(BIN / "ray"), "start", "--address", address, "--block",
+        "--node-ip-address", "127.0.0.1",
+        "--temp-dir", tmp,
+        "--num-cpus", str(num_cpus),
+        "--object-store-memory", str(150 * 2**20),
+        "--node-manager-port", str(free_port()),
+        "--object-manager-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()),
+        "--dashboard-agent-grpc-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--metrics-export-port", str(free_port()),
+        "--min-worker-port", str(_worker_ports[0]), "--max-worker-port", str(_worker_ports[0] + 199),
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    _worker_ports[0] += 200  # each node its own range (the head keeps Ray's default 10002-19999)
+    proc = start(cmd, Path(tmp) / "node.log", env=full_env)
+    wait_until(lambda: alive_nodes(address, token) > before, proc, "ray worker node")
+    proc.record()
+    return proc
+
+
+def raylet_of(node: Proc) -> psutil.Process:
+    """The raylet process of a node started by :func:`ray_head` or :func:`ray_worker_node`."""
+    for child in psutil.Process(node.popen.pid).children(recursive=True):
+        if child.name() == "raylet":
+            return child
+    raise RuntimeError(f"no raylet under pid {node.popen.pid}:\n{node.tail()}")
+
+
+def running_on(raylet: psutil.Process, title: str) -> bool:
+    """True when a worker of ``raylet``'s node runs a task or method whose process title has ``title``."""
+    try:
+        workers = raylet.children(recursive=True)
+    except psutil.Error:
+        return False
+    for proc in workers:
+        try:
+            if title in " ".join(proc.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False

@@ -48,7 +48,7 @@ class TrainStageParams(TrainParams, StageParams):
     layer: str = Field("log_expr", description="Store layer to train on.")
     buffer_mb: float = Field(
         1024.0,
-        ge=1.0,
+        gt=0.0,
         description=(
             "MiB of stored sample chunks each training task holds: half is the shuffle window "
             "(chunks visited in a seeded random order, samples shuffled within the window), half "
