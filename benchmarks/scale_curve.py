@@ -100,7 +100,7 @@ def main() -> int:
         nodes = []
         try:
             for _ in range(n):
-                nodes.append(ray_worker_node(address, short_tmpdir("gx-sw-"), num_cpus=1, token=token))
+                nodes.append(ray_worker_node(address, "gx-sw-", num_cpus=1, token=token))
             cfg = tmp / f"scale{n}.toml"
             out = tmp / f"run{n}"
             cfg.write_text(

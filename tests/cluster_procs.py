@@ -160,6 +160,8 @@ def ray_head(
 
 
 _worker_ports = [20000]
+# A node's agents import much of Ray; on a loaded 2-core machine that outlasts Ray's start-up waits.
+SLOW_START = {"RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
 
 
 def alive_nodes(address: str, token: str | None = None) -> int:
@@ -178,13 +180,27 @@ def alive_nodes(address: str, token: str | None = None) -> int:
     return sum(1 for node in reply.node_info_list if node.state == gcs_pb2.GcsNodeInfo.ALIVE)
 
 
-def ray_worker_node(address: str, tmp: str, *, num_cpus: int, token: str | None = None) -> Proc:
+def ray_worker_node(
+    address: str, prefix: str, *, num_cpus: int, token: str | None = None, attempts: int = 3
+) -> Proc:
     """Start ``ray start --address ... --block`` as one more node on 127.0.0.1 (own temp dir and ports).
 
-    Returns once the GCS counts one more live node than before.
+    Returns once ``ray start`` reports the node started. A raylet waits only about 15 s for
+    its dashboard agent, which a loaded machine can outlast; such a failed start (the process
+    exits) is stopped and tried again, with a fresh temp dir, up to ``attempts`` times.
     """
-    before = alive_nodes(address, token)
-    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    for attempt in range(attempts):
+        tmp = short_tmpdir(prefix)
+        try:
+            return _ray_worker_node(address, tmp, num_cpus=num_cpus, token=token)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ray_worker_node(address: str, tmp: str, *, num_cpus: int, token: str | None) -> Proc:
+    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **SLOW_START}
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
         full_env.pop(key, None)
     if token:
@@ -208,7 +224,16 @@ def ray_worker_node(address: str, tmp: str, *, num_cpus: int, token: str | None 
     ]  # fmt: skip
     _worker_ports[0] += 200  # each node its own range (the head keeps Ray's default 10002-19999)
     proc = start(cmd, Path(tmp) / "node.log", env=full_env)
-    wait_until(lambda: alive_nodes(address, token) > before, proc, "ray worker node")
+    try:
+        wait_until(
+            lambda: "Ray runtime started" in proc.log.read_text(errors="replace"),
+            proc,
+            "ray worker node",
+            timeout=180,
+        )
+    except RuntimeError:
+        proc.stop()
+        raise
     proc.record()
     return proc
 

@@ -24,6 +24,7 @@ import psutil
 import pytest
 from cluster_procs import (
     BIN,
+    SLOW_START,
     Proc,
     free_port,
     ray_head,
@@ -451,12 +452,15 @@ def test_losing_worker_nodes_during_train_and_explain_is_a_non_event(token, tmp_
     it explains: the run ends with exit 0 and every array equals the embedded local run's."""
     env = _clean_env(HOME=str(tmp_path), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     head, address = ray_head(
-        short_tmpdir("gx-nh-"), num_cpus=0, token=token, env={"HOME": str(tmp_path), **_FAST_HEALTH}
+        short_tmpdir("gx-nh-"),
+        num_cpus=0,
+        token=token,
+        env={"HOME": str(tmp_path), **_FAST_HEALTH, **SLOW_START},
     )
     nodes: list[Proc] = []
     try:
         for _ in range(2):  # one after the other, each with its own --temp-dir
-            nodes.append(ray_worker_node(address, short_tmpdir("gx-nw-"), num_cpus=1, token=token))
+            nodes.append(ray_worker_node(address, "gx-nw-", num_cpus=1, token=token))
         cfg = tmp_path / "cluster.toml"
         cfg.write_text(textwrap.dedent(NODES_JOB).format(out=tmp_path / "cluster"))
         log_path = tmp_path / "driver.log"
@@ -470,7 +474,7 @@ def test_losing_worker_nodes_during_train_and_explain_is_a_non_event(token, tmp_
             try:
                 lost_in_train = _kill_raylet_when(nodes, "_run_job", driver)
                 live = [n for n in nodes if n is not lost_in_train]
-                live.append(ray_worker_node(address, short_tmpdir("gx-nw-"), num_cpus=1, token=token))
+                live.append(ray_worker_node(address, "gx-nw-", num_cpus=1, token=token))
                 nodes.append(live[-1])
                 _kill_raylet_when(live, "_Host.call", driver)
                 driver.wait(timeout=600)
