@@ -89,7 +89,7 @@ def main() -> int:
     env.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp))
     before = load()
     gexplain(
-        ["simulate", str(store), "--simulator", "cohort", "--samples", str(args.samples), "--genes",
+        ["simulate", "cohort", "--out", str(store), "--samples", str(args.samples), "--genes",
          str(args.genes), "--classes", "8", "--chunk-samples", "256"],
         env,
     )  # fmt: skip

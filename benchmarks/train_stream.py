@@ -45,9 +45,9 @@ from gexplain.pipelines.models.train import TrainParams, train_model
 store, mode, buffer_mb = sys.argv[1], sys.argv[2], float(sys.argv[3])
 t0 = time.perf_counter()
 if mode == "memory":
-    data = read_training_data(store, "sample_tissue")
+    data = read_training_data(store, None)
 else:
-    data = open_training_data(store, "sample_tissue", buffer_mb=buffer_mb)
+    data = open_training_data(store, None, buffer_mb=buffer_mb)
 load_s = time.perf_counter() - t0
 split = stratified_split(data.y, 0.1, 0.1, seed=0)
 params = TrainParams(max_epochs=1, batch_size=256, hidden=128)
@@ -69,8 +69,8 @@ def simulate(store: Path, samples: int, genes: int, chunk_samples: int) -> None:
     """Write a cohort store with the CLI (log_expr layer, sample_tissue labels)."""
     cmd = [
         sys.executable, "-c", "import sys; from gexplain.pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))",
-        "simulate", str(store), "--simulator", "cohort", "--samples", str(samples), "--genes", str(genes),
-        "--classes", str(min(82, max(2, samples // 100))), "--chunk-samples", str(chunk_samples),
+        "simulate", "cohort", "--out", str(store), "--samples", str(samples), "--genes", str(genes),
+        "--classes", str(82 if genes >= 19241 else 8), "--chunk-samples", str(chunk_samples),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT)
 

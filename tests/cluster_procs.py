@@ -164,22 +164,6 @@ _worker_ports = [20000]
 SLOW_START = {"RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
 
 
-def alive_nodes(address: str, token: str | None = None) -> int:
-    """Number of nodes the Ray GCS at ``address`` reports alive (0 when it does not answer)."""
-    import grpc
-    from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
-
-    metadata = [("authorization", f"Bearer {token}")] if token else None
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
-                gcs_service_pb2.GetAllNodeInfoRequest(), timeout=5, metadata=metadata
-            )
-        except grpc.RpcError:
-            return 0
-    return sum(1 for node in reply.node_info_list if node.state == gcs_pb2.GcsNodeInfo.ALIVE)
-
-
 def ray_worker_node(
     address: str, prefix: str, *, num_cpus: int, token: str | None = None, attempts: int = 3
 ) -> Proc:
