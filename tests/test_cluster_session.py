@@ -431,20 +431,24 @@ _FAST_HEALTH = {
 }
 
 
-def _kill_raylet_when(nodes: list[Proc], title: str, driver: subprocess.Popen, timeout: float = 240) -> Proc:
+def _kill_raylet_when(
+    nodes: list[Proc], title: str, driver: subprocess.Popen, log: Path, timeout: float = 600
+) -> Proc:
     """SIGKILL the raylet of the first node that runs ``title`` (a Ray task or actor method)."""
     deadline = time.monotonic() + timeout
     raylets = [(node, raylet_of(node)) for node in nodes]
     while time.monotonic() < deadline:
         if driver.poll() is not None:
-            raise AssertionError(f"the run ended before {title} ran on a worker node")
+            raise AssertionError(
+                f"the run ended before {title} ran on a worker node:\n{log.read_text()[-3000:]}"
+            )
         for node, raylet in raylets:
             if running_on(raylet, title):
                 node.record()
                 raylet.kill()
                 return node
         time.sleep(0.05)
-    raise AssertionError(f"{title} never ran on a worker node")
+    raise AssertionError(f"{title} never ran on a worker node:\n{log.read_text()[-3000:]}")
 
 
 def test_losing_worker_nodes_during_train_and_explain_is_a_non_event(token, tmp_path):
@@ -472,11 +476,11 @@ def test_losing_worker_nodes_during_train_and_explain_is_a_non_event(token, tmp_
                 stderr=subprocess.STDOUT,
             )
             try:
-                lost_in_train = _kill_raylet_when(nodes, "_run_job", driver)
+                lost_in_train = _kill_raylet_when(nodes, "ray::_run_job", driver, log_path)
                 live = [n for n in nodes if n is not lost_in_train]
                 live.append(ray_worker_node(address, "gx-nw-", num_cpus=1, token=token))
                 nodes.append(live[-1])
-                _kill_raylet_when(live, "_Host.call", driver)
+                _kill_raylet_when(live, "ray::_Host.call", driver, log_path)
                 driver.wait(timeout=600)
             finally:
                 if driver.poll() is None:
