@@ -10,7 +10,7 @@ cluster the driver's process tree is the driver alone), plus the speed-up over N
 Usage (on a quiet machine with >= 4 cores; the 2-core CI machine oversubscribes N = 3)::
 
     nice -n 10 python benchmarks/scale_curve.py                          # 4,000 x 2,000, 3 replicates
-    nice -n 10 python benchmarks/scale_curve.py --samples 400 --genes 200 --workers 1 2   # smoke size
+    nice -n 10 python benchmarks/scale_curve.py --samples 400 --genes 600 --workers 1 2 --epochs 1   # smoke
 
 Results go to benchmarks/results/scale_curve.md with the machine, date and load average before
 and after. Only the processes the script started are stopped, by PID.
