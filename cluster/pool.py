@@ -8,12 +8,17 @@ results by key, not by arrival order.
 
 Supervision
 -----------
-* An actor that dies (process killed, out of memory, node lost: Ray raises
-  :class:`ray.exceptions.RayActorError`) is killed for good and replaced by a new actor built
-  from the same factory; every task that was in flight on it is resubmitted, each to run alone on
-  an actor. A death is charged to a task only when that task was the only one on the actor, so a
-  task queued behind a crash (or one whose reply the crash lost) is never blamed; a task that
-  kills its actor, alone, more than ``max_task_retries`` times raises :class:`PoolError`.
+* A lost worker -- its process killed or out of memory, its node gone or unreachable, its result
+  lost with its node: every error of :data:`LOST_WORKER_ERRORS` (all of
+  :class:`ray.exceptions.RayActorError`, among them ``ActorDiedError`` and
+  ``ActorUnavailableError``; ``NodeDiedError``; ``WorkerCrashedError``; ``ObjectLostError``) --
+  is killed for good and replaced by a new actor built from the same factory, placed by Ray on a
+  live node. The replacement starts in the background: the other actors keep working, and a
+  pool whose cluster has lost the room for it carries on with fewer actors. Every task that was
+  in flight on the lost actor is resubmitted, each to run alone on an actor. A death is charged
+  to a task only when that task was the only one on the actor, so a task queued behind a crash
+  (or one whose reply the crash lost) is never blamed; a task that kills its actor, alone, more
+  than ``max_task_retries`` times raises :class:`PoolError`.
 * An exception raised by the factory or by a task is the caller's error: it propagates unchanged
   (Ray re-raises it with its original type), and the pool is not retried.
 * At most ``tasks_per_actor`` tasks are in flight per actor (one running, the rest queued on the
@@ -25,6 +30,7 @@ The pool owns its actors: :meth:`ActorPool.shutdown` (or leaving the ``with`` bl
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,15 +38,41 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import (
+    NodeDiedError,
+    ObjectLostError,
+    RayActorError,
+    RayTaskError,
+    WorkerCrashedError,
+)
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 
+LOST_WORKER_ERRORS: tuple[type[BaseException], ...] = (
+    RayActorError,
+    NodeDiedError,
+    WorkerCrashedError,
+    ObjectLostError,
+)
+"""Errors that mean the worker (or its node, or the result it held) is gone, not that the task failed."""
+
+START_ATTEMPTS = 8
+START_TIMEOUT_S = 600.0
+
+
+def is_lost_worker(exc: BaseException) -> bool:
+    """True when ``exc`` reports a lost worker, node or result rather than an error of the task itself.
+
+    A task's own exception arrives as a :class:`ray.exceptions.RayTaskError` (whatever it wraps,
+    even a Ray error raised inside the task) and is never a lost worker.
+    """
+    return isinstance(exc, LOST_WORKER_ERRORS) and not isinstance(exc, RayTaskError)
+
 
 class PoolError(RuntimeError):
-    """A task could not be completed because it kept killing its actor."""
+    """A task could not be completed: it kept killing its actor, or no actor could be started."""
 
 
 @dataclass
@@ -54,9 +86,9 @@ class PoolStats:
     completed
         Tasks whose result was yielded.
     actor_deaths
-        Actors found dead (each is replaced).
+        Actors found lost (each is replaced).
     resubmitted
-        Tasks submitted again after their actor died.
+        Tasks submitted again after their actor was lost.
     """
 
     submitted: int = 0
@@ -83,13 +115,23 @@ _RemoteHost = ray.remote(_Host)
 
 @dataclass
 class _Slot:
-    """One actor position in the pool; ``generation`` grows each time its actor is replaced."""
+    """One actor position in the pool; ``generation`` grows each time its actor is replaced.
+
+    ``starting`` is the ref of the actor's start call until the actor is known to be up.
+    """
 
     index: int
     actor: Any
+    starting: Any | None
+    since: float = field(default_factory=time.monotonic)
     generation: int = 0
+    start_failures: int = 0
     in_flight: set[Any] = field(default_factory=set)
     exclusive: bool = False  # running a resubmitted task alone: nothing is queued behind it
+
+    @property
+    def up(self) -> bool:
+        return self.starting is None
 
 
 @dataclass
@@ -124,6 +166,9 @@ class ActorPool(Generic[K]):
         Tasks in flight per actor (>= 1).
     max_task_retries
         How many times one task may be resubmitted after killing its actor while running alone.
+    start_timeout_s
+        Seconds the pool waits, with no actor up, for a replacement to start before it gives up
+        (:class:`PoolError`); while any actor is up the pool keeps working and waits on.
     """
 
     def __init__(
@@ -138,6 +183,7 @@ class ActorPool(Generic[K]):
         num_gpus: float = 0.0,
         tasks_per_actor: int = 2,
         max_task_retries: int = 3,
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         if size < 1:
             raise ValueError(f"an actor pool needs size >= 1 (got {size})")
@@ -149,6 +195,7 @@ class ActorPool(Generic[K]):
         self.method = method
         self.tasks_per_actor = tasks_per_actor
         self.max_task_retries = max_task_retries
+        self.start_timeout_s = start_timeout_s
         self.stats = PoolStats()
         self._options: dict[str, Any] = {
             "num_cpus": float(num_cpus),
@@ -159,16 +206,15 @@ class ActorPool(Generic[K]):
         }
         self._slots: list[_Slot] = []
         self._flights: dict[Any, _Flight[K]] = {}
-        actors: list[Any] = []
         try:
-            for _ in range(size):
-                actors.append(self._start_actor())
-            ray.get([ready for _, ready in actors])
+            for i in range(size):
+                actor, ready = self._start_actor()
+                self._slots.append(_Slot(index=i, actor=actor, starting=ready))
+            while any(not s.up for s in self._slots):  # the factory's errors surface here
+                self._await_start(None)
         except BaseException:
-            for actor, _ in actors:
-                ray.kill(actor, no_restart=True)
+            self.shutdown()
             raise
-        self._slots = [_Slot(index=i, actor=a) for i, (a, _) in enumerate(actors)]
 
     # -- actors ---------------------------------------------------------------------------
 
@@ -177,23 +223,51 @@ class ActorPool(Generic[K]):
         actor = _RemoteHost.options(**self._options).remote()
         return actor, actor.start.remote(self.factory, self.init_args, self.init_kwargs)
 
-    def _replace(self, slot: _Slot, generation: int) -> None:
-        """Replace the slot's actor if it is still the one that died (once per death)."""
-        if slot.generation != generation:
-            return
-        self.stats.actor_deaths += 1
+    def _restart(self, slot: _Slot) -> None:
+        """Kill the slot's actor and start a new one in the background (one more generation)."""
         ray.kill(slot.actor, no_restart=True)
-        log.warning("actor %d died; starting a replacement and resubmitting its tasks", slot.index)
-        actor, ready = self._start_actor()
-        try:
-            ray.get(ready)
-        except RayActorError as exc:
-            ray.kill(actor, no_restart=True)
-            raise PoolError(f"the replacement of actor {slot.index} died while starting: {exc}") from exc
+        slot.actor, slot.starting = self._start_actor()
+        slot.since = time.monotonic()
         slot.generation += 1
         slot.in_flight.clear()
         slot.exclusive = False
-        slot.actor = actor
+
+    def _replace(self, slot: _Slot, generation: int) -> None:
+        """Replace the slot's actor if it is still the one that was lost (once per loss)."""
+        if slot.generation != generation:
+            return
+        self.stats.actor_deaths += 1
+        log.warning("actor %d lost; starting a replacement and resubmitting its tasks", slot.index)
+        self._restart(slot)
+
+    def _started(self, slot: _Slot) -> None:
+        """Settle a finished start call: the actor is up, or it is started again after a loss."""
+        ref, slot.starting = slot.starting, None
+        try:
+            ray.get(ref)
+        except BaseException as exc:
+            if not is_lost_worker(exc):
+                raise  # the factory's own error
+            slot.start_failures += 1
+            if slot.start_failures > START_ATTEMPTS:
+                raise PoolError(
+                    f"actor {slot.index} was lost {slot.start_failures} times while starting (last: {exc})"
+                ) from exc
+            log.warning("actor %d lost while starting (%s); starting it again", slot.index, exc)
+            time.sleep(min(0.5 * 2**slot.start_failures, 10.0))  # let Ray mark a dead node dead
+            self._restart(slot)
+            return
+        slot.start_failures = 0
+
+    def _await_start(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s for one start call and settle it; False when none finished."""
+        pending = {s.starting: s for s in self._slots if s.starting is not None}
+        if not pending:
+            return False
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+        for ref in ready:
+            self._started(pending[ref])
+        return bool(ready)
 
     @property
     def actors(self) -> list[Any]:
@@ -215,7 +289,10 @@ class ActorPool(Generic[K]):
         """Submit a task: to ``slot`` alone (a resubmission), else to the least busy shared slot."""
         exclusive = slot is not None
         if slot is None:
-            slot = min((s for s in self._slots if not s.exclusive), key=lambda s: (len(s.in_flight), s.index))
+            slot = min(
+                (s for s in self._slots if s.up and not s.exclusive),
+                key=lambda s: (len(s.in_flight), s.index),
+            )
         ref = slot.actor.call.remote(self.method, *args)
         slot.in_flight.add(ref)
         slot.exclusive = exclusive
@@ -225,10 +302,36 @@ class ActorPool(Generic[K]):
         )
 
     def _has_room(self) -> bool:
-        return any(not s.exclusive and len(s.in_flight) < self.tasks_per_actor for s in self._slots)
+        return any(s.up and not s.exclusive and len(s.in_flight) < self.tasks_per_actor for s in self._slots)
 
     def _idle_slot(self) -> _Slot | None:
-        return next((s for s in self._slots if not s.in_flight), None)
+        return next((s for s in self._slots if s.up and not s.in_flight), None)
+
+    def _wait(self) -> Any | None:
+        """Wait for the next finished task or start call; return a finished task's ref, else None.
+
+        Raises
+        ------
+        PoolError
+            When no actor is up and none has started within ``start_timeout_s``.
+        """
+        starting = {s.starting: s for s in self._slots if s.starting is not None}
+        refs = [*self._flights, *starting]
+        timeout = None if self._flights else 5.0
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            oldest = min(s.since for s in starting.values())
+            if not any(s.up for s in self._slots) and time.monotonic() - oldest > self.start_timeout_s:
+                raise PoolError(
+                    f"no actor of this pool could be started in {self.start_timeout_s:g} s: the cluster has "
+                    f"no live node with {self._options['num_cpus']:g} free CPUs and "
+                    f"{self._options['num_gpus']:g} GPUs; add nodes or lower the per-actor resources"
+                )
+            return None
+        if ready[0] in starting:
+            self._started(starting[ready[0]])
+            return None
+        return ready[0]
 
     def imap_unordered(
         self,
@@ -253,12 +356,13 @@ class ActorPool(Generic[K]):
         Raises
         ------
         PoolError
-            When one task killed its actor more than ``max_task_retries`` times.
+            When one task killed its actor more than ``max_task_retries`` times, or no actor
+            could be started.
         """
         source = iter(tasks)
         retry: deque[tuple[K, tuple[Any, ...]]] = deque()
         attempts: dict[K, int] = {}
-        deaths: set[tuple[int, int]] = set()  # (slot, generation) deaths already accounted for
+        losses: set[tuple[int, int]] = set()  # (slot, generation) losses already accounted for
         seen: set[K] = set()
         exhausted = False
         while True:
@@ -280,22 +384,26 @@ class ActorPool(Generic[K]):
                     raise ValueError(f"task key {key!r} was given twice; keys must be unique")
                 seen.add(key)
                 self._submit(key, tuple(args))
-            if not self._flights:
+            if not self._flights and not retry and exhausted:
                 return
-            (ref,), _ = ray.wait(list(self._flights), num_returns=1)
+            ref = self._wait()
+            if ref is None:
+                continue
             flight = self._flights.pop(ref)
             flight.slot.in_flight.discard(ref)
             if flight.exclusive and flight.generation == flight.slot.generation:
                 flight.slot.exclusive = False
             try:
                 result = ray.get(ref)
-            except RayActorError as exc:
-                # Charge the death only to a task that was alone on the actor: with others queued
+            except BaseException as exc:
+                if not is_lost_worker(exc):
+                    raise
+                # Charge the loss only to a task that was alone on the actor: with others queued
                 # behind it, the culprit is unknown (the oldest may have finished and lost its reply
                 # in the crash). All of them are resubmitted to run alone, where blame is exact.
-                death = (flight.slot.index, flight.generation)
-                if death not in deaths:
-                    deaths.add(death)
+                loss = (flight.slot.index, flight.generation)
+                if loss not in losses:
+                    losses.add(loss)
                     others = any(
                         f.slot is flight.slot and f.generation == flight.generation
                         for f in self._flights.values()

@@ -25,7 +25,10 @@ Existing clusters
 -----------------
 ``address="auto"`` joins the Ray cluster this machine belongs to, ``"host:port"`` (Ray's own
 form, the GCS address) joins that cluster, ``"ray://host:10001"`` connects a Ray client, and
-``dask_address="tcp://host:8786"`` uses a Dask distributed scheduler. :func:`start_runtime`
+``dask_address="tcp://host:8786"`` uses a Dask distributed scheduler, and ``dask_address="ray"`` runs
+Dask's graphs as Ray tasks on the run's Ray (``ray.util.dask``: Dask-on-Ray), so that on a Ray-only
+cluster (KubeRay) normalize and DE scale with the Ray workers instead of running on the
+driver's threads. :func:`start_runtime`
 connects to every configured cluster at once and fails within seconds with
 :class:`ClusterConnectError`, naming the address and the likely fix, so that no stage runs
 before the clusters are known to be reachable. gexplain never shuts down what it did not start.
@@ -36,7 +39,11 @@ Worker environment
 ------------------
 ``worker_env`` (environment variables) reaches every Ray worker through the job's
 ``runtime_env`` and every Dask worker through a worker plugin, which also runs ``worker_setup``
-(a picklable callable, e.g. one that re-reads storage options from the environment).
+(a picklable callable, e.g. one that re-reads storage options from the environment). Ray's
+job-scoped workers end with the job; Dask workers of a shared cluster do not, so
+:meth:`Runtime.shutdown` unregisters the plugin, which restores each worker's environment and
+fsspec state (forwarded credentials removed). A driver killed by SIGKILL cannot do that: restart
+the workers, or give each run its own Dask cluster (as the KubeRay deployment does).
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ _AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
+DASK_ON_RAY = "ray"
 AUTH_FIX = (
     "if the cluster uses token authentication, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> "
     "(or RAY_AUTH_TOKEN_PATH=<file>) with the cluster's token before running gexplain"
@@ -206,22 +214,50 @@ def probe_ray_gcs(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 class _WorkerEnvPlugin(WorkerPlugin):
-    """Dask worker plugin: set environment variables, then run an optional setup callable."""
+    """Dask worker plugin: set environment variables, then run an optional setup callable.
+
+    A shared Dask cluster outlives the run, so the plugin undoes itself when the run's client
+    unregisters it (:meth:`Runtime.shutdown`): the worker gets back the variables it had before
+    (forwarded credentials removed), fsspec's configuration as it was, and no cached filesystem
+    instance that holds the run's credentials.
+    """
 
     name = "gexplain-worker-env"
 
     def __init__(self, env: dict[str, str], setup: Callable[[], None] | None) -> None:
         self.env = dict(env)
         self.setup_fn = setup
+        self._before: dict[str, str | None] = {}
+        self._fsspec_conf: dict[str, Any] | None = None
 
     def setup(self, worker: Any) -> None:
         """Apply the environment on the worker (``WorkerPlugin`` protocol)."""
+        import copy
+
+        import fsspec.config
+
+        self._before = {key: os.environ.get(key) for key in self.env}
+        self._fsspec_conf = copy.deepcopy(fsspec.config.conf)
         os.environ.update(self.env)
         if self.setup_fn is not None:
             self.setup_fn()
 
     def teardown(self, worker: Any) -> None:
-        """Nothing to undo (``WorkerPlugin`` protocol)."""
+        """Restore the worker's environment and fsspec state (``WorkerPlugin`` protocol)."""
+        import fsspec
+        import fsspec.config
+
+        for key, value in self._before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if self._fsspec_conf is not None:
+            fsspec.config.conf.clear()
+            fsspec.config.conf.update(self._fsspec_conf)
+        for cls in list(fsspec.registry.values()):  # instances built with the run's credentials
+            with contextlib.suppress(Exception):
+                cls.clear_instance_cache()
 
 
 @contextlib.contextmanager
@@ -251,7 +287,7 @@ class Runtime:
     address
         Ray address (``None`` = embedded local, ``"auto"``, ``"host:port"``, ``"ray://host:port"``).
     dask_address
-        Dask scheduler address (``None`` = local threaded scheduler).
+        Dask scheduler address (``None`` = local threaded scheduler, ``"ray"`` = Dask-on-Ray).
     num_cpus
         CPUs for the embedded Ray and the local Dask scheduler.
     num_gpus
@@ -415,13 +451,19 @@ class Runtime:
         """
         if self.address:
             self.ensure_ray()
-        if self.dask_address and self.dask_client is None:
+        if self.dask_address and self.dask_address != DASK_ON_RAY and self.dask_client is None:
             self.dask_client = _dask_client(self.dask_address, self.worker_env, self.worker_setup)
 
     @contextlib.contextmanager
     def dask_scheduler(self) -> Iterator[None]:
         """Context in which ``dask.compute`` runs on this runtime's scheduler."""
-        if self.dask_client is not None:
+        if self.dask_address == DASK_ON_RAY:
+            from ray.util.dask import ray_dask_get
+
+            self.ensure_ray()
+            with dask.config.set(scheduler=ray_dask_get):
+                yield
+        elif self.dask_client is not None:
             with dask.config.set(scheduler=self.dask_client.get):
                 yield
         else:
@@ -455,6 +497,11 @@ class Runtime:
                     self._reaper.wait()
                 self._reaper = None
         if self.dask_client is not None:
+            if self.worker_env or self.worker_setup is not None:
+                try:  # the workers outlive the run: take its credentials off them
+                    self.dask_client.unregister_worker_plugin(_WorkerEnvPlugin.name)
+                except Exception as exc:  # a scheduler gone already has no workers to clean
+                    log.warning("could not remove the run's environment from the Dask workers: %s", exc)
             self.dask_client.close()
             self.dask_client = None
 
@@ -515,8 +562,8 @@ def start_runtime(
         ``None``, ``""`` or ``"local"`` for the embedded local default, ``"auto"`` to join this
         machine's Ray cluster, ``"host:port"`` for a GCS address, ``"ray://host:port"`` for a Ray client.
     dask_address
-        Dask distributed scheduler address, e.g. ``"tcp://scheduler:8786"``; ``None`` uses the
-        local threaded scheduler.
+        Dask distributed scheduler address, e.g. ``"tcp://scheduler:8786"``; ``"ray"`` runs Dask
+        graphs as tasks on this runtime's Ray; ``None`` uses the local threaded scheduler.
     num_cpus, num_gpus
         Resources of the embedded Ray (ignored when connecting). ``num_cpus`` defaults to the cores
         this process may use.

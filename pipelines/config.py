@@ -26,7 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gexplain.cluster.runtime import ray_address_kind
+from gexplain.cluster.runtime import DASK_ON_RAY, ray_address_kind
 from gexplain.pipelines.environment import StorageSection
 from gexplain.pipelines.notify import NotifySection
 from gexplain.pipelines.params import Name, StageParams, StoreUrl, cli, format_error
@@ -96,7 +96,8 @@ class ClusterSection(_Strict):
     )
     dask_address: str = Field(
         "",
-        description="Dask scheduler address, e.g. 'tcp://host:8786'; '' uses local threads.",
+        description="Dask scheduler address, e.g. 'tcp://host:8786'; 'ray' runs Dask's work as tasks on the "
+        "run's Ray cluster (Dask-on-Ray); '' uses local threads.",
         json_schema_extra=cli("--dask"),
     )
     num_cpus: int = Field(0, ge=0, description="CPUs of the embedded runtime (0 = all cores).")
@@ -123,8 +124,10 @@ class ClusterSection(_Strict):
     @field_validator("dask_address")
     @classmethod
     def _dask_address(cls, value: str) -> str:
-        if value and not value.startswith(DASK_SCHEMES):
-            raise ValueError("must be '' (local threads) or a scheduler address such as 'tcp://host:8786'")
+        if value and value != DASK_ON_RAY and not value.startswith(DASK_SCHEMES):
+            raise ValueError(
+                "must be '' (local threads), 'ray' (Dask-on-Ray) or a scheduler address such as 'tcp://host:8786'"
+            )
         return value
 
     def override(self, given: dict[str, Any]) -> ClusterSection:

@@ -44,7 +44,31 @@ class NotifySection(BaseModel):
     def _http(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL (or '' for no notification)")
+        if value and "@" in urlsplit(value).netloc:
+            # RFC 9110 section 4.2.4: http(s) URLs carry no user:password@; urllib would not send
+            # it either, and it would end up wherever the URL is shown.
+            raise ValueError(
+                "must not hold user:password@ (http and https URLs carry no credentials there); "
+                "put the webhook's secret in its path or query, as the service's webhook URL does"
+            )
         return value
+
+
+def public_address(url: str) -> str:
+    """Return ``scheme://host[:port]`` of ``url``: what logs may show of a webhook.
+
+    Webhook paths and queries hold the service's secret, and a ``user:password@`` part (refused
+    by :class:`NotifySection`, but possible in a hand-built section) holds credentials.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 def summary(manifest: dict[str, Any], status: str, error: BaseException | None = None) -> dict[str, Any]:
@@ -110,12 +134,12 @@ def send(section: NotifySection | None, manifest: dict[str, Any], error: BaseExc
         method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "gexplain"},
     )
-    where = "{0.scheme}://{0.netloc}".format(urlsplit(section.hook_url))  # webhook paths often hold secrets
+    where = public_address(section.hook_url)
     try:
         with urllib.request.urlopen(request, timeout=section.timeout_s) as response:
             ok = 200 <= response.status < 300
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        log.warning("notification to %s failed: %s", where, exc)
+        log.warning("notification to %s failed: %s", where, str(exc).replace(section.hook_url, where))
         return False
     if not ok:
         log.warning("notification to %s answered %s", where, response.status)

@@ -12,9 +12,17 @@ A stage the runner reruns owns what it wrote before: when the manifest already r
 failed or killed while running), its ``overwrite`` parameter is switched on, so a changed
 parameter or a resumed kill replaces its model set or result instead of failing on it.
 
-A run holds two leases for its whole length (:mod:`gexplain.storage.lease`): its run folder's and its
-store's (exclusive). A second, overlapping run of the same config or on the same store fails at
-once (exit 2) naming the holder; readers of the store are never blocked.
+A run holds its leases for its whole length (:mod:`gexplain.storage.lease`): its run folder's, its
+store's (exclusive) and, for a store on object storage, its run state's beside the store
+(``<store>.runs/<run name>/.lease``: the run folder of a scheduled pod is new each time, so two
+pods of one schedule meet there even before the store exists). All are taken before the run
+state is restored and before any cluster is connected, so a second, overlapping run fails in
+seconds (exit 2) naming the holder, without having paid for a connection; readers of the store
+are never blocked.
+
+When a stage fails, the failure webhook goes out first; the manifest is mirrored beside the store
+after it, and a mirror that fails too (the object store is down) is reported after the webhook
+while the run still ends with the stage's own error.
 
 The manifest (``<run folder>/manifest.json``, written atomically after every stage) holds the
 config, library versions, the runtime, and per stage: status, fingerprint, wall time, peak memory
@@ -26,10 +34,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from gexplain.cluster.runtime import Runtime, start_runtime
 from gexplain.pipelines import environment, notify, runstate
@@ -43,6 +51,7 @@ from gexplain.storage.lease import hold, hold_store, release_all
 from gexplain.storage.paths import atomic_write_bytes, exists
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def fingerprint(previous: str, kind: str, name: str, params: dict[str, Any], seed: int, store: str) -> str:
@@ -81,9 +90,49 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(run_dir: Path, manifest: dict[str, Any], *, mirror: bool = True) -> None:
     atomic_write_bytes(str(run_dir / MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
-    runstate.mirror(run_dir, manifest)  # beside an object-store store, for a fresh machine's rerun
+    if mirror:
+        runstate.mirror(run_dir, manifest)  # beside an object-store store, for a fresh machine's rerun
+
+
+def _hold_run(config: RunConfig) -> bool:
+    """Take the run's leases, before anything else touches the run state or a cluster.
+
+    Returns
+    -------
+    bool
+        True when the store exists (and its exclusive lease is now held).
+
+    Raises
+    ------
+    LeaseHeldError
+        When another live run holds the run folder, the run state beside the store or the store.
+    """
+    hold(str(config.run_dir / ".lease"), "exclusive", f"run folder {config.run_dir}")
+    remote = runstate.state_url(config.store_url, config.run.name)
+    if remote is not None:
+        hold(f"{remote}/.lease", "exclusive", f"run '{config.run.name}' (state at {remote})")
+    present = exists(config.store_url)
+    if present:
+        hold_store(config.store_url, "exclusive")
+    return present
+
+
+def _fail(config: RunConfig, manifest: dict[str, Any], error: BaseException) -> None:
+    """Record a failed run: local manifest, webhook, then the mirror (whose own error is only reported)."""
+    if manifest["stages"] and manifest["stages"][-1].get("status") == "running":
+        manifest["stages"][-1]["status"] = "failed"
+    try:
+        _write_manifest(config.run_dir, manifest, mirror=False)
+    except OSError as exc:
+        log.error("could not write the run manifest in %s: %s", config.run_dir, exc)
+    notify.send(config.notify, manifest, error)
+    try:
+        runstate.mirror(config.run_dir, manifest)
+    except Exception as exc:  # the store may be what failed; the stage's error is the run's
+        where = runstate.state_url(config.store_url, config.run.name)
+        log.error("could not mirror the run state to %s: %s: %s", where, type(exc).__name__, exc)
 
 
 def _now() -> str:
@@ -107,9 +156,7 @@ def redacted(raw: dict[str, Any]) -> dict[str, Any]:
         out["storage"] = storage
     hook = (out.get("notify") or {}).get("hook_url")
     if hook:
-        parts = urlsplit(hook)
-        host = parts.hostname or ""
-        out["notify"] = {**out["notify"], "hook_url": f"{parts.scheme}://{host}/***"}
+        out["notify"] = {**out["notify"], "hook_url": f"{notify.public_address(hook)}/***"}
     return out
 
 
@@ -152,12 +199,9 @@ def _run_held(config: RunConfig, force: bool, progress: Progress, runtime: Runti
     """:func:`run_config` once the run folder exists; the caller releases the leases taken here."""
     raw = redacted(config.raw)
     own_runtime = runtime is None
-    try:  # holds the run folder and store, and connects to every cluster, before the first stage
-        hold(str(config.run_dir / ".lease"), "exclusive", f"run folder {config.run_dir}")
+    try:  # leases first; then the run state; clusters last, before the first stage
+        store_present = _hold_run(config)
         runstate.restore(config.run_dir, config.store_url, config.run.name)
-        store_present = exists(config.store_url)
-        if store_present:
-            hold_store(config.store_url, "exclusive")
         previous = read_manifest(config.run_dir)
         if runtime is None:
             runtime = start_runtime(
@@ -238,10 +282,7 @@ def _run_held(config: RunConfig, force: bool, progress: Progress, runtime: Runti
             _write_manifest(config.run_dir, manifest)
             faults.set_scope("-")
     except BaseException as exc:
-        if manifest["stages"] and manifest["stages"][-1].get("status") == "running":
-            manifest["stages"][-1]["status"] = "failed"
-        _write_manifest(config.run_dir, manifest)
-        notify.send(config.notify, manifest, exc)
+        _fail(config, manifest, exc)
         raise
     finally:
         if own_runtime:

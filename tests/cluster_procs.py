@@ -157,3 +157,89 @@ def ray_head(
     time.sleep(1.0)  # the raylet registers just after the GCS answers
     proc.record()
     return proc, address
+
+
+_worker_ports = [20000]
+# A node's agents import much of Ray; on a loaded 2-core machine that outlasts Ray's start-up waits.
+SLOW_START = {"RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
+
+
+def ray_worker_node(
+    address: str, prefix: str, *, num_cpus: int, token: str | None = None, attempts: int = 3
+) -> Proc:
+    """Start ``ray start --address ... --block`` as one more node on 127.0.0.1 (own temp dir and ports).
+
+    Returns once ``ray start`` reports the node started. A raylet waits only about 15 s for
+    its dashboard agent, which a loaded machine can outlast; such a failed start (the process
+    exits) is stopped and tried again, with a fresh temp dir, up to ``attempts`` times.
+    """
+    for attempt in range(attempts):
+        tmp = short_tmpdir(prefix)
+        try:
+            return _ray_worker_node(address, tmp, num_cpus=num_cpus, token=token)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ray_worker_node(address: str, tmp: str, *, num_cpus: int, token: str | None) -> Proc:
+    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **SLOW_START}
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        full_env.pop(key, None)
+    if token:
+        full_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    else:
+        full_env["RAY_AUTH_MODE"] = "disabled"
+    cmd = [
+        str(BIN / "ray"), "start", "--address", address, "--block",
+        "--node-ip-address", "127.0.0.1",
+        "--temp-dir", tmp,
+        "--num-cpus", str(num_cpus),
+        "--object-store-memory", str(150 * 2**20),
+        "--node-manager-port", str(free_port()),
+        "--object-manager-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()),
+        "--dashboard-agent-grpc-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--metrics-export-port", str(free_port()),
+        "--min-worker-port", str(_worker_ports[0]), "--max-worker-port", str(_worker_ports[0] + 199),
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    _worker_ports[0] += 200  # each node its own range (the head keeps Ray's default 10002-19999)
+    proc = start(cmd, Path(tmp) / "node.log", env=full_env)
+    try:
+        wait_until(
+            lambda: "Ray runtime started" in proc.log.read_text(errors="replace"),
+            proc,
+            "ray worker node",
+            timeout=180,
+        )
+    except RuntimeError:
+        proc.stop()
+        raise
+    proc.record()
+    return proc
+
+
+def raylet_of(node: Proc) -> psutil.Process:
+    """The raylet process of a node started by :func:`ray_head` or :func:`ray_worker_node`."""
+    for child in psutil.Process(node.popen.pid).children(recursive=True):
+        if child.name() == "raylet":
+            return child
+    raise RuntimeError(f"no raylet under pid {node.popen.pid}:\n{node.tail()}")
+
+
+def running_on(raylet: psutil.Process, title: str) -> bool:
+    """True when a worker of ``raylet``'s node runs a task or method whose process title has ``title``."""
+    try:
+        workers = raylet.children(recursive=True)
+    except psutil.Error:
+        return False
+    for proc in workers:
+        try:
+            if title in " ".join(proc.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False

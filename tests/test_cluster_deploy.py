@@ -128,7 +128,10 @@ def test_kuberay_manifests_have_the_required_fields(name):
     else:
         assert doc["kind"] == "RayJob"
         job = doc["spec"]
-    assert job["entrypoint"].startswith("gexplain run /etc/gexplain/job.toml --cluster auto")
+    assert job["entrypoint"].startswith("gexplain run /etc/gexplain/job.toml --cluster auto --dask ray")
+    from gexplain.pipelines.config import ClusterSection  # Dask-on-Ray: normalize and DE on the Ray workers
+
+    assert ClusterSection().override({"address": "auto", "dask_address": "ray"}).dask_address == "ray"
     assert job["shutdownAfterJobFinishes"] is True
     cluster = job["rayClusterSpec"]
     assert cluster["authOptions"]["mode"] == "token"

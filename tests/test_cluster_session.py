@@ -1,8 +1,9 @@
-"""Real components, as users run them (issue 10 items 1, 2, 3, 4 and 7; issue 11 item 7).
+"""Real components, as users run them (issue 10 items 1, 2, 3, 4 and 7; issue 11 item 7; issue 19 item 1).
 
 Marked ``cluster`` (deselected by default; ``.ci/run`` runs ``pytest -m cluster``). The module
 starts a real ``ray start --head --block`` with token authentication, a real ``dask scheduler``
-and worker, and ``moto_server`` (S3) on 127.0.0.1 at free ports, and stops exactly those processes
+and worker, ``moto_server`` (S3), and a 3-node Ray cluster (a head with 0 CPUs and 1-CPU worker
+nodes, each with its own temp dir) on 127.0.0.1 at free ports, and stops exactly those processes
 by PID at the end. gexplain runs as a separate process, as a user would start it.
 """
 
@@ -21,7 +22,20 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from cluster_procs import BIN, Proc, free_port, ray_head, short_tmpdir, start, tcp_open, wait_until
+from cluster_procs import (
+    BIN,
+    SLOW_START,
+    Proc,
+    free_port,
+    ray_head,
+    ray_worker_node,
+    raylet_of,
+    running_on,
+    short_tmpdir,
+    start,
+    tcp_open,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -364,3 +378,153 @@ def test_pipeline_on_external_ray_and_dask_with_store_on_s3(
         assert variables.keys() == remote_arrays[group].keys(), group
         for name, values in variables.items():
             np.testing.assert_array_equal(remote_arrays[group][name], values, err_msg=f"{group}/{name}")
+
+
+# -- node loss: a worker node's raylet killed during train and during explain ------------------------------
+
+NODES_JOB = """
+    [run]
+    name = "nodes"
+    out = "{out}"
+    store = "cohort.zarr"
+    seed = 11
+
+    [[stage]]
+    kind = "simulate"
+    [stage.params]
+    simulator = "cohort"
+    n_samples = 160
+    n_genes = 60
+    n_classes = 2
+    n_program_genes = 6
+    n_xor_pairs = 1
+    n_circle_pairs = 1
+    chunk_samples = 32
+
+    [[stage]]
+    kind = "train"
+    [stage.params]
+    replicates = 2
+    max_epochs = 60
+    early_stopping = 60
+    batch_size = 16
+    buffer_mb = 0.05
+
+    [[stage]]
+    kind = "explain"
+    [stage.params]
+    explainers = ["integrated_gradients"]
+    references = "universal:4"
+    repeats = 4
+    n_steps = 64
+    actors = 2
+    cpus_per_actor = 1
+    sample_block = 16
+"""
+
+# GCS notices a dead raylet in about 3 s instead of Ray's default 30 s or so.
+_FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def _kill_raylet_when(
+    nodes: list[Proc], title: str, driver: subprocess.Popen, log: Path, timeout: float = 600
+) -> Proc:
+    """SIGKILL the raylet of the first node that runs ``title`` (a Ray task or actor method)."""
+    deadline = time.monotonic() + timeout
+    raylets = [(node, raylet_of(node)) for node in nodes]
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            raise AssertionError(
+                f"the run ended before {title} ran on a worker node:\n{log.read_text()[-3000:]}"
+            )
+        for node, raylet in raylets:
+            if running_on(raylet, title):
+                node.record()
+                raylet.kill()
+                return node
+        time.sleep(0.05)
+    raise AssertionError(f"{title} never ran on a worker node:\n{log.read_text()[-3000:]}")
+
+
+def test_losing_worker_nodes_during_train_and_explain_is_a_non_event(token, tmp_path):
+    """Issue 19 item 1: ``kill -9`` of a worker node's raylet while it trains, and of another while
+    it explains: the run ends with exit 0 and every array equals the embedded local run's."""
+    env = _clean_env(HOME=str(tmp_path), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    head, address = ray_head(
+        short_tmpdir("gx-nh-"),
+        num_cpus=0,
+        token=token,
+        env={"HOME": str(tmp_path), **_FAST_HEALTH, **SLOW_START},
+    )
+    nodes: list[Proc] = []
+    try:
+        for _ in range(2):  # one after the other, each with its own --temp-dir
+            nodes.append(ray_worker_node(address, "gx-nw-", num_cpus=1, token=token))
+        cfg = tmp_path / "cluster.toml"
+        cfg.write_text(textwrap.dedent(NODES_JOB).format(out=tmp_path / "cluster"))
+        log_path = tmp_path / "driver.log"
+        with open(log_path, "w") as log_file:
+            driver = subprocess.Popen(
+                [str(BIN / "gexplain"), "run", str(cfg), "--cluster", address],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                lost_in_train = _kill_raylet_when(nodes, "ray::_run_job", driver, log_path)
+                live = [n for n in nodes if n is not lost_in_train]
+                live.append(ray_worker_node(address, "gx-nw-", num_cpus=1, token=token))
+                nodes.append(live[-1])
+                _kill_raylet_when(live, "ray::_Host.call", driver, log_path)
+                driver.wait(timeout=600)
+            finally:
+                if driver.poll() is None:
+                    driver.kill()
+                    driver.wait()
+        log = log_path.read_text()
+        assert driver.returncode == 0, log[-4000:]
+        assert "training task" in log and "lost its worker" in log, log[-4000:]
+        assert "lost; starting a replacement" in log, log[-4000:]
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+        head.stop()
+
+    local_cfg = tmp_path / "local.toml"
+    local_cfg.write_text(textwrap.dedent(NODES_JOB).format(out=tmp_path / "local"))
+    local = subprocess.run(
+        [str(BIN / "gexplain"), "run", str(local_cfg), "--num-cpus", "2"],
+        env=_clean_env(HOME=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert local.returncode == 0, local.stderr[-4000:]
+    remote_arrays = _results(str(tmp_path / "cluster" / "cohort.zarr"))
+    local_arrays = _results(str(tmp_path / "local" / "cohort.zarr"))
+    assert remote_arrays.keys() == local_arrays.keys() and any(k.startswith("explain") for k in local_arrays)
+    for group, variables in local_arrays.items():
+        assert variables.keys() == remote_arrays[group].keys(), group
+        for name, values in variables.items():
+            np.testing.assert_array_equal(remote_arrays[group][name], values, err_msg=f"{group}/{name}")
+    from gexplain.pipelines.models.load import load_models
+
+    for mine, theirs in zip(
+        load_models(str(tmp_path / "cluster" / "cohort.zarr")),
+        load_models(str(tmp_path / "local" / "cohort.zarr")),
+        strict=True,
+    ):
+        for key, value in theirs.module.state_dict().items():
+            assert torch_equal(mine.module.state_dict()[key], value), key
+
+
+def torch_equal(a, b) -> bool:
+    """Bitwise equality of two tensors."""
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -137,3 +137,32 @@ def test_tasks_queued_behind_a_crash_are_not_charged_for_it(ray_runtime, tmp_pat
         out = {k: v[0] for k, v in pool.imap_unordered(tasks)}
     assert out == {"A": 4, "B": 9, "C": 16}
     assert pool.stats.actor_deaths == 2
+
+
+def test_every_ray_worker_loss_counts_as_a_lost_worker_and_task_errors_do_not():
+    """Issue 19: every RayActorError subclass Ray defines (ActorUnavailableError among them),
+    node death, worker crash and a lost result are lost workers; a task's own error is not."""
+    import inspect
+
+    from gexplain.cluster.pool import is_lost_worker
+
+    actor_errors = [
+        cls
+        for _, cls in inspect.getmembers(ray.exceptions, inspect.isclass)
+        if issubclass(cls, ray.exceptions.RayActorError)
+    ]
+    assert ray.exceptions.ActorUnavailableError in actor_errors
+    for cls in actor_errors:
+        assert is_lost_worker(cls.__new__(cls)), cls
+    for cls in (
+        ray.exceptions.NodeDiedError,
+        ray.exceptions.WorkerCrashedError,
+        ray.exceptions.ObjectLostError,
+        ray.exceptions.ObjectReconstructionFailedError,
+    ):
+        assert is_lost_worker(cls.__new__(cls)), cls
+    task_error = ray.exceptions.RayTaskError(
+        "run", "traceback", ValueError("bad input")
+    ).as_instanceof_cause()
+    assert isinstance(task_error, ValueError) and not is_lost_worker(task_error)
+    assert not is_lost_worker(ValueError("bad input"))

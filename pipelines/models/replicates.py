@@ -1,10 +1,16 @@
 """Train K replicates of a classifier as Ray tasks and store them with the store.
 
-The training matrix is put into the Ray object store once (``ray.put``) and every task receives
-the same reference, so each node holds one shared, read-only copy however many replicates run.
-Each task asks for ``params.threads`` CPUs and, when the cluster has GPUs, a GPU fraction
-(``gexplain.cluster.resources.gpu_fraction``). Replicate k's seed is derived from the run seed and k only,
-so results do not depend on the number of workers or the order tasks finish in.
+The training matrix goes to every task once through Ray's object store (``ray.put``): for the
+``train`` stage it is a :class:`~gexplain.pipelines.models.data.StoreMatrix`, a handle of a few
+hundred kB from which each task reads its own minibatches from the store by chunk; an in-memory
+array (notebooks) is shared read-only, one copy per node. Each task asks for ``params.threads``
+CPUs and, when the cluster has GPUs, a GPU fraction (``gexplain.cluster.resources.gpu_fraction``).
+Replicate k's seed is derived from the run seed and k only, so results do not depend on the
+number of workers or the order tasks finish in.
+
+A task whose worker, node or result is lost (:func:`gexplain.cluster.pool.is_lost_worker`) is
+submitted again, up to :data:`TASK_RETRIES` times; Ray places it on a live node. Training is
+deterministic per job, so the retried replicate is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ from typing import Any
 
 import numpy as np
 import ray
+from gexplain.cluster.pool import is_lost_worker
 from gexplain.cluster.resources import gpu_fraction
 from gexplain.pipelines.models.data import Split, TrainingData
 from gexplain.pipelines.models.persist import add_model
 from gexplain.pipelines.models.train import TrainParams, TrainResult, jittered, train_model
-from gexplain.pipelines.progress import SILENT, Progress, Task
+from gexplain.pipelines.progress import SILENT, Progress
 from gexplain.storage.checkpoints import ModelSetWriter
 from gexplain.storage.errors import InputError
 
 log = logging.getLogger(__name__)
+
+TASK_RETRIES = 3
 
 
 def replicate_seeds(seed: int, k: int) -> list[int]:
@@ -100,41 +109,44 @@ def run_jobs(
         if gpus == 0 and any(job.params.device == "cuda" for job in jobs):
             raise InputError("--device cuda, but the Ray cluster has no GPU; use --device auto or cpu")
         limit = max_parallel or len(jobs)
-        index: dict[ray.ObjectRef, int] = {}
-        results: list[TrainResult | None] = [None] * len(jobs)
-        pending: list[ray.ObjectRef] = []
+        submit: list[tuple[int, Job, dict[str, Any]]] = []
         for i, job in enumerate(jobs):
-            if len(pending) >= limit:
-                pending = _collect(pending, index, results, task)
             params = job.params
             if params.device == "auto":
                 params = params.model_copy(update={"device": "cuda" if gpus > 0 else "cpu"})
             options: dict[str, Any] = {
                 "num_cpus": params.threads,
                 "num_gpus": gpus if params.device != "cpu" else 0,
+                "max_retries": 0,  # lost workers are resubmitted below, where they are counted
             }
-            ref = _remote_job.options(**options).remote(
-                x_ref, y_ref, data.classes, Job(job.split, job.seed, params), gene_positions
-            )
-            index[ref] = i
-            pending.append(ref)
-        while pending:
-            pending = _collect(pending, index, results, task)
+            submit.append((i, Job(job.split, job.seed, params), options))
+        results: list[TrainResult | None] = [None] * len(jobs)
+        pending: dict[ray.ObjectRef, tuple[int, Job, dict[str, Any]]] = {}
+        lost = [0] * len(jobs)
+        queue = list(reversed(submit))
+        while queue or pending:
+            while queue and len(pending) < limit:
+                item = queue.pop()
+                i, job, options = item
+                ref = _remote_job.options(**options).remote(x_ref, y_ref, data.classes, job, gene_positions)
+                pending[ref] = item
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            item = pending.pop(ref)
+            try:
+                results[item[0]] = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, InputError):  # bad data found by the task (NaN in a chunk)
+                    raise exc.cause from None
+                raise
+            except BaseException as exc:
+                if not is_lost_worker(exc) or lost[item[0]] >= TASK_RETRIES:
+                    raise
+                lost[item[0]] += 1
+                log.warning("training task %d lost its worker (%s); submitting it again", item[0], exc)
+                queue.append(item)
+                continue
+            task.advance()
         return [r for r in results if r is not None]
-
-
-def _collect(
-    pending: list[ray.ObjectRef],
-    index: dict[ray.ObjectRef, int],
-    results: list[TrainResult | None],
-    task: Task,
-) -> list[ray.ObjectRef]:
-    """Wait for one task, store its result at its job's position, return the still-pending refs."""
-    done, rest = ray.wait(pending, num_returns=1)
-    for ref in done:
-        results[index[ref]] = ray.get(ref)
-        task.advance()
-    return list(rest)
 
 
 def replicate_jobs(split: Split, params: TrainParams, seed: int, k: int) -> list[Job]:

@@ -1,4 +1,10 @@
-"""The ``train`` stage: train K replicates (and optionally cross-validate) and store them with the store."""
+"""The ``train`` stage: train K replicates (and optionally cross-validate) and store them with the store.
+
+The stage never reads the training matrix: it selects the samples and labels, and every training
+task reads its own minibatches from the store by chunk
+(:class:`gexplain.pipelines.models.data.StoreMatrix`), holding at most ``buffer_mb`` of chunks.
+Fixed decision rules (two genes, small simulated stores) are fitted in memory.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,11 @@ import pandas as pd
 from gexplain.cluster.runtime import Runtime
 from gexplain.pipelines.labels import UnlabelledPolicy
 from gexplain.pipelines.models.cv import cross_validate
-from gexplain.pipelines.models.data import TrainingData, read_training_data
+from gexplain.pipelines.models.data import (
+    TrainingData,
+    open_training_data,
+    read_training_data,
+)
 from gexplain.pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
 from gexplain.pipelines.models.rules import RULES, save_rule_set
 from gexplain.pipelines.models.train import TrainParams, make_split
@@ -35,6 +45,15 @@ class TrainStageParams(TrainParams, StageParams):
         "exclude", description="Samples without a label: left out (their number is logged), or an error."
     )
     layer: str = Field("log_expr", description="Store layer to train on.")
+    buffer_mb: float = Field(
+        1024.0,
+        gt=0.0,
+        description=(
+            "MiB of stored sample chunks each training task holds: half is the shuffle window "
+            "(chunks visited in a seeded random order, samples shuffled within the window), half "
+            "lets a minibatch span two windows. Changing it changes the epoch order."
+        ),
+    )
     model_set: Name = Field(
         "default", description="Name of the stored model set: <store>/models/<model_set>."
     )
@@ -122,17 +141,18 @@ def run_training(
         ``model_set``, ``checkpoints``, ``test_accuracy`` per replicate, ``cv`` metrics (when asked).
     """
     seed = params.seed if params.seed is not None else seed
-    ds = open_store(store_url)
-    data = read_training_data(ds, params.label, params.layer, unlabelled=params.unlabelled)
     if params.arch in RULES:  # fixed decision rules are placed, not trained (pipelines/models/rules.py)
         return save_rule_set(
             store_url,
             params.model_set,
             params.arch,
-            data,
+            read_training_data(store_url, params.label, params.layer, unlabelled=params.unlabelled),
             genes=params.rule_genes,
             overwrite=params.overwrite,
         )
+    data = open_training_data(
+        store_url, params.label, params.layer, buffer_mb=params.buffer_mb, unlabelled=params.unlabelled
+    )
     positions = _gene_positions(store_url, data) if params.gene_order == "position" else None
     if params.arch == "cnn" and params.gene_order == "position" and positions is None:
         raise InputError(

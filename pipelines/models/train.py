@@ -21,7 +21,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from gexplain.pipelines.models.architectures import build_model, gene_order
-from gexplain.pipelines.models.data import Split, standardization_stats, stratified_split, upsampled_epoch
+from gexplain.pipelines.models.data import (
+    Split,
+    StoreMatrix,
+    epoch_order,
+    standardization_stats,
+    stratified_split,
+)
 from gexplain.pipelines.models.metrics import classification_metrics
 from gexplain.pipelines.models.persist import state_bytes
 from gexplain.pipelines.params import cli
@@ -341,7 +347,7 @@ def _val_loss(
 
 
 def train_model(
-    x: np.ndarray,
+    x: np.ndarray | StoreMatrix,
     y: np.ndarray,
     split: Split,
     classes: np.ndarray,
@@ -355,7 +361,8 @@ def train_model(
     Parameters
     ----------
     x
-        (sample, gene) float32 in the stored layer's units (may be a read-only view).
+        (sample, gene) float32 in the stored layer's units (may be a read-only view), or a
+        :class:`~gexplain.pipelines.models.data.StoreMatrix` read from the store by chunk.
     y
         (sample,) int64 class indices into ``classes``.
     split
@@ -408,7 +415,7 @@ def train_model(
             else None
         )
         for epoch in range(params.max_epochs):
-            order = upsampled_epoch(split.train, y, rng, params.upsample)
+            order = epoch_order(x, split.train, y, rng, params.upsample)
             train_loss = train_steps(
                 module, optimizer, x, y, order, params.batch_size, device, params.l1, noise
             )
