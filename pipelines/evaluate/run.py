@@ -26,8 +26,8 @@ from gexplain.pipelines.evaluate.biology import (
     tissue_enhanced,
 )
 from gexplain.pipelines.evaluate.faithfulness import (
+    Ensemble,
     default_k_grid,
-    ensemble_predict_proba,
     openxai_k_grid,
     perturbation_gaps,
     prediction_gaps,
@@ -186,6 +186,17 @@ def _between_models(
     return out
 
 
+def evaluation_device(device: str) -> str:
+    """The torch device of the model passes: ``cuda`` when asked or (``auto``) when one is visible."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError('evaluate device = "cuda": no CUDA device is visible; use device = "cpu" or "auto"')
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def sample_subset(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A deterministic sorted subset of ``n`` sample positions."""
     if samples.size <= n:
@@ -203,6 +214,7 @@ def faithfulness_part(
 
     frames = []
     loaded: dict[bytes, list] = {}
+    device = evaluation_device(opts.device)
     for src in attribution_sources(runs):
         res = runs[src.run]
         genes = np.asarray(res[GENE].values).astype(str)
@@ -224,7 +236,7 @@ def faithfulness_part(
         x = _values(ds[layer], spos, gpos).astype(np.float64)
         attr = _values(res[ATTR + src.explainer], pick, slice(None))
         targets = np.array([classes.index(c) for c in labels])
-        predict = ensemble_predict_proba([m.module for m in models])
+        predict = Ensemble([m.module for m in models], device=device)
         layer_values = ds[layer].isel({GENE: gpos})
         for variant in opts.faithfulness:
             if variant == "openxai":
@@ -251,8 +263,9 @@ def faithfulness_part(
                 ks = list(opts.faithfulness_ks) or default_k_grid(genes.size)
                 ks = [k for k in ks if k <= genes.size]
                 table = prediction_gaps(
-                    predict, x, attr, targets, ks, reference, n_random=opts.n_random, seed=opts.seed
-                )
+                    predict, x, attr, targets, ks, reference, n_random=opts.n_random, seed=opts.seed,
+                    sample_ids=spos,
+                )  # fmt: skip
             frames.append(with_areas(table).assign(source=src.name, n_samples=int(pick.size)))
     return pd.concat(frames, ignore_index=True) if frames else None
 

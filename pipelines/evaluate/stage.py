@@ -50,6 +50,9 @@ class EvaluateParams(StageParams):
     )
     faithfulness_sigma: float = Field(0.1, gt=0, description="openxai noise sd, standardised units.")
     faithfulness_perturbations: int = Field(100, ge=1, description="openxai perturbations per sample.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device of the faithfulness model passes ('auto': CUDA when visible)."
+    )
     n_random: int = Field(5, ge=0, description="Random gene sets per k (the PGI/PGU floors).")
     reference: Literal["mean", "zero"] = Field("mean", description="Replacement value of removed genes.")
     min_samples: int = Field(
