@@ -77,7 +77,10 @@ def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
         params = params.model_copy(update={"seed": ctx.seed})
     out = evaluate_store(ctx.store_url, params, csv_dir=csv_dir, progress=ctx.progress, finish=False)
     if params.saturation.enabled:
-        for table, df in saturation_part(ctx.store_url, params, params.saturation).items():
+        with ctx.progress.task("evaluate: saturation pools and curves", total=1) as task:
+            saturation = saturation_part(ctx.store_url, params, params.saturation)
+            task.advance()
+        for table, df in saturation.items():
             out.tables[table] = df
             out.groups.append(write_table(ctx.store_url, params.name, table, df, csv_dir))
     finish_evaluation(ctx.store_url, params.name)
