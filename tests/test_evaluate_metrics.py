@@ -112,6 +112,26 @@ def test_saturation_point_hand_case() -> None:
         saturation_curve(np.zeros((3, 2, 5)), grid=[2])
 
 
+def test_sklearn_metrics_give_the_numbers_of_the_former_hand_written_ones() -> None:
+    """AUROC as the Mann-Whitney U over n_pos n_neg (scipy) and AP as the step-wise sum over distinct
+    thresholds (the definition the hand-written versions implemented), on tied scores."""
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(11)
+    truth = rng.random(300) < 0.2
+    scores = np.round(truth * 0.8 + rng.normal(size=300), 1)  # many ties
+    u = mannwhitneyu(scores[truth], scores[~truth]).statistic
+    assert auroc(scores, truth) == pytest.approx(u / (truth.sum() * (~truth).sum()), rel=1e-12)
+    thresholds = np.unique(scores)[::-1]
+    tp = np.array([(truth & (scores >= t)).sum() for t in thresholds], dtype=float)
+    called = np.array([(scores >= t).sum() for t in thresholds], dtype=float)
+    recall = tp / truth.sum()
+    expected = float(np.sum(np.diff(np.r_[0.0, recall]) * tp / called))
+    assert average_precision(scores, truth) == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(auroc(scores, np.ones(300, dtype=bool)))
+    assert np.isnan(average_precision(scores, np.zeros(300, dtype=bool)))
+
+
 def test_ranking_metrics_match_sklearn() -> None:
     rng = np.random.default_rng(3)
     truth = rng.random(200) < 0.15

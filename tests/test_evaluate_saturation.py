@@ -11,7 +11,7 @@ import torch
 import xarray as xr
 from captum.attr import IntegratedGradients
 from gexplain.pipelines.evaluate.run import sample_subset
-from gexplain.pipelines.evaluate.saturation import saturation_curve
+from gexplain.pipelines.evaluate.saturation import inter_model_curve, resampled_curve, saturation_curve
 from gexplain.pipelines.evaluate.saturation_stage import SaturationParams, saturation_part, saturation_pools
 from gexplain.pipelines.evaluate.stage import EvaluateParams
 from gexplain.pipelines.explain.references import compute_reference_stats, draw_references
@@ -36,8 +36,8 @@ OPTS = EvaluateParams(k=5, seed=3)
 
 def test_reference_pool_items_equal_captum_ig(store: str) -> None:
     pools = saturation_pools(store, OPTS, PARAMS)
-    pool = pools[("integrated_gradients", "references")]
-    assert pool.shape == (4, 6, 50)
+    pool = pools[("integrated_gradients", "references")][0]  # the only model of the demo store
+    assert pools[("integrated_gradients", "references")].shape == (1, 4, 6, 50)
     ds = open_store(store)
     pick = sample_subset(np.asarray(ds["sample"].values), 6, OPTS.seed)
     x_all = np.asarray(ds["log_expr"].values, dtype=np.float32)
@@ -53,7 +53,7 @@ def test_reference_pool_items_equal_captum_ig(store: str) -> None:
         )
         np.testing.assert_allclose(pool[i], want.detach().numpy(), rtol=1e-4, atol=1e-6)
     # the repeats pool uses dropout: its items differ from the deterministic ones
-    assert not np.allclose(pools[("integrated_gradients", "repeats")], pool)
+    assert not np.allclose(pools[("integrated_gradients", "repeats")][0], pool)
 
 
 def test_saturation_curve_against_scipy_on_tiny_pool() -> None:
@@ -105,19 +105,26 @@ def test_saturation_curve_against_scipy_on_tiny_pool() -> None:
 def test_saturation_tables(store: str) -> None:
     tables = saturation_part(store, OPTS, PARAMS)
     curves = tables["saturation_curves"]
-    assert set(curves["curve"]) == {"integrated_gradients/references", "integrated_gradients/repeats"}
+    # one model in the demo store: only the intra-model variant, said in n_models
+    assert set(curves["curve"]) == {
+        "integrated_gradients/references/intra_model",
+        "integrated_gradients/repeats/intra_model",
+    }
+    assert (curves["n_models"] == 1).all() and (curves["variant"] == "intra_model").all()
     assert sorted(set(curves["n"])) == [1, 2]
     # pool of 4 items, max_replicates >= 4: n=1 compares all 6 item pairs per draw, n=2 one pair
-    got = curves[curves["curve"] == "integrated_gradients/references"].set_index("n")
+    got = curves[curves["curve"] == "integrated_gradients/references/intra_model"].set_index("n")
     assert got.loc[1, "n_pairs"] == 6 * PARAMS.draws and got.loc[2, "n_pairs"] == PARAMS.draws
     assert ((got["spearman_mean"] > -1) & (got["spearman_mean"] <= 1)).all()
     summary = tables["saturation_summary"].set_index("curve")
-    assert summary.loc["integrated_gradients/references", "max_n"] == 2
+    assert summary.loc["integrated_gradients/references/intra_model", "max_n"] == 2
     gain = got.loc[2, "spearman_mean"] - got.loc[1, "spearman_mean"]
     expected_sat = 1 if gain < 0.01 else None
-    assert summary.loc["integrated_gradients/references", "saturation_n_spearman"] == expected_sat or (
+    assert summary.loc[
+        "integrated_gradients/references/intra_model", "saturation_n_spearman"
+    ] == expected_sat or (
         expected_sat is None
-        and np.isnan(summary.loc["integrated_gradients/references", "saturation_n_spearman"])
+        and np.isnan(summary.loc["integrated_gradients/references/intra_model", "saturation_n_spearman"])
     )
 
 
@@ -157,7 +164,8 @@ def test_models_pool_from_stored_per_model_means(tmp_path: Path, monkeypatch: py
     params = SaturationParams(enabled=True, axes=["models"], pool=16, samples=samples.size, draws=1)
     pools = saturation_pools(url, OPTS, params)
     np.testing.assert_array_equal(pools[("integrated_gradients", "models")], per_model[[0, 2, 3]])
-    curve = saturation_part(url, OPTS, params)["saturation_curves"].set_index("n")
+    curves = saturation_part(url, OPTS, params)["saturation_curves"]
+    curve = curves[curves["variant"] == "intra_model"].set_index("n")
     assert list(curve.index) == [1]
     rho = [
         spearmanr(np.abs(per_model[a, s]), np.abs(per_model[b, s])).statistic
@@ -177,7 +185,7 @@ def test_repeat_pool_is_the_exact_decomposition_of_explicit_repeats(store: str) 
     from gexplain.pipelines.explain.references import draw_reference_sets
 
     params = SaturationParams(enabled=True, axes=["repeats"], pool=4, samples=3, n_steps=16, n_references=2)
-    pool = saturation_pools(store, OPTS, params)[("integrated_gradients", "repeats")]
+    pool = saturation_pools(store, OPTS, params)[("integrated_gradients", "repeats")][0]
     ds = open_store(store)
     pick = sample_subset(np.asarray(ds["sample"].values), 3, OPTS.seed)
     x_all = np.asarray(ds["log_expr"].values, dtype=np.float32)
@@ -209,4 +217,77 @@ def test_repeat_pool_is_the_exact_decomposition_of_explicit_repeats(store: str) 
                 axis=0,
             )
             np.testing.assert_allclose(pool[k, j], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-    assert EXACT_REPEAT_VARIANCE["integrated_gradients"] > 0
+    assert EXACT_REPEAT_VARIANCE[("integrated_gradients", 0)] > 0
+
+
+# --- Zhao et al. (2022) Methods, written out directly --------------------------------------------
+# "Simulation for optimal repeat number on the same model": for each of 5 models, the score with n
+# repeats is the mean of n of its repeats chosen at random; Spearman's correlation between the 5
+# models' scores over all C(5, 2) pairs. "... optimal number of aggregated models": K = max(60 / n, 4)
+# replicates, each the mean of n of the 60 models chosen at random; all C(K, 2) pairs. Below, a
+# plain loop per sample with scipy's spearmanr on |scores| (gexplain ranks by absolute attribution),
+# using the random choices the implementation documents (``default_rng([seed, n, d, j])``).
+
+
+def _paper_repeats(pools: np.ndarray, n: int, seed: int, draws: int) -> float:
+    m, items, s_, _ = pools.shape
+    rhos = []
+    for d in range(draws):
+        reps = []
+        for j in range(m):
+            chosen = np.random.default_rng([seed, n, d, j]).permutation(items)[:n]
+            reps.append(sum(pools[j, c] for c in chosen) / n)
+        for a in range(m):
+            for b in range(a + 1, m):
+                rhos += [spearmanr(np.abs(reps[a][i]), np.abs(reps[b][i])).statistic for i in range(s_)]
+    return float(np.mean(rhos))
+
+
+def _paper_models(pool: np.ndarray, n: int, seed: int) -> tuple[float, int]:
+    m = pool.shape[0]
+    big_k = max(m // n, 4)
+    reps = []
+    for r in range(big_k):
+        chosen = np.random.default_rng([seed, n, 0, r]).permutation(m)[:n]
+        reps.append(pool[chosen].mean(axis=0))
+    rhos = [
+        spearmanr(np.abs(reps[a][i]), np.abs(reps[b][i])).statistic
+        for a, b in combinations(range(big_k), 2)
+        for i in range(pool.shape[1])
+    ]
+    return float(np.mean(rhos)), len(list(combinations(range(big_k), 2)))
+
+
+def test_inter_model_curve_is_the_papers_procedure() -> None:
+    rng = np.random.default_rng(0)
+    # 5 models whose limits differ (model effect) plus repeat noise: the curve saturates below 1
+    limits = rng.normal(size=(5, 1, 3, 30)) + rng.normal(size=(1, 1, 3, 30)) * 2
+    pools = limits + rng.normal(size=(5, 8, 3, 30))
+    curve = inter_model_curve(pools, k=5, n_draws=3, seed=4).set_index("n")
+    assert list(curve.index) == [1, 2, 4, 8]
+    for n in curve.index:
+        assert curve.loc[n, "spearman_mean"] == pytest.approx(_paper_repeats(pools, n, 4, 3), rel=1e-12)
+        assert curve.loc[n, "n_pairs"] == 10 * 3
+    # intra-model curves on one model's pool tend to 1; the paper's stay at the between-model level
+    intra = saturation_curve(pools[0], k=5, n_draws=3, seed=4).set_index("n")
+    assert intra["spearman_mean"].iloc[-1] > curve.loc[4, "spearman_mean"] + 0.1
+    limit = np.mean(
+        [
+            spearmanr(np.abs(limits[a, 0, i]), np.abs(limits[b, 0, i])).statistic
+            for a, b in combinations(range(5), 2)
+            for i in range(3)
+        ]
+    )
+    assert curve.loc[8, "spearman_mean"] < limit + 0.05
+
+
+def test_resampled_models_curve_is_the_papers_procedure() -> None:
+    rng = np.random.default_rng(1)
+    pool = rng.normal(size=(1, 4, 40)) + rng.normal(size=(12, 4, 40))
+    curve = resampled_curve(pool, k=5, seed=2).set_index("n")
+    assert list(curve.index) == [1, 2, 4]  # up to 12 // 3 = 4
+    for n in curve.index:
+        rho, pairs = _paper_models(pool, n, 2)
+        assert curve.loc[n, "spearman_mean"] == pytest.approx(rho, rel=1e-12)
+        assert curve.loc[n, "n_pairs"] == pairs  # K = 12, 6, 4 -> 66, 15, 6 pairs
+    assert list(curve["n_pairs"]) == [66, 15, 6]

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import anndata
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from gexplain.pipelines.cli.main import main
+from gexplain.pipelines.evaluate.run import evaluate_store
+from gexplain.pipelines.evaluate.stage import EvaluateParams
+from gexplain.pipelines.evaluate.tables import read_tables
 from gexplain.storage.store import open_store, read_result, write_result
 from scipy.stats import ttest_ind
 from test_evaluate_store import make_demo_store
@@ -25,6 +29,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]
         attrs={"explainers": ["deeplift"]},
     )
     write_result(url, "explain/part", part)
+    evaluate_store(url, EvaluateParams(k=5, faithfulness_samples=8, faithfulness_perturbations=4, n_random=1))
     assert ds.sizes["sample"] == 40
     h5ad, zarr = path / "out" / "cohort.h5ad", path / "out" / "cohort.zarr"
     args = [
@@ -113,3 +118,45 @@ def test_export_bad_input_exits_2(exported: tuple[str, Path, Path], tmp_path: Pa
     assert not (tmp_path / "x.h5ad").exists()
     assert main(["export", url, "--h5ad", str(h5ad), "--overwrite", "--attributions", "r1"]) == 0
     assert set(anndata.read_h5ad(h5ad).layers) == {"tpm", "attr_r1_ig"}  # X = log_expr
+
+
+def test_attribution_ranking_is_scanpys_rank_genes_groups_layout(exported: tuple[str, Path, Path]) -> None:
+    """scanpy's own readers (``get.rank_genes_groups_df``, ``pl.rank_genes_groups``) read the per-class
+    ranking; its scores are the class means of |attribution| computed here from the stored result."""
+    scanpy = pytest.importorskip("scanpy")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    url, h5ad, zarr = exported
+    adata = scanpy.read_h5ad(h5ad)
+    key = "rank_attr_r1_ig"
+    assert adata.uns[key]["params"]["groupby"] == "sample_tissue"
+    res = read_result(url, "explain/r1")
+    attr = np.asarray(res["attr_ig"].values, dtype=np.float64)
+    labels = open_store(url)["sample_tissue"].values.astype(str)
+    genes = res["gene"].values.astype(str)
+    for group in ("A", "B"):
+        df = scanpy.get.rank_genes_groups_df(adata, group=group, key=key)
+        expected = pd.Series(np.abs(attr[labels == group]).mean(axis=0), index=genes)
+        np.testing.assert_allclose(df["scores"].to_numpy(), expected[df["names"]].to_numpy(), rtol=1e-12)
+        assert df["scores"].is_monotonic_decreasing
+        assert list(df["names"][:10].sort_values()) == sorted(expected.nlargest(10).index)
+        signed = pd.Series(attr[labels == group].mean(axis=0), index=genes)
+        got = pd.Series(adata.uns[key]["mean_attr"][group], index=adata.uns[key]["names"][group])
+        np.testing.assert_allclose(got[genes].to_numpy(), signed.to_numpy(), rtol=1e-12)
+    scanpy.pl.rank_genes_groups(adata, key=key, n_genes=5, show=False)
+    # the partial run (in the Zarr export; a later test rewrites the h5ad with r1 only): its 4 genes
+    part = scanpy.get.rank_genes_groups_df(anndata.read_zarr(zarr), group="A", key="rank_attr_part_deeplift")
+    assert len(part) == 4
+
+
+def test_evaluation_tables_are_in_uns(exported: tuple[str, Path, Path]) -> None:
+    url, h5ad, zarr = exported
+    tables = read_tables(url)
+    assert "default/ground_truth" in tables and "default/faithfulness" in tables
+    for adata in (anndata.read_h5ad(h5ad), anndata.read_zarr(zarr)):
+        stored = adata.uns["evaluate"]["default"]
+        assert set(stored) == {t.split("/", 1)[1].replace("/", "_") for t in tables}
+        gt = tables["default/ground_truth"].reset_index(drop=True)
+        np.testing.assert_allclose(stored["ground_truth"]["auroc"].to_numpy(), gt["auroc"].to_numpy())
+        assert list(stored["ground_truth"]["source"].astype(str)) == list(gt["source"].astype(str))

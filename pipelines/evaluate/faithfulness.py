@@ -18,97 +18,421 @@ Two variants, named in ``EvaluateParams.faithfulness``:
     and ``|p_t(x') - p_t(x)|`` of the sample's target class ``t`` is averaged over samples.
 
 Floors, for both: the same operation on ``k`` random genes (``random``: the PGI floor) and on all
-but ``k`` random genes (``random_pgu``: the PGU floor), averaged over ``n_random`` draws.
+but ``k`` random genes (``random_pgu``: the PGU floor), averaged over ``n_random`` draws. Draw ``d``
+of a sample is one random order of the genes keyed by ``(seed, sample id, d)``; its first ``k``
+genes are the random set of size ``k`` (nested over k, like the top-k sets).
+
+How it is computed: every quantity is a per-sample mean gap, so a block of samples is evaluated on
+its own (:func:`perturbation_sample_gaps`, :func:`replacement_sample_gaps`) and the table is the
+mean over samples (:func:`gap_table`): the same numbers whatever the blocks. Within a block, every
+(sample, k, PGI | PGU | floor draw) pair is one "mask"; the inputs of many masks (x perturbed under
+a mask, ``n_perturbations`` rows each) are stacked into large forward passes of at most
+``max_values`` input values each, on the models' device (CPU or CUDA). Memory is bounded by
+``max_values`` and the block, not by the cohort.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from gexplain.pipelines.evaluate.reproducibility import top_k_indices
 from gexplain.storage.errors import InputError
 from torch import nn
 
-PredictProba = Callable[[np.ndarray], np.ndarray]
+Predict = Callable[[torch.Tensor], torch.Tensor]
+"""Maps float32 inputs (row, gene) on the models' device to class probabilities (row, class)."""
+
+MAX_VALUES = 1 << 23
+"""Input values (row x gene) per forward pass: 32 MiB of float32 (plus the models' activations)."""
+
+_RANDOM_TAG = 0x5EED  # keeps the random-order streams apart from the noise streams (seed, sample id)
+
+COLUMNS = ("pgi", "pgu", "random", "random_pgu")
 
 
-def ensemble_predict_proba(models: Sequence[nn.Module], batch_size: int = 512) -> PredictProba:
-    """Return a function mapping inputs (sample, gene) to the models' mean softmax (sample, class).
+@dataclass
+class AffineFront:
+    """A classifier written as ``head(x A^T + c)``: an affine first layer, then the rest.
 
-    Models run in eval mode (no dropout, BatchNorm on running statistics) without gradients.
+    Attributes
+    ----------
+    weight
+        ``A``, shape (hidden, gene): the first layer with the input standardisation folded in.
+    bias
+        ``c``, shape (hidden,).
+    head
+        Maps first-layer outputs (row, hidden) to logits (row, class) in eval mode.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    head: Callable[[torch.Tensor], torch.Tensor]
+
+
+def affine_front(model: nn.Module) -> AffineFront | None:
+    """The :class:`AffineFront` of a :class:`gexplain.pipelines.models.architectures.MLP`, else None.
+
+    In eval mode the MLP's standardisation, first layer and BatchNorm are one affine map:
+    ``bn(fc1((x - mean) / sd)) = A x + c``; the head is ``fc2(relu(.))`` (dropout is the identity
+    in eval mode).
+    """
+    from gexplain.pipelines.models.architectures import MLP
+
+    if not isinstance(model, MLP) or model.training:
+        return None
+    with torch.no_grad():
+        w = model.fc1.weight.detach().clone()
+        b = model.fc1.bias.detach().clone()
+        std = model.standardize
+        if std.mean is not None and std.std is not None:
+            w = w / std.std[None, :]
+            b = b - w @ std.mean
+        bn = model.bn
+        if isinstance(bn, nn.BatchNorm1d):
+            assert bn.running_mean is not None and bn.running_var is not None
+            gain = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                gain = gain * bn.weight
+            shift = -bn.running_mean * gain + (bn.bias if bn.bias is not None else 0.0)
+            w, b = w * gain[:, None], b * gain + shift
+        elif not isinstance(bn, nn.Identity):
+            return None
+
+    def head(z: torch.Tensor, m: MLP = model) -> torch.Tensor:
+        return m.fc2(m.act(z))
+
+    return AffineFront(weight=w, bias=b, head=head)
+
+
+class Ensemble:
+    """The models' mean softmax (row, gene) -> (row, class), on one device, eval mode, no gradients.
 
     Parameters
     ----------
     models
         Trained classifiers taking float32 (batch, gene) in the stored layer's units.
-    batch_size
-        Samples per forward pass.
+    device
+        Torch device the models and inputs live on (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+
+    Attributes
+    ----------
+    fronts
+        The models' :class:`AffineFront` when every model has one (then perturbations of k genes
+        cost k columns of the first layer instead of a full forward pass), else None.
+    device
+        The torch device.
     """
-    mods = list(models)
-    for m in mods:
-        m.eval()
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        out = []
+    def __init__(self, models: Sequence[nn.Module], device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.models = [m.to(self.device).eval() for m in models]
+        fronts = [affine_front(m) for m in self.models]
+        self.fronts = [f for f in fronts if f is not None] if all(fronts) else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean class probabilities (row, class) of float32 inputs (row, gene)."""
         with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                xb = torch.as_tensor(np.asarray(x[start : start + batch_size], dtype=np.float32))
-                probs = torch.stack([torch.softmax(m(xb), dim=1) for m in mods]).mean(dim=0)
-                out.append(probs.numpy().astype(np.float64))
-        return np.concatenate(out, axis=0)
-
-    return predict
+            probs = torch.softmax(self.models[0](x), dim=1)
+            for m in self.models[1:]:
+                probs = probs + torch.softmax(m(x), dim=1)
+            return probs / len(self.models)
 
 
-def _random_sets(seed: int, k: int, d: int, n_s: int, n_g: int) -> np.ndarray:
-    """k random genes per sample, (sample, k), drawn with ``(seed, k, d)``."""
-    rng = np.random.default_rng([seed, k, d])
-    return np.argsort(rng.random((n_s, n_g)), axis=1)[:, :k]
+def ensemble_predict_proba(models: Sequence[nn.Module], device: str | torch.device = "cpu") -> Ensemble:
+    """The :class:`Ensemble` of ``models`` on ``device`` (a :data:`Predict`)."""
+    return Ensemble(models, device)
 
 
-def _complement(genes: np.ndarray, n_g: int) -> np.ndarray:
-    """Boolean (sample, gene) mask of the genes *not* in each row of ``genes``."""
-    mask = np.ones((genes.shape[0], n_g), dtype=bool)
-    mask[np.arange(genes.shape[0])[:, None], genes] = False
-    return mask
+def _orders(scores: np.ndarray, *, largest: bool) -> np.ndarray:
+    """Genes of each row ordered by |score| (descending for ``largest``), ties by gene index, NaN last.
+
+    The first k are the genes :func:`gexplain.pipelines.evaluate.reproducibility.top_k_indices` picks
+    (top-k for ``largest``, bottom-k otherwise).
+    """
+    a = np.abs(np.asarray(scores, dtype=np.float64))
+    key = np.where(np.isnan(a), np.inf, -a if largest else a)
+    return np.argsort(key, axis=1, kind="stable")
 
 
-def _gap(
-    predict: PredictProba,
-    x: np.ndarray,
-    genes: np.ndarray,
-    reference: np.ndarray,
-    targets: np.ndarray,
-    p0: np.ndarray,
+def random_orders(seed: int, sample_ids: np.ndarray, n_random: int, n_genes: int) -> np.ndarray:
+    """Random gene orders, (sample, draw, gene); draw ``d`` of sample ``i`` is keyed by
+    ``(seed, i, d)``, so a sample gets the same floors whatever block or subset it is in.
+
+    Parameters
+    ----------
+    seed
+        Seed of the evaluation.
+    sample_ids
+        Integer id of each sample (its position in the store), shape (sample,).
+    n_random
+        Draws per sample.
+    n_genes
+        Number of genes.
+    """
+    out = np.empty((len(sample_ids), n_random, n_genes), dtype=np.int64)
+    for i, sid in enumerate(np.asarray(sample_ids, dtype=np.int64)):
+        for d in range(n_random):
+            u = np.random.default_rng([seed, int(sid), _RANDOM_TAG, d]).random(n_genes)
+            out[i, d] = np.argsort(u, kind="stable")
+    return out
+
+
+def mask_layout(ks: Sequence[int], n_random: int) -> list[tuple[str, int, int]]:
+    """(column, k, draw) of each mask: PGI for every k, PGU for every k, then the floors
+    ``random`` and ``random_pgu`` for every (k, draw); draw is -1 for PGI and PGU."""
+    out = [("pgi", int(k), -1) for k in ks] + [("pgu", int(k), -1) for k in ks]
+    for column in ("random", "random_pgu"):
+        out += [(column, int(k), d) for k in ks for d in range(n_random)]
+    return out
+
+
+def _check(x: np.ndarray, attr: np.ndarray, ks: Sequence[int]) -> None:
+    if x.shape != attr.shape or x.ndim != 2:
+        raise InputError(
+            f"inputs {x.shape} and attributions {attr.shape} must be the same (sample, gene) shape"
+        )
+    for k in ks:
+        if not 1 <= k <= x.shape[1]:
+            raise InputError(f"faithfulness k={k} must be between 1 and the number of genes ({x.shape[1]})")
+
+
+def _masks(orders: torch.Tensor, ks: Sequence[int], complement_pgu: bool) -> torch.Tensor:
+    """(sample, mask, gene) bool masks in :func:`mask_layout` order from gene orders
+    (sample, order, gene): order 0 ranks the PGI genes, order 1 the PGU genes unless
+    ``complement_pgu`` (then PGU is the complement of PGI), the rest are the floor draws."""
+    ranks = torch.empty_like(orders)
+    ranks.scatter_(2, orders, torch.arange(orders.shape[2], device=orders.device).expand_as(orders))
+    k = torch.as_tensor(np.asarray(ks, dtype=np.int64), device=orders.device)
+    cut = ranks[:, :, None, :] < k[None, None, :, None]  # (s, order, k, g)
+    pgi = cut[:, 0]
+    pgu = ~pgi if complement_pgu else cut[:, 1]
+    r = cut[:, 1 if complement_pgu else 2 :]  # (s, draw, k, g)
+    r = r.transpose(1, 2).reshape(r.shape[0], -1, r.shape[-1])  # (s, k x draw, g), k-major
+    return torch.cat([pgi, pgu, r, ~r], dim=1)
+
+
+def _dense_probs(
+    predict: Predict, xb: torch.Tensor, delta: torch.Tensor, masks: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """Probabilities (sample, mask, row, class) of ``x + delta * mask`` by full forward passes,
+    ``chunk`` (sample, mask) pairs per pass; ``delta`` (sample, row, gene)."""
+    n_s, n_m, n_g = masks.shape
+    out = []
+    flat = torch.arange(n_s * n_m, device=xb.device)
+    for start in range(0, flat.numel(), chunk):
+        idx = flat[start : start + chunk]
+        s, m = idx // n_m, idx % n_m
+        xp = xb[s][:, None, :] + delta[s] * masks[s, m][:, None, :]
+        out.append(predict(xp.reshape(-1, n_g)).double().reshape(idx.numel(), delta.shape[1], -1))
+    return torch.cat(out).reshape(n_s, n_m, delta.shape[1], -1)
+
+
+def _front_probs(
+    fronts: list[AffineFront],
+    xb: torch.Tensor,
+    delta: torch.Tensor,
+    orders: torch.Tensor,
+    ks: Sequence[int],
+    complement_pgu: bool,
+) -> torch.Tensor:
+    """As :func:`_dense_probs` for models with an affine front, exactly (up to rounding).
+
+    The first layer of ``x + delta * mask`` is ``z0 + sum_{g in mask} delta_g a_g``; the masks are
+    the first k genes of an order (nested over k), so the sums over k are cumulative sums over
+    segments of the order, costing ``max(ks)`` columns per order instead of the genes x masks of
+    full passes; a complement is the full sum minus that.
+    """
+    n_s, n_o, _ = orders.shape
+    n_p = delta.shape[1]
+    kmax = int(max(ks))
+    bounds = [0, *(int(k) for k in ks)]
+    idx = orders[:, :, :kmax]  # (s, o, kmax)
+    d = torch.gather(delta[:, None].expand(-1, n_o, -1, -1), 3, idx[:, :, None, :].expand(-1, -1, n_p, -1))
+    n_k = len(bounds) - 1
+    n_m = 2 * n_k + 2 * (n_o - (1 if complement_pgu else 2)) * n_k
+    total = None
+    for f in fronts:
+        wt = f.weight.T  # (g, h)
+        n_h = wt.shape[1]
+        ag = wt[idx]  # (s, o, kmax, h)
+        segments = [
+            d[..., lo:hi] @ ag[:, :, lo:hi, :] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        zk = torch.stack(segments, dim=2).cumsum(
+            dim=2
+        )  # (s, o, k, p, h): first-layer change of the first k genes of each order
+        z0 = (xb @ wt + f.bias)[:, None, None, :]  # (s, 1, 1, h)
+        full = (delta @ wt)[:, None]  # (s, 1, p, h)
+        r = zk[:, 1 if complement_pgu else 2 :].transpose(1, 2).reshape(n_s, -1, n_p, n_h)  # k-major
+        z = torch.empty((n_s, n_m, n_p, n_h), dtype=wt.dtype, device=wt.device)
+        nr = r.shape[1]
+        torch.add(z0, zk[:, 0], out=z[:, :n_k])
+        if complement_pgu:
+            torch.sub(full, zk[:, 0], out=z[:, n_k : 2 * n_k])
+            z[:, n_k : 2 * n_k] += z0
+        else:
+            torch.add(z0, zk[:, 1], out=z[:, n_k : 2 * n_k])
+        torch.add(z0, r, out=z[:, 2 * n_k : 2 * n_k + nr])
+        torch.sub(full, r, out=z[:, 2 * n_k + nr :])
+        z[:, 2 * n_k + nr :] += z0
+        probs = torch.softmax(f.head(z.reshape(-1, n_h)), dim=1).double()
+        total = probs if total is None else total + probs
+    assert total is not None
+    return (total / len(fronts)).reshape(n_s, -1, n_p, total.shape[-1])
+
+
+def _block_gaps(
+    predict: Predict,
+    xb: torch.Tensor,
+    delta: torch.Tensor,
+    orders: torch.Tensor,
+    ks: Sequence[int],
+    cls: torch.Tensor | None,
+    complement_pgu: bool,
+    max_values: int,
 ) -> np.ndarray:
-    """|p_target(x) - p_target(x with ``genes`` replaced by ``reference``)| per sample."""
-    xm = x.copy()
-    rows = np.arange(x.shape[0])[:, None]
-    xm[rows, genes] = reference[genes]
-    p = predict(xm)[np.arange(x.shape[0]), targets]
-    return np.abs(p0 - p)
+    """Mean over rows of |p_c(x + delta * mask) - p_c(x)| for every mask of a block: (sample, mask).
+
+    ``cls`` is the class followed per sample (None: the predicted class).
+    """
+    with torch.no_grad():
+        p = predict(xb).double()
+        cls = p.argmax(dim=1) if cls is None else cls
+        p0 = p.gather(1, cls[:, None])[:, 0]
+        fronts = getattr(predict, "fronts", None)
+        if fronts:
+            probs = _front_probs(fronts, xb, delta, orders, ks, complement_pgu)
+        else:
+            masks = _masks(orders, ks, complement_pgu)
+            chunk = max(1, max_values // (delta.shape[1] * delta.shape[2]))
+            probs = _dense_probs(predict, xb, delta, masks, chunk)
+        n_m, n_p = probs.shape[1], probs.shape[2]
+        pc = probs.gather(3, cls[:, None, None, None].expand(-1, n_m, n_p, 1))[..., 0]
+        return (pc - p0[:, None, None]).abs().mean(dim=2).cpu().numpy()
 
 
-def prediction_gaps(
-    predict: PredictProba,
+def _block_size(n_values_per_sample: int, max_values: int) -> int:
+    return max(1, max_values // max(1, n_values_per_sample))
+
+
+def _device(predict: Predict, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return getattr(predict, "device", torch.device("cpu"))
+
+
+def perturbation_sample_gaps(
+    predict: Predict,
+    x: np.ndarray,
+    attr: np.ndarray,
+    ks: Sequence[int],
+    *,
+    scale: np.ndarray,
+    sample_ids: np.ndarray,
+    sigma: float = 0.1,
+    n_perturbations: int = 100,
+    n_random: int = 5,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    max_values: int = MAX_VALUES,
+) -> np.ndarray:
+    """OpenXAI PGI / PGU / floor gaps of each sample of a block, every mask of :func:`mask_layout`.
+
+    Parameters
+    ----------
+    predict
+        Maps float32 (row, gene) on ``device`` to class probabilities (row, class); an
+        :class:`Ensemble` of MLPs takes the affine-front path.
+    x
+        Inputs, shape (sample, gene), in the model's input units.
+    attr
+        Attributions, shape (sample, gene); genes are ranked by ``|attr|``.
+    ks
+        Numbers of top genes, each in [1, genes].
+    scale
+        Standard deviation of each gene, shape (gene,), in input units: the noise on gene ``g`` is
+        ``N(0, (sigma scale_g)^2)``.
+    sample_ids
+        Integer id of each sample (its store position): keys its noise ``(seed, id)`` and its floor
+        draws ``(seed, id, d)``.
+    sigma
+        Noise standard deviation in standardised units (OpenXAI: 0.1).
+    n_perturbations
+        Perturbations per sample (OpenXAI: 100).
+    n_random
+        Random gene orders per sample for the floors.
+    seed
+        Seed of the noise and of the random orders.
+    device
+        Device of the inputs (default: the ensemble's, else CPU).
+    max_values
+        Input values per forward pass (and per block of noise).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (sample, mask): mean over perturbations of ``|p_c(x') - p_c(x)|``, ``c`` the
+        predicted class; masks ordered as :func:`mask_layout`.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    attr = np.asarray(attr, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    _check(x, attr, ks)
+    n_s, n_g = x.shape
+    if scale.shape != (n_g,):
+        raise InputError(f"scale must have one value per gene ({n_g}), got shape {scale.shape}")
+    if not sigma > 0 or n_perturbations < 1:
+        raise InputError(f"sigma (= {sigma}) must be > 0 and n_perturbations (= {n_perturbations}) >= 1")
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    dev = _device(predict, device)
+    n_masks = len(mask_layout(ks, n_random))
+    out = np.empty((n_s, n_masks), dtype=np.float64)
+    block = _block_size(n_perturbations * max(n_g, n_masks * 256), max_values)
+    for start in range(0, n_s, block):
+        rows = np.arange(start, min(start + block, n_s))
+        noise = np.stack(
+            [np.random.default_rng([seed, int(ids[i])]).normal(size=(n_perturbations, n_g)) for i in rows]
+        ) * (sigma * scale)
+        orders = np.concatenate(
+            [_orders(attr[rows], largest=True)[:, None], random_orders(seed, ids[rows], n_random, n_g)],
+            axis=1,
+        )
+        out[rows] = _block_gaps(
+            predict,
+            torch.as_tensor(x[rows], dtype=torch.float32, device=dev),
+            torch.as_tensor(noise, dtype=torch.float32, device=dev),
+            torch.as_tensor(orders, device=dev),
+            ks,
+            None,
+            True,
+            max_values,
+        )
+    return out
+
+
+def replacement_sample_gaps(
+    predict: Predict,
     x: np.ndarray,
     attr: np.ndarray,
     targets: np.ndarray,
     ks: Sequence[int],
     reference: np.ndarray,
     *,
+    sample_ids: np.ndarray,
     n_random: int = 5,
     seed: int = 0,
-) -> pd.DataFrame:
-    """PGI, PGU and the random-gene floor over a grid of k.
+    device: str | torch.device | None = None,
+    max_values: int = MAX_VALUES,
+) -> np.ndarray:
+    """``replace`` PGI (top-k replaced), PGU (bottom-k replaced) and floor gaps of each sample.
 
     Parameters
     ----------
     predict
-        Maps (sample, gene) inputs to class probabilities (sample, class).
+        Maps float32 (row, gene) on ``device`` to class probabilities (row, class).
     x
         Inputs, shape (sample, gene), in the model's input units.
     attr
@@ -119,55 +443,151 @@ def prediction_gaps(
         Numbers of genes replaced, each in [1, genes].
     reference
         Replacement value of each gene, shape (gene,) (e.g. the cohort mean, or zeros).
+    sample_ids
+        Integer id of each sample (its store position): keys its floor draws ``(seed, id, d)``.
     n_random
-        Random gene sets per k (drawn with ``seed``, ``k`` and the draw index).
+        Random gene orders per sample for the floors.
     seed
-        Seed of the random sets.
+        Seed of the random orders.
+    device
+        Device of the inputs (default: the ensemble's, else CPU).
+    max_values
+        Input values per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (sample, mask): ``|p_t(x') - p_t(x)|``; masks ordered as :func:`mask_layout`.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    attr = np.asarray(attr, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    _check(x, attr, ks)
+    n_s, n_g = x.shape
+    if reference.shape != (n_g,):
+        raise InputError(f"reference must have one value per gene ({n_g}), got shape {reference.shape}")
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    dev = _device(predict, device)
+    targets = np.asarray(targets, dtype=np.int64)
+    n_masks = len(mask_layout(ks, n_random))
+    out = np.empty((n_s, n_masks), dtype=np.float64)
+    block = _block_size(max(n_g, n_masks * 256) * (n_random + 2), max_values)
+    for start in range(0, n_s, block):
+        rows = np.arange(start, min(start + block, n_s))
+        orders = np.concatenate(
+            [
+                _orders(attr[rows], largest=True)[:, None],
+                _orders(attr[rows], largest=False)[:, None],
+                random_orders(seed, ids[rows], n_random, n_g),
+            ],
+            axis=1,
+        )
+        out[rows] = _block_gaps(
+            predict,
+            torch.as_tensor(x[rows], dtype=torch.float32, device=dev),
+            torch.as_tensor((reference[None, :] - x[rows])[:, None, :], dtype=torch.float32, device=dev),
+            torch.as_tensor(orders, device=dev),
+            ks,
+            torch.as_tensor(targets[rows], device=dev),
+            False,
+            max_values,
+        )
+    return out
+
+
+def gap_table(gaps: np.ndarray, ks: Sequence[int], n_random: int, variant: str) -> pd.DataFrame:
+    """The PGI / PGU / floor curves over k from per-sample gaps (means over samples).
+
+    Parameters
+    ----------
+    gaps
+        float64 (sample, mask) from :func:`perturbation_sample_gaps` or
+        :func:`replacement_sample_gaps` (blocks concatenated in any order).
+    ks
+        The k grid the gaps were computed on.
+    n_random
+        Floor draws per sample.
+    variant
+        ``"openxai"`` or ``"replace"``.
 
     Returns
     -------
     pandas.DataFrame
         One row per k: ``k``, ``pgi``, ``pgu``, ``random`` (mean over draws), ``random_sd``
-        (standard deviation of the per-draw means), ``random_pgu`` (all but k random genes
-        replaced) and ``variant`` = ``"replace"``; all probabilities in [0, 1].
+        (standard deviation of the per-draw means), ``random_pgu`` and ``variant``; mean |change in
+        the followed class's probability|, in [0, 1].
     """
-    x = np.asarray(x, dtype=np.float64)
-    attr = np.asarray(attr, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.int64)
-    reference = np.asarray(reference, dtype=np.float64)
-    if x.shape != attr.shape or x.ndim != 2:
-        raise InputError(
-            f"inputs {x.shape} and attributions {attr.shape} must be the same (sample, gene) shape"
-        )
-    if reference.shape != (x.shape[1],):
-        raise InputError(
-            f"reference must have one value per gene ({x.shape[1]}), got shape {reference.shape}"
-        )
-    n_s, n_g = x.shape
-    p0 = predict(x)[np.arange(n_s), targets]
-    rows = []
+    mean = np.asarray(gaps, dtype=np.float64).mean(axis=0)
+    col = {key: i for i, key in enumerate(mask_layout(ks, n_random))}
+    out = []
     for k in ks:
-        if not 1 <= k <= n_g:
-            raise InputError(f"faithfulness k={k} must be between 1 and the number of genes ({n_g})")
-        top = top_k_indices(attr, k, absolute=True, largest=True)
-        bottom = top_k_indices(attr, k, absolute=True, largest=False)
-        rand, rand_u = [], []
-        for d in range(n_random):
-            genes = _random_sets(seed, k, d, n_s, n_g)
-            rand.append(_gap(predict, x, genes, reference, targets, p0).mean())
-            xm = np.where(_complement(genes, n_g), reference[None, :], x)
-            rand_u.append(np.abs(p0 - predict(xm)[np.arange(n_s), targets]).mean())
-        rows.append(
+        k = int(k)
+        draws = np.array([mean[col[("random", k, d)]] for d in range(n_random)])
+        draws_u = np.array([mean[col[("random_pgu", k, d)]] for d in range(n_random)])
+        out.append(
             {
-                "k": int(k),
-                "pgi": float(_gap(predict, x, top, reference, targets, p0).mean()),
-                "pgu": float(_gap(predict, x, bottom, reference, targets, p0).mean()),
-                "random": float(np.mean(rand)) if rand else np.nan,
-                "random_sd": float(np.std(rand)) if rand else np.nan,
-                "random_pgu": float(np.mean(rand_u)) if rand_u else np.nan,
+                "k": k,
+                "pgi": float(mean[col[("pgi", k, -1)]]),
+                "pgu": float(mean[col[("pgu", k, -1)]]),
+                "random": float(draws.mean()) if n_random else np.nan,
+                "random_sd": float(draws.std()) if n_random else np.nan,
+                "random_pgu": float(draws_u.mean()) if n_random else np.nan,
             }
         )
-    return pd.DataFrame(rows).assign(variant="replace")
+    return pd.DataFrame(out).assign(variant=variant)
+
+
+def perturbation_gaps(
+    predict: Predict,
+    x: np.ndarray,
+    attr: np.ndarray,
+    ks: Sequence[int],
+    *,
+    scale: np.ndarray,
+    sigma: float = 0.1,
+    n_perturbations: int = 100,
+    n_random: int = 5,
+    seed: int = 0,
+    sample_ids: np.ndarray | None = None,
+    device: str | torch.device | None = None,
+    max_values: int = MAX_VALUES,
+) -> pd.DataFrame:
+    """OpenXAI's PGI and PGU (Gaussian perturbation) and the random-gene floors over a grid of k.
+
+    :func:`perturbation_sample_gaps` on all samples, then :func:`gap_table`; ``sample_ids``
+    defaults to the rows. Parameters as there.
+    """
+    ids = np.arange(np.shape(x)[0]) if sample_ids is None else sample_ids
+    gaps = perturbation_sample_gaps(
+        predict, x, attr, ks, scale=scale, sample_ids=ids, sigma=sigma, n_perturbations=n_perturbations,
+        n_random=n_random, seed=seed, device=device, max_values=max_values,
+    )  # fmt: skip
+    return gap_table(gaps, ks, n_random, "openxai")
+
+
+def prediction_gaps(
+    predict: Predict,
+    x: np.ndarray,
+    attr: np.ndarray,
+    targets: np.ndarray,
+    ks: Sequence[int],
+    reference: np.ndarray,
+    *,
+    n_random: int = 5,
+    seed: int = 0,
+    sample_ids: np.ndarray | None = None,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """The ``replace`` PGI, PGU and random floors over a grid of k.
+
+    :func:`replacement_sample_gaps` on all samples, then :func:`gap_table`; ``sample_ids``
+    defaults to the rows. Parameters as there.
+    """
+    ids = np.arange(np.shape(x)[0]) if sample_ids is None else sample_ids
+    gaps = replacement_sample_gaps(
+        predict, x, attr, targets, ks, reference, sample_ids=ids, n_random=n_random, seed=seed, device=device
+    )
+    return gap_table(gaps, ks, n_random, "replace")
 
 
 def openxai_max_k(n_genes: int, fraction: float = 0.25) -> int:
@@ -193,118 +613,6 @@ def area_over_k(ks: Sequence[int], values: Sequence[float], max_k: int) -> float
         return float(v[0])
     t = (k - 1.0) / (max_k - 1.0)
     return float(np.sum((t[1:] - t[:-1]) * (v[1:] + v[:-1]) / 2.0))
-
-
-def perturbation_gaps(
-    predict: PredictProba,
-    x: np.ndarray,
-    attr: np.ndarray,
-    ks: Sequence[int],
-    *,
-    scale: np.ndarray,
-    sigma: float = 0.1,
-    n_perturbations: int = 100,
-    n_random: int = 5,
-    seed: int = 0,
-    sample_ids: np.ndarray | None = None,
-    block: int = 8,
-) -> pd.DataFrame:
-    """OpenXAI's PGI and PGU (Gaussian perturbation) and the random-gene floors over a grid of k.
-
-    Parameters
-    ----------
-    predict
-        Maps (sample, gene) inputs to class probabilities (sample, class).
-    x
-        Inputs, shape (sample, gene), in the model's input units.
-    attr
-        Attributions of each sample, shape (sample, gene); genes are ranked by ``|attr|``.
-    ks
-        Numbers of top genes, each in [1, genes].
-    scale
-        Standard deviation of each gene, shape (gene,), in input units: the noise on gene ``g`` is
-        ``N(0, (sigma scale_g)^2)`` (``sigma`` in standardised units).
-    sigma
-        Noise standard deviation in standardised units (OpenXAI: 0.1).
-    n_perturbations
-        Perturbations per sample (OpenXAI: 100).
-    n_random
-        Random gene sets per k for the floors.
-    seed
-        Seed of the noise (keyed by ``(seed, sample id)``) and of the random sets.
-    sample_ids
-        Integer id of each sample for its noise key (default its row); the same sample gets the
-        same noise whatever subset it is evaluated in.
-    block
-        Samples per forward batch (``block * n_perturbations`` rows).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per k: ``k``, ``pgi``, ``pgu``, ``random`` (k random genes perturbed),
-        ``random_sd``, ``random_pgu`` (all but k random genes perturbed) and ``variant`` =
-        ``"openxai"``; mean |change in the predicted class's probability|, in [0, 1].
-    """
-    x = np.asarray(x, dtype=np.float64)
-    attr = np.asarray(attr, dtype=np.float64)
-    scale = np.asarray(scale, dtype=np.float64)
-    if x.shape != attr.shape or x.ndim != 2:
-        raise InputError(
-            f"inputs {x.shape} and attributions {attr.shape} must be the same (sample, gene) shape"
-        )
-    n_s, n_g = x.shape
-    if scale.shape != (n_g,):
-        raise InputError(f"scale must have one value per gene ({n_g}), got shape {scale.shape}")
-    if not sigma > 0 or n_perturbations < 1:
-        raise InputError(f"sigma (= {sigma}) must be > 0 and n_perturbations (= {n_perturbations}) >= 1")
-    for k in ks:
-        if not 1 <= k <= n_g:
-            raise InputError(f"faithfulness k={k} must be between 1 and the number of genes ({n_g})")
-    ids = np.arange(n_s) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
-    probs = predict(x)
-    cls = probs.argmax(axis=1)
-    p0 = probs[np.arange(n_s), cls]
-    order = np.argsort(-np.abs(attr), axis=1, kind="stable")
-    sums = {(k, c): 0.0 for k in ks for c in ("pgi", "pgu")}
-    rand = {(k, d, c): 0.0 for k in ks for d in range(n_random) for c in ("random", "random_pgu")}
-    for start in range(0, n_s, block):
-        rows = np.arange(start, min(start + block, n_s))
-        noise = np.stack(
-            [np.random.default_rng([seed, int(ids[i])]).normal(size=(n_perturbations, n_g)) for i in rows]
-        ) * (sigma * scale)  # (b, P, G)
-
-        def gap(mask: np.ndarray, rows: np.ndarray = rows, noise: np.ndarray = noise) -> float:
-            """Sum over the block's samples of the mean |delta p| when genes in mask (b, G) move."""
-            xp = x[rows][:, None, :] + noise * mask[:, None, :]
-            p = predict(xp.reshape(-1, n_g))[:, :].reshape(rows.size, n_perturbations, -1)
-            pc = np.take_along_axis(p, cls[rows][:, None, None], axis=2)[..., 0]
-            return float(np.abs(pc - p0[rows][:, None]).mean(axis=1).sum())
-
-        for k in ks:
-            top = np.zeros((rows.size, n_g), dtype=bool)
-            top[np.arange(rows.size)[:, None], order[rows, :k]] = True
-            sums[(k, "pgi")] += gap(top)
-            sums[(k, "pgu")] += gap(~top)
-            for d in range(n_random):
-                genes = _random_sets(seed, k, d, n_s, n_g)[rows]
-                chosen = ~_complement(genes, n_g)
-                rand[(k, d, "random")] += gap(chosen)
-                rand[(k, d, "random_pgu")] += gap(~chosen)
-    out = []
-    for k in ks:
-        draws = np.array([rand[(k, d, "random")] / n_s for d in range(n_random)])
-        draws_u = np.array([rand[(k, d, "random_pgu")] / n_s for d in range(n_random)])
-        out.append(
-            {
-                "k": int(k),
-                "pgi": sums[(k, "pgi")] / n_s,
-                "pgu": sums[(k, "pgu")] / n_s,
-                "random": float(draws.mean()) if n_random else np.nan,
-                "random_sd": float(draws.std()) if n_random else np.nan,
-                "random_pgu": float(draws_u.mean()) if n_random else np.nan,
-            }
-        )
-    return pd.DataFrame(out).assign(variant="openxai")
 
 
 def with_areas(

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from gexplain.storage.errors import InputError
-from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 MODES = ("linear", "nonlinear")
 
 
 def auroc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney form; ties count one half).
+    """Area under the ROC curve (scikit-learn's ``roc_auc_score``; tied scores count one half).
 
     Parameters
     ----------
@@ -33,20 +33,16 @@ def auroc(scores: np.ndarray, truth: np.ndarray) -> float:
     float
         In [0, 1]; NaN when only one class is present.
     """
-    s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(truth, dtype=bool)
-    n_pos, n_neg = int(t.sum()), int((~t).sum())
-    if n_pos == 0 or n_neg == 0:
+    if t.all() or not t.any():
         return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(t, np.asarray(scores, dtype=np.float64)))
 
 
 def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the precision-recall curve as average precision.
-
-    ``AP = sum_n (R_n - R_{n-1}) P_n`` over decreasing distinct score thresholds (tied scores enter
-    together), the step-wise definition without interpolation.
+    """Area under the precision-recall curve as average precision (scikit-learn's
+    ``average_precision_score``: ``AP = sum_n (R_n - R_{n-1}) P_n`` over decreasing distinct score
+    thresholds, tied scores entering together, no interpolation).
 
     Parameters
     ----------
@@ -60,20 +56,10 @@ def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
     float
         In [0, 1]; NaN when there is no positive.
     """
-    s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(truth, dtype=bool)
-    n_pos = int(t.sum())
-    if n_pos == 0:
+    if not t.any():
         return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s_sorted, t_sorted = s[order], t[order]
-    tp = np.cumsum(t_sorted)
-    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    tp_at = tp[last_of_tie].astype(np.float64)
-    n_at = (np.nonzero(last_of_tie)[0] + 1).astype(np.float64)
-    precision = tp_at / n_at
-    recall = tp_at / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(t, np.asarray(scores, dtype=np.float64)))
 
 
 def precision_recall_at_k(scores: np.ndarray, truth: np.ndarray, k: int) -> tuple[float, float]:

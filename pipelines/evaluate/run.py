@@ -26,11 +26,12 @@ from gexplain.pipelines.evaluate.biology import (
     tissue_enhanced,
 )
 from gexplain.pipelines.evaluate.faithfulness import (
+    Ensemble,
     default_k_grid,
-    ensemble_predict_proba,
+    gap_table,
     openxai_k_grid,
-    perturbation_gaps,
-    prediction_gaps,
+    perturbation_sample_gaps,
+    replacement_sample_gaps,
     with_areas,
 )
 from gexplain.pipelines.evaluate.ground_truth import attribution_importance, ground_truth_table
@@ -50,7 +51,7 @@ from gexplain.pipelines.evaluate.inputs import (
 from gexplain.pipelines.evaluate.reproducibility import compare_runs, summarise_per_class
 from gexplain.pipelines.evaluate.tables import begin_evaluation, finish_evaluation, write_table
 from gexplain.pipelines.labels import labelled_samples
-from gexplain.pipelines.progress import SILENT, Progress
+from gexplain.pipelines.progress import SILENT, Progress, Task
 from gexplain.storage.checkpoints import list_model_sets
 from gexplain.storage.errors import InputError
 from gexplain.storage.schema import GENE, SAMPLE
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FAITHFULNESS_BLOCK = 8  # samples per faithfulness block (one progress step, one unit of work)
 TPM_BLOCK_VALUES = 8_000_000  # TPM values per gene block read for class medians (~32 MiB float32)
 
 
@@ -186,6 +188,17 @@ def _between_models(
     return out
 
 
+def evaluation_device(device: str) -> str:
+    """The torch device of the model passes: ``cuda`` when asked or (``auto``) when one is visible."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError('evaluate device = "cuda": no CUDA device is visible; use device = "cpu" or "auto"')
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def sample_subset(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A deterministic sorted subset of ``n`` sample positions."""
     if samples.size <= n:
@@ -194,16 +207,30 @@ def sample_subset(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def faithfulness_part(
-    store_url: str, ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams
+    store_url: str,
+    ds: xr.Dataset,
+    label: str,
+    runs: dict[str, xr.Dataset],
+    opts: EvaluateParams,
+    task: Task | None = None,
 ) -> pd.DataFrame | None:
-    """PGI / PGU / random-floor curves of every attribution, with the model set's ensemble."""
+    """PGI / PGU / random-floor curves of every attribution, with the model set's ensemble.
+
+    Samples are evaluated in blocks of :data:`FAITHFULNESS_BLOCK` (fixed by sample order, so the
+    numbers do not depend on who computes a block); ``task`` advances by one per block.
+    """
     if opts.model_set not in list_model_sets(store_url) or not runs:
         return None
+    sources = attribution_sources(runs)
+    if task is not None:
+        n = min(opts.faithfulness_samples, max((runs[s.run].sizes[SAMPLE] for s in sources), default=0))
+        task.report(0, len(sources) * len(opts.faithfulness) * -(-n // FAITHFULNESS_BLOCK))
     from gexplain.pipelines.models.load import load_models
 
     frames = []
     loaded: dict[bytes, list] = {}
-    for src in attribution_sources(runs):
+    device = evaluation_device(opts.device)
+    for src in sources:
         res = runs[src.run]
         genes = np.asarray(res[GENE].values).astype(str)
         key = genes.tobytes()
@@ -224,25 +251,33 @@ def faithfulness_part(
         x = _values(ds[layer], spos, gpos).astype(np.float64)
         attr = _values(res[ATTR + src.explainer], pick, slice(None))
         targets = np.array([classes.index(c) for c in labels])
-        predict = ensemble_predict_proba([m.module for m in models])
+        predict = Ensemble([m.module for m in models], device=device)
         layer_values = ds[layer].isel({GENE: gpos})
+        blocks = _blocks(pick.size, FAITHFULNESS_BLOCK)
         for variant in opts.faithfulness:
             if variant == "openxai":
                 ks = list(opts.faithfulness_ks) or openxai_k_grid(genes.size)
                 ks = [k for k in ks if k <= genes.size]
                 scale = np.asarray(layer_values.std(SAMPLE).values, dtype=np.float64)
-                table = perturbation_gaps(
-                    predict,
-                    x,
-                    attr,
-                    ks,
-                    scale=np.where(scale > 0, scale, 1.0),
-                    sigma=opts.faithfulness_sigma,
-                    n_perturbations=opts.faithfulness_perturbations,
-                    n_random=opts.n_random,
-                    seed=opts.seed,
-                    sample_ids=spos,
-                )
+                scale = np.where(scale > 0, scale, 1.0)
+                parts = []
+                for blk in blocks:
+                    parts.append(
+                        perturbation_sample_gaps(
+                            predict,
+                            x[blk],
+                            attr[blk],
+                            ks,
+                            scale=scale,
+                            sample_ids=spos[blk],
+                            sigma=opts.faithfulness_sigma,
+                            n_perturbations=opts.faithfulness_perturbations,
+                            n_random=opts.n_random,
+                            seed=opts.seed,
+                        )  # fmt: skip
+                    )
+                    if task is not None:
+                        task.advance()
             else:
                 if opts.reference == "zero":
                     reference = np.zeros(genes.size)
@@ -250,9 +285,24 @@ def faithfulness_part(
                     reference = np.asarray(layer_values.mean(SAMPLE).values, dtype=np.float64)
                 ks = list(opts.faithfulness_ks) or default_k_grid(genes.size)
                 ks = [k for k in ks if k <= genes.size]
-                table = prediction_gaps(
-                    predict, x, attr, targets, ks, reference, n_random=opts.n_random, seed=opts.seed
-                )
+                parts = []
+                for blk in blocks:
+                    parts.append(
+                        replacement_sample_gaps(
+                            predict,
+                            x[blk],
+                            attr[blk],
+                            targets[blk],
+                            ks,
+                            reference,
+                            sample_ids=spos[blk],
+                            n_random=opts.n_random,
+                            seed=opts.seed,
+                        )  # fmt: skip
+                    )
+                    if task is not None:
+                        task.advance()
+            table = gap_table(np.concatenate(parts), ks, opts.n_random, variant)
             frames.append(with_areas(table).assign(source=src.name, n_samples=int(pick.size)))
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -270,7 +320,12 @@ def _de_called(de: dict[str, xr.Dataset], genes: np.ndarray, alpha: float) -> di
 
 
 def biology_part(
-    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateParams
+    ds: xr.Dataset,
+    label: str,
+    runs: dict[str, xr.Dataset],
+    de: dict[str, xr.Dataset],
+    opts: EvaluateParams,
+    task: Task | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Per-class top genes, their overlaps against chance, and hidden-to-DE genes."""
     tops, overlaps, hidden = [], [], []
@@ -299,6 +354,8 @@ def biology_part(
         if not ov.empty:
             overlaps.append(ov.assign(source=src.name))
         hidden += _hidden_rows(src, res, labels, genes, de, opts)
+        if task is not None:
+            task.advance()
     out = {}
     if tops:
         out["top_genes"] = pd.concat(tops, ignore_index=True)
@@ -422,18 +479,21 @@ def evaluate_store(
         out.tables[table] = df
         out.groups.append(write_table(store_url, opts.name, table, df, csv_dir))
 
-    progress.print("evaluate: ground truth")
-    emit("ground_truth", ground_truth_part(ds, runs, de, opts))
-    progress.print("evaluate: reproducibility")
-    rep = reproducibility_part(ds, label, runs, opts)
+    sources = attribution_sources(runs)
+    with progress.task("evaluate: ground truth", total=1) as task:
+        emit("ground_truth", ground_truth_part(ds, runs, de, opts))
+        task.advance()
+    with progress.task("evaluate: reproducibility", total=1) as task:
+        rep = reproducibility_part(ds, label, runs, opts)
+        task.advance()
     if rep is not None:
         emit("reproducibility_samples", rep[0])
         emit("reproducibility_classes", rep[1])
-    progress.print("evaluate: faithfulness")
-    emit("faithfulness", faithfulness_part(store_url, ds, label, runs, opts))
-    progress.print("evaluate: biology")
-    for table, df in biology_part(ds, label, runs, de, opts).items():
-        emit(table, df)
+    with progress.task("evaluate: faithfulness (sample blocks)", total=None) as task:
+        emit("faithfulness", faithfulness_part(store_url, ds, label, runs, opts, task))
+    with progress.task("evaluate: biology (sources)", total=len(sources)) as task:
+        for table, df in biology_part(ds, label, runs, de, opts, task).items():
+            emit(table, df)
     if finish:
         finish_evaluation(store_url, opts.name)
     return out

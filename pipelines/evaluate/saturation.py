@@ -1,11 +1,20 @@
 """Saturation curves: how reproducibility grows with the number of aggregated items.
 
-Zhao et al.'s subsampling protocol. From a pool of N per-item attributions (one item = one
-dropout repeat, one reference or one trained model) we form, for each n in a grid, replicate
-explanations that each average n distinct items; replicates are disjoint (items are drawn without
-replacement from a permutation of the pool), and every pair of replicates is compared (per-sample
-Spearman and top-k overlap). The curve is the mean over pairs and samples; saturation is the
-first n whose doubling gains less than ``tol`` (0.01 by default).
+Three constructions of the replicates compared at each n (every pair of replicates gives a
+per-sample Spearman and top-k overlap; a curve point is the mean over pairs and samples):
+
+* :func:`inter_model_curve`, Zhao et al. (2022) Methods, "Simulation for optimal repeat number on
+  the same model" and "... optimal number of references": replicate j is the mean of n items
+  (repeats or references) of model j, drawn at random from that model's pool; the replicates of
+  the 5 models are compared over all C(5, 2) pairs.
+* :func:`resampled_curve`, the paper's "Simulation for an optimal number of aggregated models":
+  K = max(M / n, 4) replicates, each the mean of n of the M models drawn at random; all C(K, 2)
+  pairs.
+* :func:`saturation_curve`, gexplain's earlier "intra-model" construction: disjoint subsets of one
+  pool. Its replicates share the model, so its curves tend to 1 and their saturation points are not
+  the paper's.
+
+Saturation is the first n whose doubling gains less than ``tol`` (0.01 by default).
 
 The pool is built from per-item partial results kept for a small sample subset
 (:func:`gexplain.pipelines.evaluate.saturation_stage.saturation_pools`), so curves never recompute the
@@ -111,13 +120,165 @@ def saturation_curve(
     return pd.DataFrame(rows)
 
 
+def _pair_metrics(
+    reps: Sequence[np.ndarray], k: int, absolute: bool
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rho, ovl = [], []
+    for i, j in combinations(range(len(reps)), 2):
+        rho.append(per_sample_spearman(reps[i], reps[j], absolute=absolute))
+        ovl.append(top_k_overlap(reps[i], reps[j], k, absolute=absolute))
+    return rho, ovl
+
+
+def _row(n: int, rho: list[np.ndarray], ovl: list[np.ndarray]) -> dict[str, Any]:
+    r_all, o_all = np.concatenate(rho), np.concatenate(ovl)
+    return {
+        "n": n,
+        "n_pairs": len(rho),
+        "spearman_mean": float(np.nanmean(r_all)),
+        "spearman_sd": float(np.nanstd(r_all)),
+        "top_k_overlap_mean": float(np.mean(o_all)),
+        "top_k_overlap_sd": float(np.std(o_all)),
+    }
+
+
+def full_doubling_grid(n_max: int) -> list[int]:
+    """1, 2, 4, ... and ``n_max`` itself (the paper uses every n; doubling keeps the cost low)."""
+    grid, n = [], 1
+    while n < n_max:
+        grid.append(n)
+        n *= 2
+    return [*grid, n_max]
+
+
+def inter_model_curve(
+    pools: np.ndarray,
+    *,
+    grid: Sequence[int] | None = None,
+    k: int = 100,
+    n_draws: int = 5,
+    seed: int = 0,
+    absolute: bool = True,
+) -> pd.DataFrame:
+    """Zhao et al.'s repeats / references curve: replicates of different models, n items each.
+
+    Parameters
+    ----------
+    pools
+        Per-item attributions of each model, shape (model, item, sample, gene); at least 2 models.
+    grid
+        Values of n, each in [1, items] (default :func:`full_doubling_grid` of the items).
+    k
+        Top-k size of the overlap metric.
+    n_draws
+        Independent draws of the n items per model.
+    seed
+        Seed: draw ``d`` of model ``j`` at ``n`` takes the first n of
+        ``default_rng([seed, n, d, j]).permutation(items)``.
+    absolute
+        Rank genes by absolute attribution.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`saturation_curve`; ``n_pairs`` = C(models, 2) x draws.
+    """
+    pools = np.asarray(pools, dtype=np.float64)
+    if pools.ndim != 4 or pools.shape[0] < 2:
+        raise InputError(
+            f"inter-model pools must be (model >= 2, item, sample, gene), got shape {pools.shape}"
+        )
+    n_models, n_items = pools.shape[:2]
+    grid = list(grid) if grid is not None else full_doubling_grid(n_items)
+    rows = []
+    for n in grid:
+        if not 1 <= n <= n_items:
+            raise InputError(f"saturation grid value n={n} must be between 1 and the pool size {n_items}")
+        rho: list[np.ndarray] = []
+        ovl: list[np.ndarray] = []
+        for d in range(n_draws):
+            reps = [
+                pools[j, np.random.default_rng([seed, n, d, j]).permutation(n_items)[:n]].mean(axis=0)
+                for j in range(n_models)
+            ]
+            r, o = _pair_metrics(reps, k, absolute)
+            rho += r
+            ovl += o
+        rows.append(_row(n, rho, ovl))
+    return pd.DataFrame(rows)
+
+
+def resampled_replicates(n_models: int, n: int) -> int:
+    """The paper's K = max(M / n, 4) replicates (M / n rounded down)."""
+    return max(n_models // n, 4)
+
+
+def resampled_curve(
+    pool: np.ndarray,
+    *,
+    grid: Sequence[int] | None = None,
+    k: int = 100,
+    n_draws: int = 1,
+    seed: int = 0,
+    absolute: bool = True,
+) -> pd.DataFrame:
+    """Zhao et al.'s models-axis curve: K = max(M / n, 4) replicates of n random models each.
+
+    Parameters
+    ----------
+    pool
+        Per-model attributions, shape (model, sample, gene), M >= 3 models.
+    grid
+        Values of n in [1, M - 1] (default: 1, 2, 4, ... up to max(2, M // 3), the paper's 20 of 60).
+    k
+        Top-k size of the overlap metric.
+    n_draws
+        Independent sets of K replicates per n.
+    seed
+        Seed: replicate ``r`` of draw ``d`` at ``n`` is the first n of
+        ``default_rng([seed, n, d, r]).permutation(M)``.
+    absolute
+        Rank genes by absolute attribution.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`saturation_curve`; ``n_pairs`` = C(K, 2) x draws.
+    """
+    pool = np.asarray(pool, dtype=np.float64)
+    if pool.ndim != 3 or pool.shape[0] < 3:
+        raise InputError(
+            f"a resampled models pool must be (model >= 3, sample, gene), got shape {pool.shape}"
+        )
+    n_models = pool.shape[0]
+    if grid is None:
+        top = min(max(2, n_models // 3), n_models - 1)
+        grid = [n for n in full_doubling_grid(top) if n <= top]
+    rows = []
+    for n in grid:
+        if not 1 <= n < n_models:
+            raise InputError(f"saturation grid value n={n} must be between 1 and models - 1 = {n_models - 1}")
+        rho: list[np.ndarray] = []
+        ovl: list[np.ndarray] = []
+        for d in range(n_draws):
+            reps = [
+                pool[np.random.default_rng([seed, n, d, r]).permutation(n_models)[:n]].mean(axis=0)
+                for r in range(resampled_replicates(n_models, n))
+            ]
+            r_, o_ = _pair_metrics(reps, k, absolute)
+            rho += r_
+            ovl += o_
+        rows.append(_row(n, rho, ovl))
+    return pd.DataFrame(rows)
+
+
 def saturation_point(curve: pd.DataFrame, metric: str = "spearman_mean", tol: float = 0.01) -> int | None:
     """The first n whose doubling improves ``metric`` by less than ``tol``.
 
     Parameters
     ----------
     curve
-        Output of :func:`saturation_curve` (rows sorted by n, consecutive n doubling).
+        A curve (columns ``n`` and ``metric``); pairs (n, 2n) both on its grid are tested.
     metric
         Column to test.
     tol
@@ -128,12 +289,10 @@ def saturation_point(curve: pd.DataFrame, metric: str = "spearman_mean", tol: fl
     int or None
         That n, or None when the curve still gains at its last doubling.
     """
-    c = curve.sort_values("n")
-    ns = c["n"].to_numpy()
-    vals = c[metric].to_numpy()
-    for i in range(len(ns) - 1):
-        if ns[i + 1] == 2 * ns[i] and vals[i + 1] - vals[i] < tol:
-            return int(ns[i])
+    values = dict(zip(curve["n"].astype(int), curve[metric], strict=True))
+    for n in sorted(values):
+        if 2 * n in values and values[2 * n] - values[n] < tol:
+            return n
     return None
 
 
@@ -149,9 +308,11 @@ def summarise_saturation(curves: dict[str, pd.DataFrame], tol: float = 0.01) -> 
     """
     rows: list[dict[str, Any]] = []
     for name, curve in curves.items():
+        first = curve.iloc[0]
         rows.append(
             {
                 "curve": name,
+                **{c: first[c] for c in ("explainer", "axis", "variant", "n_models") if c in curve},
                 "max_n": int(curve["n"].max()),
                 "spearman_at_max": float(curve.sort_values("n")["spearman_mean"].iloc[-1]),
                 "saturation_n_spearman": saturation_point(curve, "spearman_mean", tol),

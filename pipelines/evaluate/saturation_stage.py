@@ -4,15 +4,15 @@ For each axis a pool of per-item attributions is computed once, with
 :func:`gexplain.pipelines.explain.compute.explain_block`, on ``samples`` samples only, and kept in memory
 (items x samples x genes float32); every curve point is then a cheap average of pool items:
 
-* ``repeats``: item i = repeat i of the first model in ``mc_dropout`` mode (its own dropout mask,
+* ``repeats``: item i of model j = repeat i of model j (the first ``models`` models) in ``mc_dropout`` mode (its own dropout mask,
   the ``n_references`` cohort references). For the MLP and the explainers linear in the mask the
   items are not recomputed: the per-hidden-unit terms L (unit, sample, gene) of the exact
   decomposition ``A(m) = sum_h m_h L_h`` (:func:`gexplain.pipelines.explain.fastpath.unit_terms`) are
   computed once and item i is ``sum_h m_ih L_h`` for its keyed mask; the curve also gets the
   exact variance of an n-repeat mean around the infinite-repeat limit, ``p/(1-p) sum_h L_h^2 / n``
   (column ``exact_var_mean``, averaged over samples and genes);
-* ``references``: item i = one reference (repeat i) of the first model in ``deterministic`` mode,
-  so items differ only by their reference;
+* ``references``: item i of model j = one reference (repeat i) of model j in ``deterministic`` mode,
+  so a model's items differ only by their reference;
 * ``models``: item i = model replicate i. Taken from stored partial results where possible: the
   per-model means ``attr_<explainer>_model`` (model, sample, gene) of a complete explain run made
   with ``per_model=true`` whose replicates belong to the model set (the first such run by name,
@@ -29,7 +29,12 @@ import pandas as pd
 import xarray as xr
 from gexplain.pipelines.evaluate.inputs import explain_runs
 from gexplain.pipelines.evaluate.run import sample_subset
-from gexplain.pipelines.evaluate.saturation import saturation_curve, summarise_saturation
+from gexplain.pipelines.evaluate.saturation import (
+    inter_model_curve,
+    resampled_curve,
+    saturation_curve,
+    summarise_saturation,
+)
 from gexplain.pipelines.stages import StageParams
 from gexplain.storage.checkpoints import list_model_sets
 from gexplain.storage.schema import SAMPLE
@@ -64,6 +69,11 @@ class SaturationParams(StageParams):
         8, ge=2, description="Disjoint replicates per permutation (all pairs compared)."
     )
     tol: float = Field(0.01, gt=0, description="Gain per doubling below which a curve is saturated.")
+    models: int = Field(
+        5,
+        ge=2,
+        description="Models whose replicates are compared on the repeats/references axes (Zhao et al.: 5).",
+    )
 
 
 def stored_model_pool(
@@ -106,7 +116,9 @@ def stored_model_pool(
 def saturation_pools(
     store_url: str, opts: EvaluateParams, params: SaturationParams
 ) -> dict[tuple[str, str], np.ndarray]:
-    """(explainer, axis) -> pool (item, sample, gene) on the sample subset.
+    """(explainer, axis) -> pool on the sample subset: (model, item, sample, gene) for the repeats
+    and references axes (the first ``params.models`` models of the set), (model, sample, gene) for
+    the models axis.
 
     The ``models`` pools come from stored per-model means where a run has them
     (:func:`stored_model_pool`); every other pool is computed here with ``explain_block``.
@@ -167,20 +179,30 @@ def _computed_pools(
         "models": {**common, "mode": "deterministic"},
     }
     pools: dict[tuple[str, str], np.ndarray] = {}
+    n_models = min(params.models, len(modules))
     if "repeats" in todo:
-        exact = exact_repeat_pools(
-            modules[0], ids[0], x, targets[pick], pick, ref_stats, params, opts.seed, todo["repeats"]
-        )
-        pools.update(exact)
-        todo = {**todo, "repeats": [e for e in todo["repeats"] if (e, "repeats") not in exact]}
+        per_model = [
+            exact_repeat_pools(
+                modules[m], ids[m], x, targets[pick], pick, ref_stats, params, opts.seed, todo["repeats"], m
+            )
+            for m in range(n_models)
+        ]
+        for key in per_model[0]:
+            pools[key] = np.stack([p[key] for p in per_model])
+        todo = {**todo, "repeats": [e for e in todo["repeats"] if (e, "repeats") not in pools]}
     for axis, names in todo.items():
-        n_items = min(params.pool, len(modules)) if axis == "models" else params.pool
-        if n_items < 2 or not names:
+        if not names:
             continue
         spec = ExplainParams(explainers=list(names), **specs[axis])
+        if axis == "models":
+            n_items = min(params.pool, len(modules))
+            if n_items < 2:
+                continue
+            pairs = [(i, 0) for i in range(n_items)]
+        else:
+            pairs = [(m, rep) for m in range(n_models) for rep in range(params.pool)]
         items = []
-        for i in range(n_items):
-            m, rep = (i, 0) if axis == "models" else (0, i)
+        for m, rep in pairs:
             partial = explain_block(
                 [modules[m]],
                 [ids[m]],
@@ -194,7 +216,10 @@ def _computed_pools(
             )
             items.append({e: np.asarray(v[0], dtype=np.float32) for e, v in partial.finalize().items()})
         for e in names:
-            pools[(e, axis)] = np.stack([item[e] for item in items])
+            stacked = np.stack([item[e] for item in items])
+            pools[(e, axis)] = (
+                stacked if axis == "models" else stacked.reshape(n_models, params.pool, *x.shape)
+            )
     return pools
 
 
@@ -208,6 +233,7 @@ def exact_repeat_pools(
     params: SaturationParams,
     seed: int,
     explainers: list[str],
+    model_index: int = 0,
 ) -> dict[tuple[str, str], np.ndarray]:
     """Repeats-axis pools from the exact per-unit decomposition (MLP only), without recomputing.
 
@@ -215,7 +241,8 @@ def exact_repeat_pools(
     with the mask of repeat k (keyed by (seed, model, sample, k) as in the explain stage) and the
     ``n_references`` cohort references. Explainers or models outside the decomposition are left out
     (the caller recomputes them). The exact variance per item, ``p/(1-p) sum_h L_h^2``, is stored
-    in :data:`EXACT_REPEAT_VARIANCE` for the curve's ``exact_var_mean`` column.
+    in :data:`EXACT_REPEAT_VARIANCE` under ``(explainer, model_index)`` for the curves'
+    ``exact_var_mean`` column.
     """
     import torch
     from gexplain.pipelines.explain.fastpath import (
@@ -270,41 +297,69 @@ def exact_repeat_pools(
                 )
             units = torch.stack(terms)  # (sample, hidden, gene)
             out[(name, "repeats")] = torch.einsum("ksh,shg->ksg", masks, units).numpy().astype(np.float32)
-            EXACT_REPEAT_VARIANCE[name] = float(repeat_variance(units, p).mean())
+            EXACT_REPEAT_VARIANCE[(name, model_index)] = float(repeat_variance(units, p).mean())
     return out
 
 
-EXACT_REPEAT_VARIANCE: dict[str, float] = {}
+EXACT_REPEAT_VARIANCE: dict[tuple[str, int], float] = {}
 
 
 def saturation_part(
     store_url: str, opts: EvaluateParams, params: SaturationParams
 ) -> dict[str, pd.DataFrame]:
-    """Saturation curves and their summary for every explainer and axis.
+    """Saturation curves and their summary for every explainer, axis and variant.
+
+    Variants (column ``variant``; the curve name is ``<explainer>/<axis>/<variant>``):
+
+    * ``inter_model`` (Zhao et al.'s Figure 2, repeats and references axes): replicate j is the mean
+      of n items of model j, replicates of up to ``params.models`` models are compared pairwise
+      (:func:`gexplain.pipelines.evaluate.saturation.inter_model_curve`); ``n_models`` says how many;
+    * ``resampled`` (the paper's models axis): K = max(M / n, 4) replicates, each the mean of n of
+      the M models drawn at random (:func:`gexplain.pipelines.evaluate.saturation.resampled_curve`);
+    * ``intra_model`` (gexplain's earlier curves): disjoint subsets of one pool (the first model's
+      for repeats and references, the models for the models axis) compared pairwise; these tend to
+      1 and are not comparable with the paper's.
 
     Returns
     -------
     dict
-        ``saturation_curves`` (columns curve, explainer, axis, n, n_pairs, spearman_*, top_k_overlap_*)
-        and ``saturation_summary`` (:func:`summarise_saturation`); empty when the store has no
-        model set. ``k`` is clipped to the number of genes.
+        ``saturation_curves`` (columns curve, explainer, axis, variant, n_models, n, n_pairs,
+        spearman_*, top_k_overlap_*, and ``exact_var_mean`` on the repeats axis where the exact
+        decomposition exists) and ``saturation_summary``; empty without a model set. ``k`` is
+        clipped to the number of genes.
     """
     EXACT_REPEAT_VARIANCE.clear()  # this evaluation's variances only
     if opts.model_set not in list_model_sets(store_url):
         return {}
     curves: dict[str, pd.DataFrame] = {}
     for (explainer, axis), pool in saturation_pools(store_url, opts, params).items():
-        curve = saturation_curve(
-            pool,
-            k=min(opts.k, pool.shape[2]),
-            n_draws=params.draws,
-            max_replicates=params.max_replicates,
-            seed=opts.seed,
-            absolute=True,
-        )
-        if axis == "repeats" and explainer in EXACT_REPEAT_VARIANCE:
-            curve = curve.assign(exact_var_mean=EXACT_REPEAT_VARIANCE[explainer] / curve["n"])
-        curves[f"{explainer}/{axis}"] = curve.assign(explainer=explainer, axis=axis)
+        k = min(opts.k, pool.shape[-1])
+        common = {"k": k, "seed": opts.seed, "absolute": True}
+        found: dict[str, pd.DataFrame] = {}
+        if axis == "models":
+            n_models = pool.shape[0]
+            if n_models >= 3:
+                found["resampled"] = resampled_curve(pool, n_draws=params.draws, **common)
+            found["intra_model"] = saturation_curve(
+                pool, n_draws=params.draws, max_replicates=params.max_replicates, **common
+            )
+        else:
+            n_models = pool.shape[0]
+            if n_models >= 2:
+                found["inter_model"] = inter_model_curve(pool, n_draws=params.draws, **common)
+            found["intra_model"] = saturation_curve(
+                pool[0], n_draws=params.draws, max_replicates=params.max_replicates, **common
+            )
+        for variant, curve in found.items():
+            if axis == "repeats":
+                models_used = range(n_models if variant == "inter_model" else 1)
+                var = [EXACT_REPEAT_VARIANCE.get((explainer, m)) for m in models_used]
+                if all(v is not None for v in var):
+                    curve = curve.assign(exact_var_mean=float(np.mean(var)) / curve["n"])
+            used = n_models if variant != "intra_model" or axis == "models" else 1
+            curves[f"{explainer}/{axis}/{variant}"] = curve.assign(
+                explainer=explainer, axis=axis, variant=variant, n_models=used
+            )
     if not curves:
         return {}
     table = pd.concat([c.assign(curve=name) for name, c in curves.items()], ignore_index=True)

@@ -50,6 +50,9 @@ class EvaluateParams(StageParams):
     )
     faithfulness_sigma: float = Field(0.1, gt=0, description="openxai noise sd, standardised units.")
     faithfulness_perturbations: int = Field(100, ge=1, description="openxai perturbations per sample.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device of the faithfulness model passes ('auto': CUDA when visible)."
+    )
     n_random: int = Field(5, ge=0, description="Random gene sets per k (the PGI/PGU floors).")
     reference: Literal["mean", "zero"] = Field("mean", description="Replacement value of removed genes.")
     min_samples: int = Field(
@@ -74,7 +77,10 @@ def run(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
         params = params.model_copy(update={"seed": ctx.seed})
     out = evaluate_store(ctx.store_url, params, csv_dir=csv_dir, progress=ctx.progress, finish=False)
     if params.saturation.enabled:
-        for table, df in saturation_part(ctx.store_url, params, params.saturation).items():
+        with ctx.progress.task("evaluate: saturation pools and curves", total=1) as task:
+            saturation = saturation_part(ctx.store_url, params, params.saturation)
+            task.advance()
+        for table, df in saturation.items():
             out.tables[table] = df
             out.groups.append(write_table(ctx.store_url, params.name, table, df, csv_dir))
     finish_evaluation(ctx.store_url, params.name)

@@ -17,6 +17,10 @@ AnnData                        store
                                pvalue, padj; NaN for genes the result does not hold)
 ``uns["de"][<same key>]``      that result's method, contrast, design and layer
 ``uns["gexplain"]``            the store URL, gexplain version and the store attrs as JSON
+``uns["rank_attr_<run>_<e>"]`` per-class attribution ranking in ``sc.tl.rank_genes_groups``'s layout
+                               (:mod:`gexplain.pipelines.export.rankings`; ``sc.pl.rank_genes_groups(
+                               adata, key=...)`` plots it)
+``uns["evaluate"][<n>][<t>]``  every table of the evaluation ``results/evaluate/<n>``
 ============================== ==================================================================
 
 Matrices stay lazy (dask arrays read from the store), so anndata writes them chunk by chunk:
@@ -38,7 +42,8 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from gexplain.pipelines.evaluate.inputs import ATTR, explainers_of
+from gexplain.pipelines.evaluate.inputs import ATTR, explainers_of, label_column
+from gexplain.pipelines.export.rankings import attribution_rankings, evaluation_tables
 from gexplain.storage.errors import InputError
 from gexplain.storage.schema import GENE, SAMPLE, layer_names
 from gexplain.storage.store import gexplain_version, list_results, open_store, read_result
@@ -103,10 +108,8 @@ def _aligned(result: xr.DataArray, samples: np.ndarray, genes: np.ndarray) -> da
     return data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
 
 
-def _attributions(
-    url: str, samples: np.ndarray, genes: np.ndarray, runs: list[str] | None, with_std: bool
-) -> dict[str, da.Array]:
-    out: dict[str, da.Array] = {}
+def _explain_results(url: str, runs: list[str] | None) -> dict[str, xr.Dataset]:
+    """Complete explain results by run name (``runs`` only, when given)."""
     groups = list_results(url, "explain")
     if runs is not None:
         wanted = {f"explain/{r}" for r in runs}
@@ -117,9 +120,15 @@ def _attributions(
                 f"(present: {', '.join(groups) or 'none'})"
             )
         groups = [g for g in groups if g in wanted]
-    for group in groups:
-        res = read_result(url, group)
-        run = _key(group.split("/", 1)[1])
+    return {group.split("/", 1)[1]: read_result(url, group) for group in groups}
+
+
+def _attributions(
+    results: dict[str, xr.Dataset], samples: np.ndarray, genes: np.ndarray, with_std: bool
+) -> dict[str, da.Array]:
+    out: dict[str, da.Array] = {}
+    for name, res in results.items():
+        run = _key(name)
         for explainer in explainers_of(res):
             out[f"attr_{run}_{_key(explainer)}"] = _aligned(res[ATTR + explainer], samples, genes)
             std = f"{ATTR}{explainer}_std"
@@ -190,7 +199,9 @@ def store_to_anndata(
     var = _frame(ds, GENE)
     samples, genes = obs.index.to_numpy(dtype=str), var.index.to_numpy(dtype=str)
     matrices = {n: ds[n].data for n in layers}
-    extra = _attributions(store_url, samples, genes, attributions, attribution_std)
+    results = _explain_results(store_url, attributions)
+    extra = _attributions(results, samples, genes, attribution_std)
+    rankings = attribution_rankings(ds, results, _key) if results and _has_labels(ds) else {}
     de, de_meta = _de_tables(store_url, genes)
     adata = ad.AnnData(
         X=matrices[x_layer],
@@ -199,6 +210,8 @@ def store_to_anndata(
         layers={**{n: m for n, m in matrices.items() if n != x_layer}, **extra},
         varm=de,
         uns={
+            **rankings,
+            "evaluate": evaluation_tables(store_url),
             "de": de_meta,
             "gexplain": {
                 "store": str(store_url),
@@ -209,6 +222,14 @@ def store_to_anndata(
         },
     )
     return adata
+
+
+def _has_labels(ds: xr.Dataset) -> bool:
+    try:
+        label_column(ds)
+    except InputError:
+        return False
+    return True
 
 
 def _atomic(target: Path, write: Any) -> None:

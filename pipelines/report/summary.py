@@ -86,7 +86,7 @@ def reproducibility_card(
     if summary is None or curves is None:
         parts.append(_missing("saturation (enable saturation in the evaluate stage)"))
     else:
-        for row in summary.itertuples(index=False):
+        for row in _paper_curves_first(summary).itertuples(index=False):
             curve = curves[curves["curve"] == row.curve].sort_values("n")
             if pd.notna(row.saturation_n_spearman):
                 text = f"saturated at n = {int(row.saturation_n_spearman)} of {int(row.max_n)} aggregated"
@@ -98,8 +98,33 @@ def reproducibility_card(
                 )
             else:
                 text = "too few points to tell"
-            parts.append(f"<p>{esc(row.curve)}: {esc(text)}</p>")
+            parts.append(f"<p>{esc(row.curve)}{esc(_variant_note(row))}: {esc(text)}</p>")
     return _card("Reproducibility and saturation", "reproducibility", "".join(parts))
+
+
+def _paper_curves_first(summary: pd.DataFrame) -> pd.DataFrame:
+    """The saturation rows the first screen shows: per (explainer, axis) the paper's variant
+    (inter-model replicates, resampled models) when it exists, the intra-model one otherwise."""
+    if "variant" not in summary:
+        return summary
+    keep = []
+    for _, group in summary.groupby(["explainer", "axis"], sort=True):
+        paper = group[group["variant"] != "intra_model"]
+        keep.append(paper if not paper.empty else group)
+    return pd.concat(keep, ignore_index=True)
+
+
+def _variant_note(row: object) -> str:
+    variant, n_models = getattr(row, "variant", None), getattr(row, "n_models", None)
+    if variant == "inter_model":
+        return f" (replicates of {int(n_models)} models, as Zhao et al.; the paper uses 5)"
+    if variant == "resampled":
+        return (
+            f" (K = max(M/n, 4) replicates of random subsets of M = {int(n_models)} models, as Zhao et al.)"
+        )
+    if variant == "intra_model":
+        return " (one model's items in disjoint subsets: tends to 1, not comparable with Zhao et al.)"
+    return ""
 
 
 def top_genes_card(top: pd.DataFrame | None, symbols: dict[str, str]) -> str:
