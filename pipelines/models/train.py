@@ -16,69 +16,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from gexplain.pipelines.models.architectures import build_model, gene_order
 from gexplain.pipelines.models.data import Split, standardization_stats, upsampled_epoch
 from gexplain.pipelines.models.metrics import classification_metrics
+from gexplain.pipelines.models.params import TrainParams
 from gexplain.pipelines.models.persist import state_bytes
-from gexplain.pipelines.params import cli
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LR = {"mlp": 1e-3, "cnn": 6e-4}
-
-
-class TrainParams(BaseModel):
-    """Hyper-parameters of one training run (defaults as in Zhao et al.)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: Literal["mlp", "cnn", "rule_linear", "rule_circle"] = Field(
-        "mlp", description="mlp, cnn, or a fixed decision rule (pipelines/models/rules.py; not trained)"
-    )
-    hidden: int = Field(128, ge=1, description="MLP hidden width")
-    dropout: float = Field(0.25, ge=0.0, lt=1.0)
-    batch_norm: bool = Field(True, description="MLP: BatchNorm1d after the first layer (as in the paper)")
-    l1: float = Field(
-        0.0, ge=0.0, description="L1 penalty on the first layer's weights (sum |W1| x l1) for sparse gene use"
-    )
-    grid: int | None = Field(
-        None, ge=1, description="CNN grid side; None = ceil(sqrt(genes)) rounded up to a multiple of 8"
-    )
-    gene_order: Literal["stored", "position", "random"] = Field(
-        "stored", description="CNN gene placement; random = a permutation drawn from each replicate's seed"
-    )
-    lr: float | None = Field(None, gt=0, description="Adam learning rate; None = 1e-3 (MLP) / 6e-4 (CNN)")
-    weight_decay: float = Field(1e-3, ge=0.0)
-    batch_size: int = Field(256, ge=2)
-    max_epochs: int = Field(100, ge=1, description="Maximum epochs.", json_schema_extra=cli("--epochs"))
-    early_stopping: int = Field(
-        10,
-        ge=1,
-        description="Early-stopping patience: epochs without validation-loss improvement.",
-        json_schema_extra=cli("--patience"),
-    )
-    lr_factor: float = Field(0.25, gt=0.0, lt=1.0, description="ReduceLROnPlateau factor")
-    lr_patience: int = Field(5, ge=0, description="ReduceLROnPlateau patience (epochs)")
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="of the non-test part, for early stopping")
-    standardize: bool = True
-    upsample: bool = True
-    jitter: float = Field(
-        0.0, ge=0.0, le=1.0, description="per-replicate log-uniform jitter of lr, wd, dropout"
-    )
-    threads: int = Field(1, ge=1, description="torch intra-op threads per training task")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch: int = Field(2048, ge=1)
-
-    def learning_rate(self) -> float:
-        """The effective Adam learning rate."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.arch]
 
 
 @dataclass
