@@ -226,7 +226,7 @@ def _main(argv: list[str] | None) -> int:
     _setup_logging()
     err = Console(stderr=True, soft_wrap=True)
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="gexplain")
     except KeyboardInterrupt:
         return _interrupted()
     except InputError as exc:
