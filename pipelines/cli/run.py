@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
                 annotation=Path,
                 default=typer.Argument(
                     ...,
-                    help=f"Run config (TOML), e.g. a copy of the example installed with gexplain: {EXAMPLE_CONFIG}",
+                    help=f"Run config (TOML), e.g. a copy of the example installed with gexplain "
+                    f"({EXAMPLE_CONFIG.name} in the gexplain.pipelines package; a missing CONFIG's message gives its path).",
                     metavar="CONFIG",
                 ),
             ),
