@@ -32,7 +32,7 @@ def _show(outputs: dict[str, Any]) -> None:
             continue
         below = next((v for k, v in entry.items() if k.startswith("n_padj_below_")), "")
         table.add_row(group, str(entry["n_genes"]), str(below), entry.get("table", ""))
-    console.print(table)
+    console().print(table)
 
 
 def register(app: typer.Typer) -> None:

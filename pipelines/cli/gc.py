@@ -36,5 +36,5 @@ def register(app: typer.Typer) -> None:
         total = sum(r.bytes for r in removed) / 2**20
         summary(
             f"{verb} {len(removed)} leftover(s), {total:.1f} MiB",
-            [(str(item.path), f"{item.bytes / 2**20:.1f} MiB") for item in removed],
+            [(f"{verb} {item.path}", f"{item.bytes / 2**20:.1f} MiB") for item in removed],
         )

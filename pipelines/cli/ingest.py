@@ -24,7 +24,7 @@ def _show(report: dict[str, Any]) -> None:
         rows.append(
             (
                 "gene annotation",
-                f"{annotation['unmatched']} of {report['n_genes']} genes not in {annotation['path']} "
+                f"{annotation['unmatched']} of {report['n_genes']} genes not found in {annotation['path']} "
                 f"(kept ''/NaN), e.g. {', '.join(annotation['first_unmatched'][:5])}",
             )
         )

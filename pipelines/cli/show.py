@@ -3,13 +3,20 @@ outputs for machines instead, :func:`gexplain.pipelines.cli.generate.show_json`)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+UNWRAPPED = 100_000
+"""Console width when stdout is not a terminal: lines in a log file or a pipe are never wrapped."""
+
+
+def console() -> Console:
+    """A console on the current stdout: its width on a terminal, unwrapped otherwise."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else UNWRAPPED)
 
 
 def summary(title: str, rows: Iterable[tuple[str, Any]]) -> None:
@@ -23,5 +30,6 @@ def summary(title: str, rows: Iterable[tuple[str, Any]]) -> None:
         if isinstance(value, list | tuple):
             value = ", ".join(map(str, value))
         table.add_row(key, str(value))
-    console.print(f"[bold]{title}[/bold]")
-    console.print(table)
+    out = console()
+    out.print(f"[bold]{title}[/bold]")
+    out.print(table)
