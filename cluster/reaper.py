@@ -2,23 +2,27 @@
 
 Ray kills its own direct children (GCS, raylet) when the driver dies, but their children (the
 dashboard and runtime-env agents, idle workers) notice only after about a minute. The embedded
-runtime therefore starts this watchdog next to Ray: ``python -m gexplain.cluster.reaper DRIVER_PID ROOT_PID...``.
+runtime therefore starts this watchdog next to Ray: ``python -m gexplain.cluster.reaper ROOT_PID...``
+with its stdin a pipe whose write end only the driver holds.
 
-Every ``POLL_S`` seconds it records the process trees under the given Ray root processes. When the
-driver is gone (SIGKILL, crash, OOM kill) it kills every recorded process that is still alive, so
-nothing outlives the driver by more than a poll. When every root has exited on its own (a normal
-``ray.shutdown``) it exits quietly. It only ever kills processes it saw under the roots, each checked
-by pid and start time, never by name.
+The watchdog blocks on that pipe. The kernel closes the write end when the driver exits, however it
+dies (SIGKILL, crash, OOM kill), or the runtime closes it on a normal shutdown; the watchdog sees
+end-of-file at once and kills every process it recorded under the Ray roots that is still alive.
+No polling of the driver: between events it wakes every ``SNAPSHOT_S`` seconds only to record the
+process trees under the roots (workers come and go), and exits quietly once every root has exited.
+It only ever kills processes it saw under the roots, each checked by pid and start time, never by
+name.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import sys
-import time
 
 import psutil
 
-POLL_S = 0.25
+SNAPSHOT_S = 2.0
 
 
 def _snapshot(roots: list[psutil.Process], seen: dict[int, float]) -> None:
@@ -58,25 +62,29 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def watch(driver_pid: int, root_pids: list[int]) -> int:
-    """Watch ``driver_pid``; when it dies, kill everything recorded under ``root_pids``.
+def _driver_gone(fd: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s on the driver's pipe; True once it is closed (end-of-file)."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if not ready:
+        return False
+    return os.read(fd, 4096) == b""  # the driver writes nothing; any byte is ignored
+
+
+def watch(root_pids: list[int], fd: int = 0) -> int:
+    """Record the process trees under ``root_pids``; when the pipe ``fd`` closes, kill them.
 
     Parameters
     ----------
-    driver_pid
-        The process whose death ends the Ray session.
     root_pids
         Ray's top-level processes (GCS server, raylet, monitors) started by the driver.
+    fd
+        The read end of the driver's pipe (default stdin).
 
     Returns
     -------
     int
-        Number of processes killed (0 after a normal shutdown).
+        Number of processes killed (0 when every root exited on its own first).
     """
-    try:
-        driver = psutil.Process(driver_pid)
-    except psutil.NoSuchProcess:
-        driver = None
     roots = []
     for pid in root_pids:
         try:
@@ -84,22 +92,24 @@ def watch(driver_pid: int, root_pids: list[int]) -> int:
         except psutil.NoSuchProcess:
             continue
     seen: dict[int, float] = {}
+    _snapshot(roots, seen)
     while True:
-        if driver is None or not _alive(driver):
+        if _driver_gone(fd, SNAPSHOT_S):
             _snapshot(roots, seen)
             return _kill_recorded(seen)
         if not any(_alive(root) for root in roots):
             return 0
         _snapshot(roots, seen)
-        time.sleep(POLL_S)
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``python -m gexplain.cluster.reaper DRIVER_PID ROOT_PID...``."""
-    if len(argv) < 2:
-        print("usage: python -m gexplain.cluster.reaper DRIVER_PID ROOT_PID...", file=sys.stderr)
+    """Entry point: ``python -m gexplain.cluster.reaper ROOT_PID...`` (stdin: the driver's pipe)."""
+    if not argv:
+        print(
+            "usage: python -m gexplain.cluster.reaper ROOT_PID... (stdin: the driver's pipe)", file=sys.stderr
+        )
         return 2
-    watch(int(argv[0]), [int(p) for p in argv[1:]])
+    watch([int(p) for p in argv])
     return 0
 
 

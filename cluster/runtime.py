@@ -432,9 +432,9 @@ class Runtime:
         self.ray_started_here = True
         roots = [p.pid for p in me.children() if p.pid not in before]
         if roots:
-            self._reaper = subprocess.Popen(
-                [sys.executable, "-m", "gexplain.cluster.reaper", str(os.getpid()), *map(str, roots)],
-                stdin=subprocess.DEVNULL,
+            self._reaper = subprocess.Popen(  # its stdin closes when this process exits
+                [sys.executable, "-m", "gexplain.cluster.reaper", *map(str, roots)],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -490,6 +490,8 @@ class Runtime:
             self._restore_env()
             _reload_ray_auth()
             if self._reaper is not None:
+                if self._reaper.stdin is not None:
+                    self._reaper.stdin.close()  # the watchdog ends at once
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._reaper.wait(timeout=5)
                 if self._reaper.poll() is None:

@@ -35,6 +35,9 @@ from gexplain.storage.errors import InputError
 from gexplain.storage.paths import is_local
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+EXAMPLE_CONFIG = Path(__file__).parent / "configs" / "quickstart.toml"
+"""The example run config as installed (package data), wherever gexplain was installed from."""
+
 DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
 
 
@@ -230,7 +233,8 @@ def parse_config(path: str | Path, *, base_dir: Path | None = None) -> RunConfig
     cfg_path = Path(path)
     if not cfg_path.is_file():
         raise InputError(
-            f"config file {cfg_path} not found; see pipelines/configs/quickstart.toml for an example"
+            f"config file {cfg_path} not found; give the path of a run config (TOML), e.g. a copy of "
+            f"the example installed with gexplain: {EXAMPLE_CONFIG}"
         )
     raw_bytes = cfg_path.read_bytes()
     try:

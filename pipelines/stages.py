@@ -19,7 +19,7 @@ from gexplain.pipelines.params import StageParams
 from gexplain.pipelines.progress import Progress
 from gexplain.storage.errors import InputError
 
-__all__ = ["REGISTRY", "Stage", "StageContext", "StageParams", "get_stage"]
+__all__ = ["PARAMS", "REGISTRY", "Stage", "StageContext", "StageParams", "get_params", "get_stage"]
 
 
 @dataclass
@@ -82,6 +82,40 @@ REGISTRY: dict[str, str] = {
 }
 
 
+PARAMS: dict[str, str] = {
+    "simulate": "gexplain.pipelines.simulate.stage:SimulateParams",
+    "ingest": "gexplain.pipelines.ingest_stage:IngestParams",
+    "normalize": "gexplain.pipelines.normalize.stage:NormalizeParams",
+    "de": "gexplain.pipelines.de.stage:DeParams",
+    "train": "gexplain.pipelines.models.params:TrainStageParams",
+    "explain": "gexplain.pipelines.explain.params:ExplainParams",
+    "evaluate": "gexplain.pipelines.evaluate.params:EvaluateParams",
+    "report": "gexplain.pipelines.report.stage:ReportParams",
+}
+"""Where each stage's params model lives (``module:Class``): a module that imports neither torch nor
+Ray, so the CLI's help and the notebook API's signatures are built without them. The stage's
+``STAGE.params`` is this same class (``tests/test_cli_startup.py`` checks it)."""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in REGISTRY:
+        raise InputError(f"unknown stage kind '{kind}'; known kinds: {', '.join(REGISTRY)}")
+
+
+def get_params(kind: str) -> type[StageParams]:
+    """Return the params model of stage ``kind`` without importing the stage's code.
+
+    Raises
+    ------
+    InputError
+        For an unknown kind (lists the known ones).
+    """
+    _check_kind(kind)
+    module, name = PARAMS[kind].split(":")
+    model: type[StageParams] = getattr(importlib.import_module(module), name)
+    return model
+
+
 def get_stage(kind: str) -> Stage:
     """Return the registered stage for ``kind``.
 
@@ -90,8 +124,7 @@ def get_stage(kind: str) -> Stage:
     InputError
         For an unknown kind (lists the known ones).
     """
-    if kind not in REGISTRY:
-        raise InputError(f"unknown stage kind '{kind}'; known kinds: {', '.join(REGISTRY)}")
+    _check_kind(kind)
     module = importlib.import_module(REGISTRY[kind])
     stage: Stage = module.STAGE
     return stage

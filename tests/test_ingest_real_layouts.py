@@ -168,16 +168,16 @@ def test_airway_sheet_with_sample_and_Sample_columns(tmp_path: Path) -> None:
     assert ds["sample_sample"].values.astype(str)[0] == "SRS508568"  # 'Sample' (SRS accessions) kept as data
 
 
-def test_several_matching_id_columns_are_an_error_naming_them(tmp_path: Path) -> None:
+def test_identical_id_columns_are_one_choice(tmp_path: Path) -> None:
+    """Issue 21: airway's 'Run' and 'sample' hold the same ids on the same rows: no flag needed."""
     counts, sheet = _airway(tmp_path, extra_copy=True)  # 'Run' and 'sample' both hold the SRR ids
     out = tmp_path / "amb.zarr"
-    with pytest.raises(InputError, match="'Run', 'sample'.*--sample-id-column"):
-        ingest(counts, str(out), sample_sheets=sheet)
-    assert main(["ingest", str(counts), "--sample-sheet", str(sheet), "--out", str(out)]) == 2
-    assert not out.exists()
+    assert main(["ingest", str(counts), "--sample-sheet", str(sheet), "--out", str(out)]) == 0
+    assert list(open_store(str(out))["sample"].values.astype(str)) == AIRWAY_RUNS
     code = main(
-        ["ingest", str(counts), "--sample-sheet", str(sheet), "--sample-id-column", "Run", "--out", str(out)]
-    )
+        ["ingest", str(counts), "--sample-sheet", str(sheet), "--sample-id-column", "Run", "--out", str(out),
+         "--overwrite"]
+    )  # fmt: skip
     assert code == 0
     assert list(open_store(str(out))["sample"].values.astype(str)) == AIRWAY_RUNS
 
@@ -241,6 +241,7 @@ def _tcga_gdc(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_gtex_tcga_merge_maps_labels_with_cohort_prefix(tmp_path: Path) -> None:
+    """TCGA's Project ID already names its cohort (TCGA-LUAD): it is not prefixed twice."""
     gct, gsheet = _gtex(tmp_path)
     gdc, tsheet = _tcga_gdc(tmp_path)
     out = tmp_path / "zhao.zarr"
@@ -253,7 +254,7 @@ def test_gtex_tcga_merge_maps_labels_with_cohort_prefix(tmp_path: Path) -> None:
     ds = open_store(str(out))
     assert ds.attrs["label_column"] == "sample_tissue"
     assert list(ds["sample_tissue"].values.astype(str)) == [
-        "GTEx_Adipose - Subcutaneous", "GTEx_Muscle - Skeletal", "GTEx_Lung", "TCGA_TCGA-LUAD", "TCGA_TCGA-BRCA",
+        "GTEx_Adipose - Subcutaneous", "GTEx_Muscle - Skeletal", "GTEx_Lung", "TCGA-LUAD", "TCGA-BRCA",
     ]  # fmt: skip
     assert list(ds["gene"].values.astype(str)) == GENES  # ENSG00000999999 only in TCGA: dropped
     assert ds.attrs["merge"]["unlabelled_samples"] == {}

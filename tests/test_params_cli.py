@@ -22,6 +22,7 @@ from gexplain.pipelines.cli.main import app, main
 from gexplain.pipelines.config import parse_config
 from gexplain.pipelines.de.stage import DeTest
 from gexplain.pipelines.stages import REGISTRY, get_stage
+from gexplain.pipelines.standalone import STANDALONE_DEFAULTS
 from gexplain.storage.errors import InputError
 from pydantic import BaseModel
 
@@ -41,9 +42,9 @@ REQUIRED_ARGV: dict[str, list[str]] = {
 def _commands(kind: str) -> list[tuple[list[str], Any]]:
     """(argv prefix, click command) of every command that runs stage ``kind``."""
     if kind == "simulate":
-        group = ROOT.commands["simulate"]
+        group = ROOT.load("simulate")
         return [(["simulate", name], cmd) for name, cmd in group.commands.items()]
-    return [([kind], ROOT.commands[kind])]
+    return [([kind], ROOT.load(kind))]
 
 
 def _store_argv(kind: str, tmp: Path) -> list[str]:
@@ -120,10 +121,12 @@ def _id(case: tuple[str, tuple[str, ...], Any]) -> str:
 def test_the_cli_exposes_every_field_with_its_default(case: tuple[str, tuple[str, ...], Any]) -> None:
     kind, path, info = case
     if (kind, path) == (("simulate"), ("simulator",)):  # one sub-command per simulator
-        assert set(ROOT.commands["simulate"].commands) == set(typing.get_args(info.annotation))
+        assert set(ROOT.load("simulate").commands) == set(typing.get_args(info.annotation))
         return
     _, _, param = _where(kind, _flag(path))
     default = info.get_default(call_default_factory=True)
+    if len(path) == 1:  # a stage run on its own may default otherwise (explain: keep a result)
+        default = STANDALONE_DEFAULTS.get(kind, {}).get(path[0], default)
     shown = param.default
     if info.is_required():
         assert param.required or getattr(param, "nargs", 1) == -1 or shown is None
@@ -249,7 +252,8 @@ def test_no_options_give_the_params_of_an_empty_config(
         argv = [*prefix, *_store_argv(kind, tmp_path), *REQUIRED_ARGV.get(kind, [])]
         assert main(argv) == 0, argv
         cfg = parse_config(_config(tmp_path, kind, {**REQUIRED_CONFIG.get(kind, {}), **_fixed(prefix)}))
-        assert seen[-1] == cfg.stages[0].params
+        # the same params, but for the standalone defaults (a stage run on its own replaces nothing)
+        assert seen[-1] == cfg.stages[0].params.model_copy(update=STANDALONE_DEFAULTS.get(kind, {}))
 
 
 @pytest.mark.parametrize("bad", ["..", ".", "../../x", "a/b", "-x", ""])
@@ -302,13 +306,20 @@ def _can_write(folder: Path) -> bool:
     return True
 
 
+NO_RUNTIME = {"ingest", "report"}  # they compute on neither Ray nor Dask
+
+
 def test_runtime_options_are_the_same_for_every_computing_command() -> None:
+    """Every command that computes takes the same runtime options; the others take none."""
     flags = {"--cluster", "--dask", "--num-cpus", "--num-gpus"}
     for kind in REGISTRY:
         for prefix, cmd in _commands(kind):
             have = {o for p in cmd.params for o in getattr(p, "opts", [])}
-            assert flags <= have, prefix
-    run_flags = {o for p in ROOT.commands["run"].params for o in getattr(p, "opts", [])}
+            if kind in NO_RUNTIME:
+                assert not flags & have, prefix
+            else:
+                assert flags <= have, prefix
+    run_flags = {o for p in ROOT.load("run").params for o in getattr(p, "opts", [])}
     assert flags <= run_flags
 
 
@@ -330,7 +341,10 @@ def test_messages_name_only_flags_that_exist() -> None:
         for sub in getattr(cmd, "commands", {}).values():
             walk(sub)
 
+    flags.add("--help")  # every command's, added by click
     walk(ROOT)
+    for name in ROOT.list_commands(None):  # commands are built when named
+        walk(ROOT.load(name))
     root = Path(__file__).resolve().parents[1]
     unknown = []
     for path in sorted(root.glob("*/**/*.py")):

@@ -177,7 +177,7 @@ def test_info_describes_a_store(tmp_path, capsys):
     d = describe_store(url)
     assert d["dims"] == {"sample": 3, "gene": 2}
     assert d["layers"] == [{"name": "counts", "dtype": "int32", "units": "reads"}]
-    assert d["labels"]["sample_tissue"] == {"levels": 2, "top": {"lung": 2, "liver": 1}}
+    assert d["labels"]["sample_tissue"] == {"levels": 2, "top": {"lung": 2, "liver": 1}, "missing": 0}
     assert d["attrs"]["label_column"] == "sample_tissue"
     assert main(["info", url]) == 0
     assert "sample_tissue" in capsys.readouterr().out

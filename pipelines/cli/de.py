@@ -17,24 +17,29 @@ from typing import Any
 
 import typer
 from gexplain.pipelines.cli.generate import stage_command
-from rich.console import Console
+from gexplain.pipelines.cli.show import console, summary
 from rich.table import Table
 
 
-def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:
-    summary = Table("result", "genes", "padj below alpha", "table")
+def _show(outputs: dict[str, Any]) -> None:
+    table = Table("result", "genes", "padj below alpha", "table")
     for group, entry in outputs.items():
         if not isinstance(entry, dict):
-            typer.echo(f"skipped groups (fewer than 2 samples per level): {', '.join(entry)}", err=True)
+            summary("skipped groups (fewer than 2 samples per level)", [("groups", entry)])
             continue
         if "n_genes" not in entry:  # the calibration table (calibrate = N), not a result
-            typer.echo(f"calibration under permuted labels: {entry.get('table', entry)}")
+            summary("calibration under permuted labels", [("table", entry.get("table", entry))])
             continue
         below = next((v for k, v in entry.items() if k.startswith("n_padj_below_")), "")
-        summary.add_row(group, str(entry["n_genes"]), str(below), entry.get("table", ""))
-    Console().print(summary)
+        table.add_row(group, str(entry["n_genes"]), str(below), entry.get("table", ""))
+    console().print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``de`` command to ``app``."""
-    stage_command(app, "de", show=_show)
+    stage_command(
+        app,
+        "de",
+        help="Differential expression (deseq2, mannwhitney, welch) per contrast, into the store.",
+        show=_show,
+    )

@@ -6,16 +6,24 @@ from typing import Any
 
 import typer
 from gexplain.pipelines.cli.generate import stage_command
+from gexplain.pipelines.cli.show import summary
 
 
-def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:
-    for group in outputs["results"]:
-        typer.echo(group)
-    typer.echo(f"tables: {outputs['tables']}")
+def _show(outputs: dict[str, Any]) -> None:
     if not outputs["n_tables"]:
-        typer.echo("nothing to evaluate: the store has no explain or DE results")
+        summary("nothing to evaluate", [("why", "the store has no explain or DE results")])
+        return
+    summary(
+        "evaluated",
+        [("results", outputs["results"]), ("tables", f"{outputs['n_tables']} in {outputs['tables']}")],
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``evaluate`` command to ``app``."""
-    stage_command(app, "evaluate", show=_show)
+    stage_command(
+        app,
+        "evaluate",
+        help="Reproducibility, saturation, ground-truth, faithfulness and biology tables.",
+        show=_show,
+    )

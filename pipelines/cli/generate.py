@@ -7,35 +7,67 @@ on the command line reach the model, so a bad value fails with the same message 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
-from gexplain.cluster.runtime import start_runtime
 from gexplain.pipelines.cli.options import CliField, cli_fields, collect, command_class, option_parameters
+from gexplain.pipelines.cli.panels import OUTPUT, PANEL_ORDER
+from gexplain.pipelines.cli.panels import RUNTIME as RUNTIME_PANEL
 from gexplain.pipelines.config import ClusterSection
-from gexplain.pipelines.environment import StorageSection, configure_workers, parse_storage_option
-from gexplain.pipelines.params import StageParams, check_store_url, validate_params
-from gexplain.pipelines.progress import Progress
-from gexplain.pipelines.stages import StageContext, get_stage
+from gexplain.pipelines.environment import StorageSection, parse_storage_option
+from gexplain.pipelines.params import check_store_url, validate_params
+from gexplain.pipelines.stages import get_params
+from gexplain.pipelines.standalone import (
+    REPLACES,
+    STANDALONE_DEFAULTS,
+    check_writable,
+    run_stage,
+    standalone_values,
+)
 from gexplain.storage.errors import InputError
-from gexplain.storage.paths import is_local
 from pydantic import ValidationError
+
+__all__ = [
+    "AS_JSON",
+    "RUNTIME",
+    "STORAGE",
+    "check_writable",
+    "cluster_options",
+    "show_json",
+    "stage_command",
+    "storage_options",
+]
 
 # -- runtime options: the same for every command that computes ---------------------------------------
 
-RUNTIME = cli_fields(ClusterSection)
+RUNTIME = [dataclasses.replace(f, panel=RUNTIME_PANEL) for f in cli_fields(ClusterSection)]
 RUN_DIR = inspect.Parameter(
     "run_dir",
     inspect.Parameter.KEYWORD_ONLY,
     default=typer.Option(
-        Path("."), "--run-dir", help="Run folder for tables, plots and reports (a run config's run.out)."
+        Path("."),
+        "--run-dir",
+        help="Run folder for tables, plots and reports (a run config's run.out).",
+        metavar="PATH",
+        rich_help_panel=OUTPUT,
     ),
     annotation=Path,
+)
+AS_JSON = inspect.Parameter(
+    "as_json",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Option(
+        False,
+        "--json",
+        help="Print the outputs as JSON (for scripts) instead of a summary.",
+        rich_help_panel=OUTPUT,
+    ),
+    annotation=bool,
 )
 
 
@@ -49,6 +81,8 @@ STORAGE = [
             "--storage-option",
             help="fsspec option of the store's protocol, KEY=VALUE (repeatable), e.g. "
             "endpoint_url=http://127.0.0.1:9000; added to a config's storage options.",
+            metavar="KEY=VALUE",
+            rich_help_panel=RUNTIME_PANEL,
         ),
     ),
     inspect.Parameter(
@@ -59,6 +93,8 @@ STORAGE = [
             None,
             "--forward-env",
             help="Environment variable to set on every Ray and Dask worker (repeatable).",
+            metavar="NAME",
+            rich_help_panel=RUNTIME_PANEL,
         ),
     ),
 ]
@@ -88,87 +124,51 @@ def cluster_options(
         raise InputError(f"runtime options: {exc}") from None
 
 
-def check_writable(path: str | Path, option: str) -> None:
-    """Refuse (exit 2, before any work) a local output whose nearest existing folder cannot be written.
-
-    The folder is probed by creating (and removing) a temporary file in it, so read-only file
-    systems and missing permissions are both found, whoever runs the command.
-    """
-    if not is_local(str(path)):
-        return
-    parent = Path(path).absolute()
-    while not parent.is_dir() and parent != parent.parent:
-        parent = parent.parent
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"{option} {path}: cannot write in {parent} ({exc.strerror or exc}); choose a folder you can write to"
-        ) from None
-
-
-def run_stage(
-    kind: str,
-    params: StageParams,
-    store: str,
-    *,
-    run_dir: Path,
-    cluster: ClusterSection,
-    overwrite: bool = True,
-    storage: StorageSection | None = None,
-) -> dict[str, Any]:
-    """Run one stage from the CLI exactly as ``gexplain run`` does: same ``run``, same runtime,
-    same storage options for the driver and every worker."""
-    check_writable(str(run_dir), "--run-dir")
-    if storage is not None and (storage.options or storage.forward_env):
-        configure_workers(store, storage)
-    runtime = start_runtime(
-        cluster.address,
-        dask_address=cluster.dask_address,
-        num_cpus=cluster.num_cpus or None,
-        num_gpus=cluster.num_gpus,
-    )
-    progress = Progress()
-    ctx = StageContext(
-        run_dir=run_dir,
-        store_url=store,
-        seed=0,
-        runtime=runtime,
-        progress=progress,
-        stage_name=kind,
-        overwrite=overwrite,
-    )
-    try:
-        with runtime.dask_scheduler():
-            return get_stage(kind).run(ctx, params)
-    except PermissionError as exc:
-        raise InputError(
-            f"cannot write {exc.filename}: permission denied; choose a writable folder"
-        ) from None
-    finally:
-        progress.close()
-        runtime.shutdown()
-
-
-def show_json(outputs: dict[str, Any]) -> None:
-    """Default output of a generated command: the stage's outputs as JSON."""
+def show_json(outputs: Any) -> None:
+    """The machine output of every command (``--json``): its outputs as JSON."""
     typer.echo(json.dumps(outputs, indent=1, default=str))
+
+
+def _standalone(kind: str, fields: list[CliField]) -> list[CliField]:
+    """``fields`` with the standalone defaults of ``kind`` and what ``--overwrite`` replaces."""
+    defaults = STANDALONE_DEFAULTS.get(kind, {})
+    out = []
+    for f in fields:
+        top = str(f.path[0])
+        if len(f.path) == 1 and top in defaults:
+            f = dataclasses.replace(f, default=defaults[top])
+        if top == "overwrite" and kind in REPLACES:
+            f = dataclasses.replace(f, help=f"Replace {REPLACES[kind]}.")
+        out.append(f)
+    return out
+
+
+def _by_panel(params: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """``params`` in help order: arguments, then the panels data, method, runtime, output."""
+
+    def rank(param: inspect.Parameter) -> int:
+        panel = getattr(param.default, "rich_help_panel", None)
+        return PANEL_ORDER.index(panel) if panel in PANEL_ORDER else -1
+
+    return sorted(params, key=rank)
 
 
 def stage_command(
     app: typer.Typer,
     kind: str,
     *,
+    help: str,
     name: str | None = None,
-    help: str | None = None,
     include: set[str] | None = None,
     fixed: dict[str, Any] | None = None,
     creates_store: bool = False,
-    show: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
-    extra: list[inspect.Parameter] | None = None,
+    runtime: bool = True,
+    show: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[CliField]:
     """Add the command of stage ``kind`` to ``app``, generated from the stage's params model.
+
+    Building the command imports only the params model (:func:`gexplain.pipelines.stages.get_params`);
+    the stage's code is imported when the command runs.
 
     Parameters
     ----------
@@ -176,37 +176,43 @@ def stage_command(
         The typer app (or group) to add to.
     kind
         Stage kind (:data:`gexplain.pipelines.stages.REGISTRY`).
+    help
+        Command help.
     name
         Command name (default ``kind``).
-    help
-        Command help (default: the stage's description).
     include
         Only these top-level fields (e.g. those of one simulator).
     fixed
         Values set by the command itself (e.g. ``simulator="cohort"``).
     creates_store
         The store is created (``--out`` and ``--overwrite``) rather than read (a STORE argument).
+    runtime
+        The command computes on Ray or Dask and takes the runtime options (``--cluster``, ...).
     show
-        Prints the outputs: ``show(outputs, extra_values)``; default JSON.
-    extra
-        Presentation-only parameters passed to ``show`` (e.g. ``--json``).
+        Prints the outputs for people (a summary); ``--json`` prints them as JSON instead.
 
     Returns
     -------
     list of CliField
         The generated options (for tests and docs).
     """
-    stage = get_stage(kind)
-    fields = cli_fields(stage.params, include=include)
+    model = get_params(kind)
+    fields = _standalone(kind, cli_fields(model, include=include))
     command = name or kind
     head = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
-    store_help = "Store to create: a path or a URL (memory://, s3://, gs://)."
     if creates_store:
         head.append(
             inspect.Parameter(
                 "out",
                 inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option(..., "--out", "-o", help=store_help),
+                default=typer.Option(
+                    ...,
+                    "--out",
+                    "-o",
+                    help="Store to create: a path or a URL (memory://, s3://, gs://).",
+                    metavar="STORE",
+                    rich_help_panel=OUTPUT,
+                ),
                 annotation=str,
             )
         )
@@ -215,7 +221,7 @@ def stage_command(
                 "overwrite",
                 inspect.Parameter.KEYWORD_ONLY,
                 default=typer.Option(
-                    False, "--overwrite", help="Replace an existing store (once the new one is complete)."
+                    False, "--overwrite", help=f"Replace {REPLACES[kind]}.", rich_help_panel=OUTPUT
                 ),
                 annotation=bool,
             )
@@ -225,19 +231,18 @@ def stage_command(
             inspect.Parameter(
                 "store",
                 inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Argument(..., help="Store path or URL."),
+                default=typer.Argument(..., help="Store path or URL.", metavar="STORE"),
                 annotation=str,
             )
         )
-    tail = [RUN_DIR, *option_parameters(RUNTIME), *STORAGE, *(extra or [])]
-    extra_names = [p.name for p in extra or []]
+    tail = [RUN_DIR, *(option_parameters(RUNTIME) if runtime else []), *STORAGE, AS_JSON]
     what = f"gexplain {command}" if name is None or kind == command else f"gexplain {kind} {command}"
 
     def _command(**values: Any) -> None:
         ctx: typer.Context = values.pop("ctx")
-        raw = {**collect(fields, values, ctx), **(fixed or {})}
-        params = validate_params(stage.params, raw, what)
-        cluster = cluster_options(values, ctx)
+        raw = standalone_values(kind, {**collect(fields, values, ctx), **(fixed or {})})
+        params = validate_params(model, raw, what)
+        cluster = cluster_options(values, ctx) if runtime else ClusterSection()
         store = check_store_url(
             values["out"] if creates_store else values["store"], "--out" if creates_store else "STORE"
         )
@@ -252,13 +257,13 @@ def stage_command(
             overwrite=bool(values.get("overwrite", True)),
             storage=storage_options(values),
         )
-        if show is None:
+        if values["as_json"] or show is None:
             show_json(outputs)
         else:
-            show(outputs, {k: values[k] for k in extra_names})
+            show(outputs)
 
-    _command.__signature__ = inspect.Signature([*head, *option_parameters(fields), *tail])  # type: ignore[attr-defined]
-    _command.__doc__ = help or stage.description
+    _command.__signature__ = inspect.Signature(_by_panel([*head, *option_parameters(fields), *tail]))  # type: ignore[attr-defined]
+    _command.__doc__ = help
     _command.__name__ = command
     app.command(command, cls=command_class(_command, fields))(_command)
     return fields

@@ -2,44 +2,51 @@
 
 from __future__ import annotations
 
-import inspect
-import json
 from typing import Any
 
 import typer
 from gexplain.pipelines.cli.generate import stage_command
-
-AS_JSON = inspect.Parameter(
-    "as_json",
-    inspect.Parameter.KEYWORD_ONLY,
-    default=typer.Option(False, "--json", help="Print the report as JSON."),
-    annotation=bool,
-)
+from gexplain.pipelines.cli.show import summary
 
 
-def _show(summary: dict[str, Any], extra: dict[str, Any]) -> None:
-    if extra["as_json"]:
-        typer.echo(json.dumps(summary, indent=2, default=str))
-        return
-    typer.echo(
-        f"wrote {summary['url']}: {summary['n_samples']} samples x {summary['n_genes']} genes, layer "
-        f"'{summary['layer']}' ({', '.join(summary['formats'])}) in {summary['seconds']:.1f} s"
-    )
-    annotation = summary.get("annotation")
-    if annotation:
-        typer.echo(
-            f"gene annotation {annotation['path']}: {annotation['unmatched']} of {summary['n_genes']} genes "
-            f"not found (kept ''/NaN), e.g. {annotation['first_unmatched'][:5]}"
+def _show(report: dict[str, Any]) -> None:
+    """A summary of what was written, and only the merge notes that report a loss."""
+    rows: list[tuple[str, Any]] = [
+        (
+            "data",
+            f"{report['n_samples']} samples x {report['n_genes']} genes, layer '{report['layer']}' "
+            f"({', '.join(report['formats'])})",
+        ),
+        ("time", f"{report['seconds']:.1f} s"),
+    ]
+    annotation = report.get("annotation")
+    if annotation and annotation["unmatched"]:
+        rows.append(
+            (
+                "gene annotation",
+                f"{annotation['unmatched']} of {report['n_genes']} genes not found in {annotation['path']} "
+                f"(kept ''/NaN), e.g. {', '.join(annotation['first_unmatched'][:5])}",
+            )
         )
-    for cohort_name, empty in summary.get("unlabelled", {}).items():
-        typer.echo(
-            f"merge: {empty['count']} samples of {cohort_name} have no label, e.g. {empty['first'][:3]}; "
-            "map its label column with --merge-label COHORT=COLUMN"
-        )
-    for cohort_name, dropped in summary["dropped_genes"].items():
-        typer.echo(
-            f"merge: dropped {dropped['count']} genes of {cohort_name} absent elsewhere, e.g. {dropped['first'][:5]}"
-        )
+    for cohort, empty in report.get("unlabelled", {}).items():
+        if empty["count"]:
+            rows.append(
+                (
+                    f"unlabelled ({cohort})",
+                    f"{empty['count']} samples, e.g. {', '.join(empty['first'][:3])}; map its label "
+                    "column with --merge-label COHORT=COLUMN",
+                )
+            )
+    for cohort, dropped in report.get("dropped_genes", {}).items():
+        if dropped["count"]:
+            rows.append(
+                (
+                    f"dropped ({cohort})",
+                    f"{dropped['count']} genes absent from the other cohorts, e.g. "
+                    f"{', '.join(dropped['first'][:5])}",
+                )
+            )
+    summary(f"wrote {report['url']}", rows)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +56,6 @@ def register(app: typer.Typer) -> None:
         "ingest",
         help="Ingest expression data into a new store (streamed; nothing is written on bad input).",
         creates_store=True,
+        runtime=False,
         show=_show,
-        extra=[AS_JSON],
     )

@@ -12,38 +12,155 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
+from unittest import mock
 
+import rich.columns
 import typer
+from gexplain.pipelines.cli.panels import OUTPUT
 from gexplain.storage.errors import InputError
 from gexplain.storage.lease import release_all
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer import rich_utils
+from typer.core import TyperCommand, TyperGroup
 
-COMMANDS: tuple[str, ...] = (
-    "gexplain.pipelines.cli.simulate",
-    "gexplain.pipelines.cli.ingest",
-    "gexplain.pipelines.cli.info",
-    "gexplain.pipelines.cli.normalize",
-    "gexplain.pipelines.cli.de",
-    "gexplain.pipelines.cli.train",
-    "gexplain.pipelines.cli.explain",
-    "gexplain.pipelines.cli.evaluate",
-    "gexplain.pipelines.cli.report",
-    "gexplain.pipelines.cli.run",
-    "gexplain.pipelines.cli.export",
-    "gexplain.pipelines.cli.gc",
-    "gexplain.pipelines.cli.verify",
-)
+from gexplain import __version__
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("simulate", "Simulate a cohort with known informative genes into a new store."),
+    "ingest": (
+        "ingest",
+        "Ingest expression data into a new store (streamed; nothing is written on bad input).",
+    ),
+    "info": ("info", "Show the dims, layers, labels, chunking, inputs and results of a store."),
+    "normalize": ("normalize", "Size factors, CPM/TPM/normalized counts and log2(x+1), into the store."),
+    "de": ("de", "Differential expression (deseq2, mannwhitney, welch) per contrast, into the store."),
+    "train": ("train", "Train classifier replicates (MLP or CNN) on a store layer, on Ray."),
+    "explain": ("explain", "Attributions of every sample on a Ray actor pool; resumable."),
+    "evaluate": ("evaluate", "Reproducibility, saturation, ground-truth, faithfulness and biology tables."),
+    "report": ("report", "Self-contained HTML report of the store."),
+    "run": ("run", "Run a config's stages in order; finished, unchanged stages are skipped."),
+    "export": ("export", "Export a store to AnnData (.h5ad or AnnData-on-Zarr) for scanpy."),
+    "gc": ("gc", "Remove stale hidden leftovers (.partial-*, .old-*, .tmp-*) whose writer is gone."),
+    "verify": ("verify", "Check every chunk of a store (presence, CRC-32C); exit 3 when damaged."),
+}
+"""Command name -> (module under ``gexplain.pipelines.cli``, one-line help). The list and the help of
+``gexplain`` come from here; a command's module (and its stage's params model) is imported only
+when that command is named, so ``gexplain --help`` and ``gexplain info`` import neither torch nor Ray."""
+
+
+class _Listed(TyperCommand):
+    """A command as ``gexplain --help`` lists it: its name and one-line help, nothing imported."""
+
+
+class _FoldingTable(Table):
+    """A help table whose cells wrap (fold) instead of being cut with an ellipsis; the columns of
+    option names never wrap, so the help text gives way first."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*renderables, **kwargs)
+        for column, cell in zip(self.columns, renderables, strict=False):
+            column.overflow = "fold"
+            if isinstance(cell, Text) and cell.plain.startswith("-"):
+                column.no_wrap = True
+
+
+def _help_option(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""
+        option.rich_help_panel = OUTPUT
+    return option
+
+
+def _readable_help(command: Any) -> Any:
+    """Make ``command``'s help (and its sub-commands') readable: on/off flags without a type such as
+    ``<bool>``, ``--help`` with the output options, and no option name or word cut with an
+    ellipsis on a narrow terminal. Returns ``command``."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    make_help, format_help = command.get_help_option, command.format_help
+
+    def help_option(ctx: Any) -> Any:
+        return _help_option(make_help(ctx))
+
+    def folding_help(ctx: Any, formatter: Any) -> None:
+        # typer builds its option tables in rich_utils, and each help cell as rich Columns
+        with (
+            mock.patch.object(rich_utils, "Table", _FoldingTable),
+            mock.patch.object(rich.columns, "Table", _FoldingTable),
+        ):
+            format_help(ctx, formatter)
+
+    command.get_help_option, command.format_help = help_option, folding_help
+    for sub in getattr(command, "commands", {}).values():
+        _readable_help(sub)
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The ``gexplain`` group: builds a command from its module only when it is invoked or asked
+    for its help (:data:`COMMANDS`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: dict[str, Any] = {}
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_option(super().get_help_option(ctx))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self._loaded:
+            return self._loaded[cmd_name]
+        if cmd_name not in COMMANDS:
+            return None
+        return _Listed(name=cmd_name, help=COMMANDS[cmd_name][1], callback=None)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] in COMMANDS:
+            return args[0], self.load(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
+    def load(self, name: str) -> Any:
+        """The full click command ``name`` (its module imported and registered once)."""
+        if name not in self._loaded:
+            module = importlib.import_module(f"gexplain.pipelines.cli.{COMMANDS[name][0]}")
+            holder = typer.Typer(add_completion=False)
+            holder.callback()(lambda: None)  # a group, whatever the module registers
+            module.register(holder)
+            group = typer.main.get_command(holder)
+            self._loaded[name] = _readable_help(group.commands[name])  # type: ignore[attr-defined]
+        return self._loaded[name]
+
 
 app = typer.Typer(
     name="gexplain",
+    cls=LazyGroup,
     help="Reproducible gene-level explanations of expression cohorts (Ray + Dask + Zarr).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-for _module in COMMANDS:
-    importlib.import_module(_module).register(app)
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gexplain {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True, metavar=""
+    ),
+) -> None:
+    """Reproducible gene-level explanations of expression cohorts (Ray + Dask + Zarr)."""
 
 
 INTERRUPTED = 130
@@ -81,15 +198,36 @@ def _interrupted() -> int:
     return TERMINATED if _signals else INTERRUPTED
 
 
-def _main(argv: list[str] | None) -> int:
+def _setup_logging() -> None:
+    """Log lines on stderr, one per record and never wrapped; warnings become log records.
+
+    Library warnings (a DESeq2 fit that did not converge, a deprecation) are logged under
+    ``py.warnings`` as one line with their category, not printed raw with their source path.
+    """
     logging.basicConfig(
-        level=os.environ.get("GEXPLAIN_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s"
+        level=os.environ.get("GEXPLAIN_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").handlers[:0] = []
     for noisy in ("distributed", "ray", "urllib3", "fsspec", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    err = Console(stderr=True)
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """A warning as one log message: ``UserWarning: text`` (no source path, no code line)."""
+    return f"{category.__name__}: {str(message).strip()}"
+
+
+def _main(argv: list[str] | None) -> int:
+    _setup_logging()
+    err = Console(stderr=True, soft_wrap=True)
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="gexplain")
     except KeyboardInterrupt:
         return _interrupted()
     except InputError as exc:

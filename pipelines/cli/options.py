@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 import typer
+from gexplain.pipelines.cli.panels import METHOD, panel_of
 from gexplain.pipelines.params import flag
 from gexplain.storage.errors import InputError
 from pydantic import BaseModel
@@ -58,7 +59,9 @@ class CliField:
     width
         Values per occurrence of a ``tuples`` option (``--contrast COLUMN TEST REF``: 3).
     choices
-        The allowed values (shown in the help; the model checks them).
+        The allowed values (shown as the metavar; the model checks them).
+    panel
+        The help panel (:func:`gexplain.pipelines.cli.panels.panel_of`).
     """
 
     path: tuple[str | int, ...]
@@ -73,6 +76,7 @@ class CliField:
     names: tuple[str, ...] = ()
     width: int = 1
     choices: tuple[Any, ...] = ()
+    panel: str = METHOD
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -93,11 +97,9 @@ def _choices(tp: Any) -> list[Any]:
     return list(typing.get_args(tp)) if typing.get_origin(tp) is Literal else []
 
 
-def _help(description: str | None, choices: tuple[Any, ...]) -> str:
-    text = description or ""
-    if choices:
-        text += f" One of: {', '.join(map(str, choices))}."
-    return text.strip()
+def _help(description: str | None) -> str:
+    text = (description or "").strip()
+    return text[:1].upper() + text[1:] if text else ""
 
 
 def cli_fields(model: type[BaseModel], *, include: set[str] | None = None) -> list[CliField]:
@@ -159,12 +161,13 @@ def _fields(
                 kind=kind,
                 annotation=annotation,
                 default=default,
-                help=_help(info.description, choices),
+                help=_help(info.description),
                 argument=bool(extra.get("cli_argument")),
                 presets=dict(extra.get("cli_presets", {})),
                 names=tuple(tp.model_fields) if kind == "tuple" else (),
                 width=width,
                 choices=choices,
+                panel=panel_of(str(key[0])),
             )
         )
     return out
@@ -180,7 +183,11 @@ def _shown_default(f: CliField) -> Any:
     return f.default
 
 
-def _metavar(f: CliField) -> str | None:
+_TYPE_NAMES = {int: "INTEGER", float: "FLOAT", str: "TEXT"}
+
+
+def _metavar(f: CliField) -> str:
+    """The option's value as help shows it: its type, or its choices (listed here only)."""
     if f.kind == "tuple":
         return " ".join(n.upper() for n in f.names)
     if f.kind == "tuples":
@@ -189,7 +196,12 @@ def _metavar(f: CliField) -> str | None:
         return "|".join(map(str, f.choices)) + ("[,...]" if f.kind == "list" else "")
     if f.kind == "list":
         return "TEXT[,TEXT...]"
-    return None
+    if f.kind == "json":
+        return "JSON"
+    if f.kind == "choice_or_list":
+        return "TEXT"
+    inner = _unwrap(f.annotation)[0]
+    return _TYPE_NAMES.get(inner, "TEXT")
 
 
 def option_parameters(fields: list[CliField]) -> list[inspect.Parameter]:
@@ -199,14 +211,26 @@ def option_parameters(fields: list[CliField]) -> list[inspect.Parameter]:
         default = _shown_default(f)
         if f.argument:
             spec: Any = typer.Argument(
-                default, help=f.help, show_default=default is not ..., metavar="PATH..."
+                default,
+                help=f.help,
+                show_default=default is not ...,
+                metavar="PATH...",
+                rich_help_panel=f.panel,
             )
         elif f.kind == "bool":
-            decls = [f"{f.flags[0]}/--no-{f.flags[0][2:]}", *f.flags[1:]]
-            spec = typer.Option(default, *decls, help=f.help)
+            # a switch that is off by default needs no --no-... form
+            off = f"{f.flags[0]}/--no-{f.flags[0][2:]}" if default is not False else f.flags[0]
+            decls = [off, *f.flags[1:]]
+            spec = typer.Option(default, *decls, help=f.help, rich_help_panel=f.panel)
         else:
             spec = typer.Option(
-                default, *f.flags, help=f.help, show_default=default not in (None, ...), metavar=_metavar(f)
+                default,
+                *f.flags[1:],  # the short names the README uses first
+                f.flags[0],
+                help=f.help,
+                show_default=default not in (None, ...),
+                metavar=_metavar(f),
+                rich_help_panel=f.panel,
             )
         params.append(
             inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=spec, annotation=f.annotation)
@@ -216,7 +240,9 @@ def option_parameters(fields: list[CliField]) -> list[inspect.Parameter]:
                 inspect.Parameter(
                     f"{f.param}__preset{i}",
                     inspect.Parameter.KEYWORD_ONLY,
-                    default=typer.Option(False, preset, help=f"Shorthand for {f.flags[0]} {value}."),
+                    default=typer.Option(
+                        False, preset, help=f"Shorthand for {f.flags[0]} {value}.", rich_help_panel=f.panel
+                    ),
                     annotation=bool,
                 )
             )

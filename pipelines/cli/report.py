@@ -6,13 +6,13 @@ from typing import Any
 
 import typer
 from gexplain.pipelines.cli.generate import stage_command
+from gexplain.pipelines.cli.show import summary
 
 
-def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:
-    typer.echo(f"report: {outputs['report']}")
-    typer.echo(f"tables: {outputs['tables']}")
+def _show(outputs: dict[str, Any]) -> None:
+    summary("report", [("page", outputs["report"]), ("tables", outputs["tables"])])
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``report`` command to ``app``."""
-    stage_command(app, "report", show=_show)
+    stage_command(app, "report", help="Self-contained HTML report of the store.", runtime=False, show=_show)

@@ -7,9 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gexplain.pipelines.cli.generate import RUNTIME, STORAGE, check_writable, cluster_options, storage_options
+from gexplain.pipelines.cli.generate import (
+    AS_JSON,
+    RUNTIME,
+    STORAGE,
+    check_writable,
+    cluster_options,
+    show_json,
+    storage_options,
+)
 from gexplain.pipelines.cli.options import option_parameters
-from gexplain.pipelines.config import parse_config
+from gexplain.pipelines.cli.panels import OUTPUT
+from gexplain.pipelines.cli.panels import RUNTIME as RUNTIME_PANEL
+from gexplain.pipelines.cli.show import summary
+from gexplain.pipelines.config import EXAMPLE_CONFIG, parse_config
 from gexplain.pipelines.notify import NotifySection
 from gexplain.pipelines.runner import run_config
 from gexplain.storage.errors import InputError
@@ -33,14 +44,20 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--hook-url: {exc.errors()[0]['msg']}") from None
         check_writable(cfg.run_dir, f"{cfg.path}: run.out")
         result = run_config(cfg, force=values["force"])
-        typer.echo(f"run folder: {cfg.run_dir}")
-        typer.echo(f"manifest:   {cfg.run_dir / 'manifest.json'}")
-        typer.echo(f"store:      {cfg.store_url}")
+        if values["as_json"]:
+            show_json(result)
+            return
+        rows: list[tuple[str, Any]] = [
+            ("run folder", cfg.run_dir),
+            ("manifest", cfg.run_dir / "manifest.json"),
+            ("store", cfg.store_url),
+        ]
         for stage in result["stages"]:
             outputs = stage.get("outputs") or {}
             for key, value in outputs.items():
                 if isinstance(value, str) and key in ("report", "path", "table", "tables"):
-                    typer.echo(f"{stage['name']}.{key}: {value}")
+                    rows.append((f"{stage['name']}.{key}", value))
+        summary("run", rows)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -51,14 +68,19 @@ def register(app: typer.Typer) -> None:
                 keyword,
                 annotation=Path,
                 default=typer.Argument(
-                    ..., help="Run config (TOML), e.g. pipelines/configs/quickstart.toml."
+                    ...,
+                    help=f"Run config (TOML), e.g. a copy of the example installed with gexplain "
+                    f"({EXAMPLE_CONFIG.name} in the gexplain.pipelines package; a missing CONFIG's message gives its path).",
+                    metavar="CONFIG",
                 ),
             ),
             inspect.Parameter(
                 "force",
                 keyword,
                 annotation=bool,
-                default=typer.Option(False, "--force", help="Rerun every stage even if done."),
+                default=typer.Option(
+                    False, "--force", help="Rerun every stage even if done.", rich_help_panel=OUTPUT
+                ),
             ),
             *option_parameters(RUNTIME),
             *STORAGE,
@@ -70,8 +92,11 @@ def register(app: typer.Typer) -> None:
                     None,
                     "--hook-url",
                     help="Webhook that gets the run summary as JSON on success and failure.",
+                    metavar="URL",
+                    rich_help_panel=RUNTIME_PANEL,
                 ),
             ),
+            AS_JSON,
         ]
     )
     run.__doc__ = (

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from gexplain.pipelines.cli.generate import stage_command
+from gexplain.pipelines.cli.show import summary
 from gexplain.pipelines.simulate.stage import COMMON, USES
 
 HELP = {
@@ -19,8 +20,8 @@ HELP = {
 }
 
 
-def _show(outputs: dict[str, Any], _: dict[str, Any]) -> None:
-    typer.echo(f"store: {outputs['store']}")
+def _show(outputs: dict[str, Any]) -> None:
+    summary("simulated", [("store", outputs["store"])])
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
             sim,
             "simulate",
             name=simulator,
-            help=HELP.get(simulator),
+            help=HELP[simulator],
             include=(uses | COMMON) - {"simulator"},
             fixed={"simulator": simulator},
             creates_store=True,

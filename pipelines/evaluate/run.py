@@ -58,7 +58,7 @@ from gexplain.storage.schema import GENE, SAMPLE
 from gexplain.storage.store import open_store
 
 if TYPE_CHECKING:
-    from gexplain.pipelines.evaluate.stage import EvaluateParams
+    from gexplain.pipelines.evaluate.params import EvaluateParams
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,13 @@ For each axis a pool of per-item attributions is computed once, with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from gexplain.pipelines.evaluate.inputs import explain_runs
+from gexplain.pipelines.evaluate.params import SaturationParams
 from gexplain.pipelines.evaluate.run import sample_subset
 from gexplain.pipelines.evaluate.saturation import (
     inter_model_curve,
@@ -35,45 +36,15 @@ from gexplain.pipelines.evaluate.saturation import (
     saturation_curve,
     summarise_saturation,
 )
-from gexplain.pipelines.stages import StageParams
 from gexplain.storage.checkpoints import list_model_sets
 from gexplain.storage.schema import SAMPLE
 from gexplain.storage.store import open_store
-from pydantic import Field
 
 if TYPE_CHECKING:
-    from gexplain.pipelines.evaluate.stage import EvaluateParams
+    from gexplain.pipelines.evaluate.params import EvaluateParams
     from gexplain.pipelines.explain.engine import ModelSetInfo
 
-Axis = Literal["repeats", "references", "models"]
 MODEL = "model"
-
-
-class SaturationParams(StageParams):
-    """Parameters of the saturation curves (``[stage.params.saturation]``)."""
-
-    enabled: bool = Field(False, description="Compute saturation curves (needs a model set).")
-    explainers: list[str] = Field(default_factory=lambda: ["integrated_gradients"], description="Explainers.")
-    axes: list[Axis] = Field(
-        default_factory=lambda: ["repeats", "references", "models"], description="Pools."
-    )
-    pool: int = Field(16, ge=2, description="Items per pool (curves go up to pool / 2).")
-    samples: int = Field(16, ge=1, description="Samples of the subset the pools are computed on.")
-    references: str = Field("universal", description="Reference kind.")
-    n_references: int = Field(
-        1, ge=1, description="References per repeat in the 'repeats' and 'models' pools."
-    )
-    n_steps: int = Field(20, ge=1, description="Integrated-gradients steps.")
-    draws: int = Field(5, ge=1, description="Permutations of the pool per n.")
-    max_replicates: int = Field(
-        8, ge=2, description="Disjoint replicates per permutation (all pairs compared)."
-    )
-    tol: float = Field(0.01, gt=0, description="Gain per doubling below which a curve is saturated.")
-    models: int = Field(
-        5,
-        ge=2,
-        description="Models whose replicates are compared on the repeats/references axes (Zhao et al.: 5).",
-    )
 
 
 def stored_model_pool(

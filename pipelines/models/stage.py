@@ -15,74 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from gexplain.cluster.runtime import Runtime
-from gexplain.pipelines.labels import UnlabelledPolicy
 from gexplain.pipelines.models.cv import cross_validate
 from gexplain.pipelines.models.data import (
     TrainingData,
     open_training_data,
     read_training_data,
 )
+from gexplain.pipelines.models.params import TrainStageParams
 from gexplain.pipelines.models.replicates import replicate_jobs, run_jobs, save_replicates
 from gexplain.pipelines.models.rules import RULES, save_rule_set
-from gexplain.pipelines.models.train import TrainParams, make_split
-from gexplain.pipelines.params import Name, StageParams
+from gexplain.pipelines.models.train import make_split
 from gexplain.pipelines.progress import Progress
 from gexplain.pipelines.stages import Stage, StageContext
 from gexplain.storage.checkpoints import ModelSetWriter, save_model_set_report
 from gexplain.storage.errors import InputError
 from gexplain.storage.store import open_store
-from pydantic import Field, model_validator
 
 log = logging.getLogger(__name__)
-
-
-class TrainStageParams(TrainParams, StageParams):
-    """Parameters of the ``train`` stage (and of ``gexplain train``): the training hyper-parameters
-    (:class:`gexplain.pipelines.models.train.TrainParams`) plus what to train on and where."""
-
-    label: str | None = Field(None, description="Label column; unset = the store's label_column attribute.")
-    unlabelled: UnlabelledPolicy = Field(
-        "exclude", description="Samples without a label: left out (their number is logged), or an error."
-    )
-    layer: str = Field("log_expr", description="Store layer to train on.")
-    buffer_mb: float = Field(
-        1024.0,
-        gt=0.0,
-        description=(
-            "MiB of stored sample chunks each training task holds: half is the shuffle window "
-            "(chunks visited in a seeded random order, samples shuffled within the window), half "
-            "lets a minibatch span two windows. Changing it changes the epoch order."
-        ),
-    )
-    model_set: Name = Field(
-        "default", description="Name of the stored model set: <store>/models/<model_set>."
-    )
-    replicates: int = Field(1, ge=0, description="Models differing by seed, trained in parallel.")
-    cv: int | None = Field(
-        None, ge=2, description="k of a k-fold cross-validation (tables in the run folder)."
-    )
-    seed: int | None = Field(
-        None, ge=0, description="Seed; replicate seeds derive from it (default: the run seed)."
-    )
-    gpus_per_task: float | None = Field(None, gt=0, description="GPU share per task when GPUs exist.")
-    ray: bool = Field(
-        True, description="Train on Ray tasks; false trains one model after another in this process."
-    )
-    overwrite: bool = Field(False, description="Replace an existing model set of this name.")
-    rule_genes: list[str] | None = Field(
-        None,
-        description="rule_* archs: the rule's two genes; unset = the store's truth_informative pair.",
-    )
-
-    @model_validator(mode="after")
-    def _something_to_do(self) -> TrainStageParams:
-        if self.replicates == 0 and self.cv is None:
-            raise ValueError("replicates is 0 and cv is not set: nothing to train")
-        return self
-
-    def train_params(self) -> TrainParams:
-        """The hyper-parameters alone."""
-        return TrainParams(**self.model_dump(include=set(TrainParams.model_fields)))
 
 
 def _gene_positions(store_url: str, data: TrainingData) -> tuple[np.ndarray, np.ndarray] | None:

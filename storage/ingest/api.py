@@ -37,6 +37,7 @@ from gexplain.storage.ingest.gene_ids import gene_name_variables
 from gexplain.storage.ingest.h5ad import scan_h5ad
 from gexplain.storage.ingest.matrix import ORIENTATIONS, Orientation, scan_matrix
 from gexplain.storage.ingest.merge import merge_stores, parse_label_map
+from gexplain.storage.ingest.provenance import source_entry, summarise_sources
 from gexplain.storage.ingest.samplesheet import (
     SampleSheet,
     match_samples,
@@ -67,7 +68,8 @@ class IngestReport:
     formats
         Reader used for each source.
     sources
-        ``{"path", "sha256"}`` of every file read.
+        ``{"path", "sha256", "bytes"}`` of every file read
+        (:func:`gexplain.storage.ingest.provenance.source_entry`).
     dropped_genes
         Merge only: cohort -> gene ids (stripped) absent from the other cohorts and dropped.
     annotation
@@ -85,18 +87,19 @@ class IngestReport:
     n_genes: int
     layer: str
     formats: list[str]
-    sources: list[dict[str, str]]
+    sources: list[dict[str, Any]]
     dropped_genes: dict[str, list[str]] = field(default_factory=dict)
     annotation: dict[str, Any] = field(default_factory=dict)
     unlabelled: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (dropped genes as counts plus the first 20 ids)."""
+        """JSON-friendly summary (dropped genes as counts plus the first 20 ids; the inputs as
+        :func:`~gexplain.storage.ingest.provenance.summarise_sources`)."""
         out = asdict(self)
         out["dropped_genes"] = {k: {"count": len(v), "first": v[:20]} for k, v in self.dropped_genes.items()}
         out["unlabelled"] = {k: {"count": len(v), "first": v[:20]} for k, v in self.unlabelled.items()}
-        out["sources"] = len(self.sources)
+        out["sources"] = summarise_sources(self.sources)
         return out
 
 
@@ -367,17 +370,13 @@ def ingest_one(
     )
     try:
         _stream(source, writer, value_type, chunk, buffer_bytes, parse_bytes, on_progress)
-        hashes = [{"path": str(Path(p).resolve()), "sha256": h} for p, h in source.hashes.items()]
+        hashes = [source_entry(p, h) for p, h in source.hashes.items()]
         if sheet is not None:
-            hashes.append({"path": str(sheet.path.resolve()), "sha256": sheet.sha256})
+            hashes.append(source_entry(sheet.path, sheet.sha256))
         if gene_lengths:
-            hashes.append(
-                {"path": str(Path(gene_lengths).resolve()), "sha256": sha256_file(Path(gene_lengths))}
-            )
+            hashes.append(source_entry(gene_lengths, sha256_file(Path(gene_lengths))))
         if gene_annotation is not None:
-            hashes.append(
-                {"path": str(gene_annotation.path.resolve()), "sha256": sha256_file(gene_annotation.path)}
-            )
+            hashes.append(source_entry(gene_annotation.path, sha256_file(gene_annotation.path)))
         writer.set_attrs(sources=hashes)
         url = writer.commit()
     except BaseException:

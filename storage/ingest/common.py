@@ -179,22 +179,38 @@ def not_text(path: Path, line: int, exc: Exception | None = None) -> InputError:
 def sniff_text(path: Path, size: int = 1 << 16) -> None:
     """Raise an InputError when the first ``size`` bytes (decompressed) of ``path`` are not text.
 
-    Text means UTF-8 without NUL bytes; a multi-byte character cut at the end of the sample is
-    allowed.
+    Text means UTF-8 with few control bytes (:data:`CONTROL_FRACTION`; one stray NUL is not
+    binary); a multi-byte character cut at the end of the sample is allowed.
     """
     try:
         with open(path, "rb") as raw:
             head = gzip.GzipFile(fileobj=raw).read(size) if is_gzip(path) else raw.read(size)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
         return  # a short or damaged gzip stream is reported, with its line, by the readers
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        raise not_text(path, head.count(b"\n", 0, nul) + 1)
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 3:
             raise not_text(path, head.count(b"\n", 0, exc.start) + 1, exc) from exc
+    first = binary_control(head)
+    if first is not None:
+        raise not_text(path, head.count(b"\n", 0, first) + 1)
+
+
+CONTROL_FRACTION = 0.1
+"""Share of control bytes (NUL and C0 codes other than tab, newline, carriage return, form feed)
+above which a UTF-8 sample is binary (as Perl's -B test, which allows 30% odd bytes): a stray NUL in a text table is a damaged value, reported
+with its line by the readers, while UTF-16 text, archives and HDF5/R files are far above it."""
+
+_CONTROL = bytes(b for b in range(32) if b not in b"\t\n\r\f")
+
+
+def binary_control(head: bytes) -> int | None:
+    """Offset of the first control byte when ``head`` has too many of them to be text, else None."""
+    count = len(head) - len(head.translate(None, _CONTROL))
+    if count == 0 or count <= CONTROL_FRACTION * len(head):
+        return None
+    return next(i for i, b in enumerate(head) if b in _CONTROL)
 
 
 def open_text(path: Path) -> tuple[IO[str], HashingReader]:
@@ -275,7 +291,8 @@ def strip_versions(ids: np.ndarray) -> np.ndarray:
 
 
 def check_unique(ids: np.ndarray, what: str, where: Callable[[int], str]) -> None:
-    """Raise an InputError naming the first duplicated id and both of its locations.
+    """Raise an InputError naming the first empty id, or the first duplicated id and both of its
+    locations.
 
     Parameters
     ----------
@@ -288,7 +305,9 @@ def check_unique(ids: np.ndarray, what: str, where: Callable[[int], str]) -> Non
     """
     seen: dict[str, int] = {}
     for i, value in enumerate(ids):
-        key = str(value)
+        key = "" if value is None else str(value)
+        if not key.strip() or key in ("nan", "None"):
+            raise InputError(f"empty {what} id at {where(i)}; give every {what} an id, or drop the row")
         if key in seen:
             raise InputError(
                 f"duplicate {what} id '{key}': {where(seen[key])} and {where(i)}; "

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
 from gexplain.storage.errors import InputError
-from gexplain.storage.ingest.common import Block, Source, ValueType, check_file, not_text
+from gexplain.storage.ingest.common import Block, Source, ValueType, binary_control, check_file, not_text
 from gexplain.storage.ingest.samplesheet import GDC_FILE, SampleSheet, sample_variables
 
 SUFFIXES = (".rna_seq.augmented_star_gene_counts.tsv", ".rna_seq.augmented_star_gene_counts.tsv.gz")
@@ -65,8 +65,9 @@ def _read(path: Path, columns: tuple[str, ...] | None = None, *, text: tuple[str
     line of a bad entry), so that Arrow's per-block type inference never rejects a valid file.
     """
     data, digest = _decoded(path)
-    if b"\x00" in data[: 1 << 16]:
-        raise not_text(path, data.count(b"\n", 0, data.find(b"\x00")) + 1)
+    first = binary_control(data[: 1 << 16])
+    if first is not None:
+        raise not_text(path, data.count(b"\n", 0, first) + 1)
     comments: list[str] = []
     pos = 0
     while data.startswith(b"#", pos):

@@ -159,6 +159,13 @@ def scan_parquet_matrix(
         raise InputError(f"{path}: not a readable Parquet file ({exc}); re-export it") from exc
     schema = pf.schema_arrow
     names = list(schema.names)
+    doubled = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if doubled is not None:
+        raise InputError(
+            f"{path}: column '{doubled}' appears {names.count(doubled)} times (columns "
+            f"{[i + 1 for i, n in enumerate(names) if n == doubled]}); column names must be unique — "
+            "rename or drop the copies and write the file again"
+        )
     meta = schema.pandas_metadata or {}
     index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str) and c in names]
     string_cols = [

@@ -102,6 +102,18 @@ def _label_variable(ds: xr.Dataset, cohort: str, column: str) -> np.ndarray:
     return values.astype(str).astype(object)
 
 
+def prefixed(cohort: str, label: str) -> str:
+    """``<cohort>_<label>``, unless the label already starts with the cohort's name followed by a
+    separator (TCGA's ``Project ID`` ``TCGA-BRCA`` stays ``TCGA-BRCA``, not ``TCGA_TCGA-BRCA``);
+    empty labels stay empty (missing)."""
+    if not label.strip():
+        return ""
+    head, rest = label[: len(cohort)], label[len(cohort) :]
+    if head.lower() == cohort.lower() and (not rest or rest[0] in "-_ .:/"):
+        return label
+    return f"{cohort}_{label}"
+
+
 def merged_labels(
     stores: list[xr.Dataset], cohorts: Sequence[str], mapping: Mapping[str, str], prefix: bool
 ) -> np.ndarray:
@@ -111,14 +123,14 @@ def merged_labels(
     -------
     numpy.ndarray
         (sample,) object str in merged sample order; ``''`` for cohorts without a mapping and for
-        empty entries (never prefixed).
+        empty (or blank) entries, never prefixed (:func:`prefixed`).
     """
     parts = []
     for ds, cohort in zip(stores, cohorts, strict=True):
         if cohort in mapping:
             values = _label_variable(ds, cohort, mapping[cohort])
             if prefix:
-                values = np.array([f"{cohort}_{v}" if v else "" for v in values], dtype=object)
+                values = np.array([prefixed(cohort, v) for v in values], dtype=object)
         else:
             values = np.full(ds.sizes["sample"], "", dtype=object)
         parts.append(values)

@@ -173,8 +173,10 @@ def resolve_id_column(sheet: SampleSheet, sample_ids: np.ndarray, *, matrix: str
     Raises
     ------
     InputError
-        When several columns hold every sample id (listing them, fix: ``--sample-id-column``),
-        or the chosen column has empty or duplicate ids.
+        When several columns hold every sample id on different rows (listing them, fix:
+        ``--sample-id-column``), or the chosen column has empty or duplicate ids. Columns that
+        hold the ids on the same rows (airway's ``sample`` and ``Run``) are one choice: the column
+        chosen by name if it is one of them, else the first.
     """
     if sheet.explicit:
         return sheet
@@ -184,6 +186,8 @@ def resolve_id_column(sheet: SampleSheet, sample_ids: np.ndarray, *, matrix: str
         values = set(sheet.frame[column].astype(str).str.strip())
         if wanted <= values:
             full.append(str(column))
+    if len(full) > 1 and _same_mapping(sheet.frame, full, wanted):
+        full = [sheet.id_column if sheet.id_column in full else full[0]]  # any choice maps alike
     if len(full) > 1:
         raise InputError(
             f"{sheet.path}: columns {', '.join(repr(c) for c in full)} all hold the {len(wanted)} sample ids "
@@ -196,6 +200,22 @@ def resolve_id_column(sheet: SampleSheet, sample_ids: np.ndarray, *, matrix: str
     return SampleSheet(
         path=sheet.path, kind=kind, id_column=column, frame=frame, sha256=sheet.sha256, explicit=True
     )
+
+
+def _same_mapping(frame: pd.DataFrame, columns: list[str], wanted: set[str]) -> bool:
+    """True when every column in ``columns`` puts each id of ``wanted`` on the same sheet row(s),
+    as airway's ``sample`` and ``Run`` do: then the choice of id column changes nothing."""
+
+    def rows(column: str) -> dict[str, tuple[int, ...]]:
+        ids = frame[column].astype(str).str.strip().to_numpy()
+        out: dict[str, list[int]] = {}
+        for row, sid in enumerate(ids):
+            if sid in wanted:
+                out.setdefault(sid, []).append(row)
+        return {sid: tuple(r) for sid, r in out.items()}
+
+    first = rows(columns[0])
+    return all(rows(column) == first for column in columns[1:])
 
 
 def sample_variables(sheet: SampleSheet, rows: np.ndarray) -> dict[str, np.ndarray]:
