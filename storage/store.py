@@ -326,13 +326,15 @@ def create_store(
         with _writing(str(parent)):
             parent.mkdir(parents=True, exist_ok=True)
         remove_stale_siblings(final)
-    elif exists(final):  # no rename: the old store goes first, its writer leases are written again
+    replaced = not backend.renames and exists(final)
+    if replaced:  # no rename: the old store goes first
         backend.delete(final)
-        reinstate(final)
     write_url = backend.stage(final)
     store = guarded_store(write_url, read_only=False, missing_ok=True)
     with _quiet_strings(), _writing(write_url):
         ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(ds))
+    if replaced:  # mode="w" cleared the store's folder, lease documents included: write them again
+        reinstate(final)
     return StoreWriter(
         url=final, write_url=write_url, layers=tuple(layers), overwrite=overwrite, made_dirs=tuple(made)
     )
