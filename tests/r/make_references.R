@@ -1,5 +1,5 @@
 #!/usr/bin/env Rscript
-# R references for gexplain's DESeq2 and edgeR (TMM) parity tests (tests/test_deseq2_r_parity.py). Run with `make r-references` (Debian packages r-bioc-deseq2 and
+# R references for gexplain's DESeq2 and edgeR (TMM) parity tests (tests/test_deseq2_r_parity.py), and edgeR QL (tests/test_edger_r_parity.py). Run with `make r-references` (Debian packages r-bioc-deseq2 and
 # r-bioc-edger); writes gzipped CSVs to tests/r/references/<case>/. Counts are simulated here with
 # a fixed seed, so the outputs are reproducible with the same R and package versions
 # (recorded in tests/r/references/versions.csv).
@@ -125,3 +125,59 @@ write.csv(data.frame(package = c("R", "DESeq2", "edgeR", "limma"),
                                  as.character(packageVersion("edgeR")),
                                  as.character(packageVersion("limma")))),
           file.path(out_root, "versions.csv"), row.names = FALSE)
+
+# edgeR's quasi-likelihood pipeline on the same cases (tests/test_edger_r_parity.py), the standard
+# route: DGEList, calcNormFactors (TMM), estimateDisp, glmQLFit (abundance trend, not robust),
+# glmQLFTest per contrast, topTags' BH. Written: every step's per-gene values and the globals.
+# The trended and tagwise dispersions are written a second time with locfit evaluated directly at
+# every gene (ev = dat()) instead of its default kd-tree interpolation, to measure that step alone.
+locfit_direct <- function(y, x = NULL, weights = 1, span = 0.5, degree = 0) {
+  y <- as.matrix(y)
+  ntags <- nrow(y)
+  weights <- rep_len(weights, ntags)
+  if (span * ntags < 2 || ntags <= 1) return(y)
+  for (j in 1:ncol(y)) y[, j] <- fitted(locfit::locfit(y[, j] ~ x, weights = weights, alpha = span,
+                                                         deg = degree, ev = locfit::dat()))
+  y
+}
+edger_case <- function(name, design, contrasts) {
+  dir <- file.path(out_root, name)
+  counts <- t(as.matrix(read.csv(gzfile(file.path(dir, "counts.csv.gz")), row.names = 1)))
+  coldata <- read.csv(file.path(dir, "coldata.csv"), row.names = 1)
+  mm <- model.matrix(design, coldata)
+  y <- calcNormFactors(DGEList(counts))
+  y <- estimateDisp(y, mm)
+  fit <- glmQLFit(y, mm)
+  genes <- data.frame(
+    AveLogCPM = y$AveLogCPM, trended = y$trended.dispersion, tagwise = y$tagwise.dispersion,
+    deviance = fit$deviance, df_residual_zeros = fit$df.residual.zeros,
+    s2_prior = fit$var.prior, s2_post = fit$var.post, row.names = rownames(y)
+  )
+  original <- get("locfitByCol", envir = asNamespace("edgeR"))
+  assignInNamespace("locfitByCol", locfit_direct, "edgeR")
+  y2 <- estimateDisp(calcNormFactors(DGEList(counts)), mm)
+  assignInNamespace("locfitByCol", original, "edgeR")
+  genes$trended_direct <- y2$trended.dispersion
+  genes$tagwise_direct <- y2$tagwise.dispersion
+  write_gz(genes, file.path(dir, "edger_genes.csv.gz"))
+  glob <- data.frame(
+    key = c("common_dispersion", "span", "disp_prior_df", "ql_df_prior", "disp_prior_df_direct"),
+    value = c(y$common.dispersion, y$span, y$prior.df, fit$df.prior[1], y2$prior.df)
+  )
+  write.csv(glob, file.path(dir, "edger_global.csv"), row.names = FALSE)
+  for (con in contrasts) {
+    vec <- setNames(numeric(ncol(mm)), colnames(mm))
+    ref_level <- sort(unique(as.character(coldata[[con[1]]])))[1]
+    if (con[2] != ref_level) vec[paste0(con[1], con[2])] <- 1
+    if (con[3] != ref_level) vec[paste0(con[1], con[3])] <- -1
+    res <- glmQLFTest(fit, contrast = vec)
+    tab <- topTags(res, n = Inf, sort.by = "none")$table
+    write_gz(tab[, c("logFC", "logCPM", "F", "PValue", "FDR")],
+             file.path(dir, paste0("edger_results_", paste(con, collapse = "_"), ".csv.gz")))
+  }
+}
+edger_case("small_df", ~ cell + dex, list(c("dex", "trt", "untrt")))
+edger_case("small_df_scatter", ~ cell + dex, list(c("dex", "trt", "untrt")))
+edger_case("many_levels", ~ tissue, list(c("tissue", "t2", "t1"), c("tissue", "t5", "t3")))
+edger_case("unbalanced", ~ group, list(c("group", "case", "ctrl")))
+edger_case("large_counts", ~ condition, list(c("condition", "B", "A")))
