@@ -129,17 +129,6 @@ write.csv(data.frame(package = c("R", "DESeq2", "edgeR", "limma"),
 # edgeR's quasi-likelihood pipeline on the same cases (tests/test_edger_r_parity.py), the standard
 # route: DGEList, calcNormFactors (TMM), estimateDisp, glmQLFit (abundance trend, not robust),
 # glmQLFTest per contrast, topTags' BH. Written: every step's per-gene values and the globals.
-# The trended and tagwise dispersions are written a second time with locfit evaluated directly at
-# every gene (ev = dat()) instead of its default kd-tree interpolation, to measure that step alone.
-locfit_direct <- function(y, x = NULL, weights = 1, span = 0.5, degree = 0) {
-  y <- as.matrix(y)
-  ntags <- nrow(y)
-  weights <- rep_len(weights, ntags)
-  if (span * ntags < 2 || ntags <= 1) return(y)
-  for (j in 1:ncol(y)) y[, j] <- fitted(locfit::locfit(y[, j] ~ x, weights = weights, alpha = span,
-                                                         deg = degree, ev = locfit::dat()))
-  y
-}
 edger_case <- function(name, design, contrasts) {
   dir <- file.path(out_root, name)
   counts <- t(as.matrix(read.csv(gzfile(file.path(dir, "counts.csv.gz")), row.names = 1)))
@@ -153,16 +142,10 @@ edger_case <- function(name, design, contrasts) {
     deviance = fit$deviance, df_residual_zeros = fit$df.residual.zeros,
     s2_prior = fit$var.prior, s2_post = fit$var.post, row.names = rownames(y)
   )
-  original <- get("locfitByCol", envir = asNamespace("edgeR"))
-  assignInNamespace("locfitByCol", locfit_direct, "edgeR")
-  y2 <- estimateDisp(calcNormFactors(DGEList(counts)), mm)
-  assignInNamespace("locfitByCol", original, "edgeR")
-  genes$trended_direct <- y2$trended.dispersion
-  genes$tagwise_direct <- y2$tagwise.dispersion
   write_gz(genes, file.path(dir, "edger_genes.csv.gz"))
   glob <- data.frame(
-    key = c("common_dispersion", "span", "disp_prior_df", "ql_df_prior", "disp_prior_df_direct"),
-    value = c(y$common.dispersion, y$span, y$prior.df, fit$df.prior[1], y2$prior.df)
+    key = c("common_dispersion", "span", "disp_prior_df", "ql_df_prior"),
+    value = c(y$common.dispersion, y$span, y$prior.df, fit$df.prior[1])
   )
   write.csv(glob, file.path(dir, "edger_global.csv"), row.names = FALSE)
   for (con in contrasts) {

@@ -3,7 +3,7 @@
 The grid is 21 points ``t`` in [-10, 10], dispersions ``0.1 * 2^t``. Each gene's APL at every
 grid point (:func:`apl_grid`) is maximised by FMM spline interpolation
 (:func:`maximize_interpolant`): summed over genes for the common dispersion, smoothed over
-``AveLogCPM`` by a local-constant tricube nearest-neighbour fit for the trend (:func:`locfit_by_col`),
+``AveLogCPM`` by locfit's local-constant tricube nearest-neighbour fit for the trend (:func:`locfit_by_col`),
 and added to ``prior.n`` times the smoothed curve for the tagwise dispersions.
 """
 
@@ -17,6 +17,7 @@ GRID_POINTS = np.linspace(-10.0, 10.0, 21)
 GRID_DISPERSIONS = 0.1 * 2.0**GRID_POINTS
 ZERO_FIT = 1e-4
 MIN_ROW_SUM = 5
+LOCFIT_CUT = 0.8
 
 
 def zero_fitted(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -214,13 +215,47 @@ def maximize_interpolant(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(take, u + x[at], x_max)
 
 
-def locfit_by_col(y: np.ndarray, x: np.ndarray, span: float, block: int = 512) -> np.ndarray:
-    """``locfitByCol(degree = 0)`` evaluated at every gene: tricube nearest-neighbour local means.
+def _local_means(x: np.ndarray, y: np.ndarray, at: np.ndarray, k: int, block: int) -> np.ndarray:
+    """Tricube nearest-neighbour local means of the columns of ``y`` at points ``at``, dims (point, column)."""
+    out = np.empty((at.size, y.shape[1]))
+    for lo in range(0, at.size, block):
+        dist = np.abs(at[lo : lo + block, None] - x[None, :])
+        h = np.partition(dist, k - 1, axis=1)[:, k - 1]
+        u = dist / h[:, None]
+        w = np.where(u < 1, (1 - u**3) ** 3, 0.0)
+        out[lo : lo + block] = (w @ y) / w.sum(axis=1)[:, None]
+    return out
 
-    At each ``x_i`` the bandwidth is the distance to its ``floor(n * span)``-th nearest covariate
-    value and the fit is the tricube-weighted mean of each column. R's locfit instead fits at
-    the vertices of a kd tree and interpolates between them; this direct evaluation is what
-    locfit gives with ``ev = dat()``.
+
+def _bandwidth(x: np.ndarray, at: float, k: int) -> float:
+    """Distance from ``at`` to its ``k``-th nearest covariate value."""
+    return float(np.partition(np.abs(x - at), k - 1)[k - 1])
+
+
+def tree_vertices(x: np.ndarray, k: int, cut: float = LOCFIT_CUT) -> np.ndarray:
+    """locfit's adaptive tree (``ev = "tree"``, 1-D): the sorted vertices, dims (vertex,).
+
+    Starting from the covariate's range, a cell is halved while its width exceeds ``cut`` times
+    the smaller nearest-neighbour bandwidth of its two ends.
+    """
+    lo, hi = float(x.min()), float(x.max())
+    h = {lo: _bandwidth(x, lo, k), hi: _bandwidth(x, hi, k)}
+    cells = [(lo, hi)]
+    while cells:
+        a, b = cells.pop()
+        if b - a > cut * min(h[a], h[b]):
+            mid = (a + b) / 2
+            h[mid] = _bandwidth(x, mid, k)
+            cells += [(a, mid), (mid, b)]
+    return np.array(sorted(h))
+
+
+def locfit_by_col(y: np.ndarray, x: np.ndarray, span: float, block: int = 512) -> np.ndarray:
+    """``locfitByCol(degree = 0)``: each column's tricube nearest-neighbour local mean over ``x``.
+
+    As R's locfit by default: the local fits are made at the vertices of its adaptive tree
+    (:func:`tree_vertices`) and, the fit being of degree 0, interpolated linearly between them.
+    The bandwidth at a point is the distance to its ``floor(n * span)``-th nearest covariate value.
 
     Parameters
     ----------
@@ -231,20 +266,22 @@ def locfit_by_col(y: np.ndarray, x: np.ndarray, span: float, block: int = 512) -
     span
         Fraction of genes in each neighbourhood.
     block
-        Genes fitted at once (memory ``block * gene`` float64).
+        Vertices fitted at once (memory ``block * gene`` float64).
+
+    Returns
+    -------
+    numpy.ndarray
+        Dims (gene, column).
     """
     n = x.size
     if span * n < 2 or n <= 1:
         return y.copy()
     k = int(np.floor(n * span + 1e-12))
-    out = np.empty_like(y, dtype=np.float64)
-    for lo in range(0, n, block):
-        dist = np.abs(x[lo : lo + block, None] - x[None, :])
-        h = np.partition(dist, k - 1, axis=1)[:, k - 1]
-        u = dist / h[:, None]
-        w = np.where(u < 1, (1 - u**3) ** 3, 0.0)
-        out[lo : lo + block] = (w @ y) / w.sum(axis=1)[:, None]
-    return out
+    vertices = tree_vertices(x, k)
+    at_vertices = _local_means(x, y, vertices, k, block)
+    if vertices.size == 1:
+        return np.broadcast_to(at_vertices, y.shape).copy()
+    return np.stack([np.interp(x, vertices, at_vertices[:, j]) for j in range(y.shape[1])], axis=1)
 
 
 def wleb_span(n_genes: int) -> float:
