@@ -37,8 +37,8 @@ def fits() -> dict[tuple[str, tuple[str, ...]], tuple[pd.DataFrame, dict]]:
         counts, coldata = load(case)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no raw warning leaks from the fit
-            # gene blocks of 128: several blocks per case, as on a store
-            (res,) = run_edger(make_dataset(counts, coldata), design, [contrast], gene_block=128).values()
+            # gene blocks of 512: several blocks in the larger cases, as on a store
+            (res,) = run_edger(make_dataset(counts, coldata), design, [contrast], gene_block=512).values()
         out[case, contrast] = res.to_dataframe(), dict(res.attrs)
     return out
 
