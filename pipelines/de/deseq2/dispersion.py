@@ -105,15 +105,7 @@ def linear_mu(counts: np.ndarray, size_factors: np.ndarray, design: np.ndarray) 
 
 
 def _grid(post: Posterior, rows: np.ndarray, n_samples: int) -> np.ndarray:
-    sub = Posterior(
-        post.counts[rows],
-        post.mu[rows],
-        post.outer,
-        post.n_coefs,
-        None if post.prior_mean is None else post.prior_mean[rows],
-        post.prior_var,
-    )
-    return np.exp(fit_disp_grid(sub, n_samples, MIN_DISP))
+    return np.exp(fit_disp_grid(post.subset(rows), n_samples, MIN_DISP))
 
 
 def genewise_dispersions(

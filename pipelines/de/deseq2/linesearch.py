@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gexplain.pipelines.de.deseq2.tally import CountTally
 from scipy.special import digamma, gammaln
 
 EPSILON = 1e-4  # Armijo constant of DESeq2's fitDisp
@@ -38,6 +39,8 @@ class Posterior:
         ``x_i x_j`` per sample and coefficient pair, dims (sample, coefficient**2).
     n_coefs
         Number of design columns.
+    tally
+        The distinct counts of each gene (sums of ``lgamma`` and ``digamma`` terms of the counts).
     prior_mean
         Prior mean of log dispersion, dims (gene,), or None for the likelihood alone.
     prior_var
@@ -48,6 +51,7 @@ class Posterior:
     mu: np.ndarray
     outer: np.ndarray
     n_coefs: int
+    tally: CountTally
     prior_mean: np.ndarray | None = None
     prior_var: float = 1.0
 
@@ -63,13 +67,23 @@ class Posterior:
         """From (sample, gene) counts and means and a (sample, coefficient) design."""
         p = design.shape[1]
         outer = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)
+        rows = np.ascontiguousarray(counts.T, dtype=np.float64)
         return cls(
-            np.ascontiguousarray(counts.T, dtype=np.float64),
+            rows,
             np.ascontiguousarray(mu.T, dtype=np.float64),
             outer,
             p,
+            CountTally.of(rows),
             prior_mean,
             prior_var,
+        )
+
+    def subset(self, rows: np.ndarray) -> Posterior:
+        """The posterior of genes ``rows`` (dims (k,)) alone."""
+        counts = self.counts[rows]
+        prior_mean = None if self.prior_mean is None else self.prior_mean[rows]
+        return Posterior(
+            counts, self.mu[rows], self.outer, self.n_coefs, CountTally.of(counts), prior_mean, self.prior_var
         )
 
     def _gram(self, w: np.ndarray) -> np.ndarray:
@@ -82,9 +96,9 @@ class Posterior:
         inv = 1.0 / alpha
         w = 1.0 / (1.0 / mu + alpha)
         cr = -0.5 * np.linalg.slogdet(self._gram(w))[1]
-        ll = (gammaln(y + inv) - gammaln(inv) - y * np.log(mu + inv) - inv * np.log(1.0 + mu * alpha)).sum(
-            axis=1
-        )
+        ll = self.tally.per_gene(gammaln, inv[:, 0], idx) - (
+            y * np.log(mu + inv) + inv * np.log(1.0 + mu * alpha)
+        ).sum(axis=1)
         out = ll + cr
         if self.prior_mean is not None:
             out = out - 0.5 * (log_alpha - self.prior_mean[idx]) ** 2 / self.prior_var
@@ -100,8 +114,8 @@ class Posterior:
         gram, d_gram = self._gram(w), self._gram(-(w**2))
         cr = -0.5 * np.einsum("gij,gji->g", np.linalg.inv(gram), d_gram)
         mu_a = mu * alpha
-        terms = digamma(inv) + np.log(1.0 + mu_a) - mu_a / (1.0 + mu_a) - digamma(y + inv) + y / (mu + inv)
-        ll = inv[:, 0] ** 2 * terms.sum(axis=1)
+        terms = np.log(1.0 + mu_a) - mu_a / (1.0 + mu_a) + y / (mu + inv)
+        ll = inv[:, 0] ** 2 * (terms.sum(axis=1) - self.tally.per_gene(digamma, inv[:, 0], idx))
         out = (ll + cr) * a
         if self.prior_mean is not None:
             out = out - (log_alpha - self.prior_mean[idx]) / self.prior_var
