@@ -199,7 +199,43 @@ def irls(
     hat = pairs @ inv.reshape(-1, p * p).T
     hat *= w
     mu_out = _means(design, beta, sf)
-    for gene in np.concatenate(diverged) if diverged else []:
+    genes = np.concatenate(diverged) if diverged else np.zeros(0, dtype=np.int64)
+    refit_diverged(counts, size_factors, design, disp, genes, beta_start, (beta, mu_out, cov))
+    return beta, mu_out, hat, cov
+
+
+def refit_diverged(
+    counts: np.ndarray,
+    size_factors: np.ndarray,
+    design: np.ndarray,
+    disp: np.ndarray,
+    genes: np.ndarray,
+    beta_start: np.ndarray,
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Refit the genes whose IRLS diverged by :func:`optim_fit`, in place (every backend's IRLS).
+
+    Parameters
+    ----------
+    counts
+        Dims (sample, gene).
+    size_factors
+        Dims (sample,).
+    design
+        Dims (sample, coefficient).
+    disp
+        Dispersions, dims (gene,).
+    genes
+        The diverged genes, dims (k,).
+    beta_start
+        The least-squares start of IRLS, natural-log units, dims (gene, coefficient).
+    fit
+        ``(beta, mu, cov)`` of the IRLS fit (dims (gene, coefficient), (sample, gene), (gene,
+        coefficient, coefficient)); ``beta`` holds the last iterate of the diverged genes.
+    """
+    beta, mu_out, cov = fit
+    ridge = RIDGE * np.eye(design.shape[1])
+    for gene in genes:
         last = beta[gene] / np.log(2)
         # R's start: the last iterate (log2) if finite and inside +-30, else the initial natural-log fit as is
         start = last if np.isfinite(last).all() and (np.abs(last) < MAX_BETA).all() else beta_start[gene]
@@ -208,9 +244,8 @@ def irls(
         m_floor = np.maximum(m_g, MIN_MU)
         w_g = m_floor / (1.0 + m_floor * disp[gene])
         g_g = (design * w_g[:, None]).T @ design
-        i_g = np.linalg.inv(g_g + RIDGE * np.eye(p))
+        i_g = np.linalg.inv(g_g + ridge)
         beta[gene], mu_out[:, gene], cov[gene] = b, m_g, i_g @ g_g @ i_g
-    return beta, mu_out, hat, cov
 
 
 def optim_fit(

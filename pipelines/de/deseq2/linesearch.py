@@ -18,6 +18,7 @@ R's, so every gene follows R's path up to floating-point rounding of the sums.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from gexplain.pipelines.de.deseq2.tally import CountTally
@@ -25,6 +26,27 @@ from scipy.special import digamma, gammaln
 
 EPSILON = 1e-4  # Armijo constant of DESeq2's fitDisp
 LOG_ALPHA_RANGE = (-30.0, 10.0)
+
+
+class DispersionPosterior(Protocol):
+    """What the line search and grid need of a log posterior (one implementation per backend)."""
+
+    @property
+    def n_genes(self) -> int:
+        """Genes of this posterior."""
+        ...
+
+    def value(self, log_alpha: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Log posterior at ``log_alpha`` (dims (k,)) for genes ``idx`` (dims (k,)), numpy in and out."""
+        ...
+
+    def derivative(self, log_alpha: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Its derivative in log dispersion, dims (k,)."""
+        ...
+
+    def subset(self, rows: np.ndarray) -> DispersionPosterior:
+        """The posterior of genes ``rows`` alone."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,11 @@ class Posterior:
             prior_mean,
             prior_var,
         )
+
+    @property
+    def n_genes(self) -> int:
+        """Genes of this posterior."""
+        return self.counts.shape[0]
 
     def subset(self, rows: np.ndarray) -> Posterior:
         """The posterior of genes ``rows`` (dims (k,)) alone."""
@@ -134,7 +161,7 @@ class LineSearch:
 
 
 def fit_disp(
-    post: Posterior,
+    post: DispersionPosterior,
     log_alpha: np.ndarray,
     *,
     min_log_alpha: float,
@@ -192,12 +219,14 @@ def fit_disp(
     return LineSearch(a, iters, initial, lp)
 
 
-def fit_disp_grid(post: Posterior, n_samples: int, min_disp: float = 1e-8, n_grid: int = 20) -> np.ndarray:
+def fit_disp_grid(
+    post: DispersionPosterior, n_samples: int, min_disp: float = 1e-8, n_grid: int = 20
+) -> np.ndarray:
     """DESeq2's ``fitDispGrid``: the best of a 20-point log grid on ``[log(1e-8), log(max(10, n))]``,
     refined on 20 points within one grid step. Returns log dispersions, dims (gene,)."""
     grid = np.linspace(np.log(min_disp), np.log(max(10.0, n_samples)), n_grid)
     delta = grid[1] - grid[0]
-    genes = np.arange(post.counts.shape[0])
+    genes = np.arange(post.n_genes)
     with np.errstate(invalid="ignore", over="ignore"):
         coarse = np.stack([post.value(np.full(genes.size, v), genes) for v in grid], axis=1)
         best = grid[np.argmax(coarse, axis=1)]
