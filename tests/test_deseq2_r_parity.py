@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from gexplain.pipelines.de.deseq2 import dispersion, driver, rrandom, run_deseq2
+from gexplain.pipelines.de.deseq2.backends import NumpyBackend
 from gexplain.pipelines.de.deseq2.design import build_design
 from gexplain.pipelines.normalize.size_factors import median_of_ratios
 from gexplain.pipelines.normalize.tmm import tmm_factors
@@ -101,7 +102,7 @@ def test_dispersion_steps_equal_r(case) -> None:
     sf = median_of_ratios(x)
     r_sf = pd.read_csv(REFS / case / "size_factors.csv", index_col=0)["size_factor"].to_numpy()
     np.testing.assert_allclose(sf, r_sf, rtol=1e-12)
-    model = driver._model(dsgn, sf, [(dsgn.columns[-1],)], True)
+    model = driver._model(dsgn, sf, [(dsgn.columns[-1],)], True, NumpyBackend())
     means, genewise, beta_hat = driver._pass1(x, model)
     nz = ~genes["allZero"].to_numpy()
     assert (~np.isnan(genewise) == nz).all()

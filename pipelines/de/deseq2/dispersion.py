@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from gexplain.pipelines.de.deseq2 import prior as global_fits
-from gexplain.pipelines.de.deseq2.linesearch import Posterior, fit_disp, fit_disp_grid
+from gexplain.pipelines.de.deseq2.linesearch import DispersionPosterior, fit_disp, fit_disp_grid
 from scipy.linalg import lstsq
 from scipy.stats import trim_mean
+
+if TYPE_CHECKING:
+    from gexplain.pipelines.de.deseq2.backends import Backend
 
 log = logging.getLogger("gexplain.de")
 
@@ -104,20 +108,12 @@ def linear_mu(counts: np.ndarray, size_factors: np.ndarray, design: np.ndarray) 
     return np.maximum(size_factors[:, None] * (design @ coef), MIN_MU)
 
 
-def _grid(post: Posterior, rows: np.ndarray, n_samples: int) -> np.ndarray:
-    sub = Posterior(
-        post.counts[rows],
-        post.mu[rows],
-        post.outer,
-        post.n_coefs,
-        None if post.prior_mean is None else post.prior_mean[rows],
-        post.prior_var,
-    )
-    return np.exp(fit_disp_grid(sub, n_samples, MIN_DISP))
+def _grid(post: DispersionPosterior, rows: np.ndarray, n_samples: int) -> np.ndarray:
+    return np.exp(fit_disp_grid(post.subset(rows), n_samples, MIN_DISP))
 
 
 def genewise_dispersions(
-    counts: np.ndarray, design: np.ndarray, mu: np.ndarray, alpha_init: np.ndarray
+    counts: np.ndarray, design: np.ndarray, mu: np.ndarray, alpha_init: np.ndarray, backend: Backend
 ) -> np.ndarray:
     """Cox-Reid adjusted dispersion MLEs (R's ``estimateDispersionsGeneEst``, one iteration).
 
@@ -135,6 +131,8 @@ def genewise_dispersions(
         Fitted means, floored at ``MIN_MU``, dims (sample, gene).
     alpha_init
         Rough estimates (:func:`moments_dispersions`), dims (gene,).
+    backend
+        Evaluates the log posterior (:mod:`gexplain.pipelines.de.deseq2.backends`).
 
     Returns
     -------
@@ -142,7 +140,7 @@ def genewise_dispersions(
         Dims (gene,), clipped to ``[MIN_DISP, max_disp]``.
     """
     upper = max_disp(counts.shape[0])
-    post = Posterior.build(counts, mu, design)
+    post = backend.posterior(counts, mu, design)
     res = fit_disp(post, np.log(alpha_init), min_log_alpha=np.log(MIN_DISP / 10), tol=DISP_TOL, maxit=MAXIT)
     disp = np.minimum(np.exp(res.log_alpha), upper)
     no_increase = res.last_lp < res.initial_lp + np.abs(res.initial_lp) / 1e6
@@ -160,13 +158,15 @@ def map_dispersions(
     genewise: np.ndarray,
     fitted: np.ndarray,
     prior_variance: float,
+    backend: Backend,
 ) -> np.ndarray:
     """MAP dispersions with a normal prior on log dispersion centred on the trend (R's
     ``estimateDispersionsMAP``): line search from the gene-wise estimate (the trend where that is
-    below a tenth of it), grid fit where it needed ``maxit`` steps. Dims (gene,), clipped."""
+    below a tenth of it), grid fit where it needed ``maxit`` steps, the log posterior evaluated by
+    ``backend``. Dims (gene,), clipped."""
     upper = max_disp(counts.shape[0])
     init = np.where(genewise > 0.1 * fitted, genewise, fitted)
-    post = Posterior.build(counts, mu, design, np.log(fitted), prior_variance)
+    post = backend.posterior(counts, mu, design, np.log(fitted), prior_variance)
     res = fit_disp(post, np.log(init), min_log_alpha=np.log(MIN_DISP / 10), tol=DISP_TOL, maxit=MAXIT)
     disp = np.exp(res.log_alpha)
     refit = res.iter >= MAXIT

@@ -23,7 +23,8 @@ import xarray as xr
 from dask.base import get_scheduler
 from dask.callbacks import Callback
 from dask.utils import key_split
-from gexplain.pipelines.de.deseq2 import cooks, dispersion, filtering, irls, wald
+from gexplain.pipelines.de.deseq2 import cooks, dispersion, filtering, wald
+from gexplain.pipelines.de.deseq2.backends import Backend, get_backend
 from gexplain.pipelines.de.deseq2.design import Design, build_design, check_contrast
 from gexplain.pipelines.de.multitest import benjamini_hochberg
 from gexplain.pipelines.normalize.size_factors import check_method, size_factors_of
@@ -47,6 +48,7 @@ class _Model:
     use_for_max: np.ndarray
     cutoff: float
     cooks_refit: bool
+    backend: Backend
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,9 @@ def _fit_genewise(counts: np.ndarray, model: _Model) -> tuple[np.ndarray, np.nda
     if model.linear_mu:
         mu_hat = dispersion.linear_mu(counts, model.size_factors, model.design)
     else:
-        beta_hat, mu_hat, _, _ = irls.irls(counts, model.size_factors, model.design, mom)
+        beta_hat, mu_hat, _, _ = model.backend.irls(counts, model.size_factors, model.design, mom)
         mu_hat = np.maximum(mu_hat, dispersion.MIN_MU)
-    genewise = dispersion.genewise_dispersions(counts, model.design, mu_hat, mom)
+    genewise = dispersion.genewise_dispersions(counts, model.design, mu_hat, mom, model.backend)
     return normed.mean(axis=0), beta_hat, genewise
 
 
@@ -125,9 +127,11 @@ def _dispersions_and_fit(
         genewise, beta_hat = pass1
     mu_hat = _initial_mu(counts, model, beta_hat)
     fitted = glob.trend(means)
-    map_disp = dispersion.map_dispersions(counts, model.design, mu_hat, genewise, fitted, glob.prior.variance)
+    map_disp = dispersion.map_dispersions(
+        counts, model.design, mu_hat, genewise, fitted, glob.prior.variance, model.backend
+    )
     disp = dispersion.final_dispersions(genewise, fitted, map_disp, glob.prior)
-    beta, mu, hat, cov = irls.irls(counts, model.size_factors, model.design, disp)
+    beta, mu, hat, cov = model.backend.irls(counts, model.size_factors, model.design, disp)
     return means, disp, beta, mu, hat, cov
 
 
@@ -269,7 +273,13 @@ def _group_masks(design: Design, contrast: tuple[str, ...], n: int) -> np.ndarra
     return np.stack([labels == contrast[1], labels == contrast[2]])
 
 
-def _model(design: Design, size_factors: np.ndarray, contrasts: list[tuple[str, ...]], refit: bool) -> _Model:
+def _model(
+    design: Design,
+    size_factors: np.ndarray,
+    contrasts: list[tuple[str, ...]],
+    refit: bool,
+    backend: Backend,
+) -> _Model:
     df = pd.DataFrame(design.matrix, columns=list(design.columns))
     n, p = design.matrix.shape
     return _Model(
@@ -283,6 +293,7 @@ def _model(design: Design, size_factors: np.ndarray, contrasts: list[tuple[str, 
         use_for_max=cooks.replicate_mask(df, 3),
         cutoff=cooks.cooks_cutoff(n, p),
         cooks_refit=refit,
+        backend=backend,
     )
 
 
@@ -296,6 +307,7 @@ def run_deseq2(
     independent_filter: bool = True,
     alpha: float = 0.05,
     gene_block: int = 2048,
+    backend: str = "numpy",
     progress: Any | None = None,
 ) -> dict[str, xr.Dataset]:
     """Differential expression with the DESeq2 model, per gene block on Dask.
@@ -324,6 +336,10 @@ def run_deseq2(
         Most genes per block task; a task holds a few (sample, block) float64 arrays, so memory
         is bounded by ``n_samples * gene_block``. Smaller blocks are used when there are too few
         blocks to keep every Dask worker busy; results do not depend on the block size.
+    backend
+        Kernels of the dispersion fits and IRLS (:mod:`gexplain.pipelines.de.deseq2.backends`):
+        ``"numpy"``, or ``"torch"`` (float64, on CUDA when a GPU is available, else the CPU);
+        the two agree to rounding.
     progress
         ``gexplain.pipelines.progress.Progress`` to report block progress, or None.
 
@@ -347,6 +363,7 @@ def run_deseq2(
     if not contrasts:
         raise InputError("no contrast given; pass at least one [factor, test_level, ref_level]")
     check_method(size_factors)
+    kernels = get_backend(backend)
     if gene_block < 1:
         raise InputError(f"gene_block={gene_block} must be a positive number of genes")
     if not 0 < alpha < 1:
@@ -368,7 +385,7 @@ def run_deseq2(
     # memory bounded by the gene block while every stored chunk is read only a few times
     row_bytes = max(1, stored.shape[0] * gene_block * 8 * 2)
     sf = size_factors_of(stored, size_factors, block_bytes=row_bytes)
-    model = _model(dsgn, sf, wanted, cooks_refit)
+    model = _model(dsgn, sf, wanted, cooks_refit, kernels)
     blocks = list(counts.to_delayed()[0])
     run1 = dask.delayed(_pass1, pure=True)
     first = _compute_blocks([run1(b, model) for b in blocks], progress, "deseq2: gene-wise dispersions")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from gexplain.pipelines.de.deseq2.dispersion import MIN_MU
+from gexplain.pipelines.de.deseq2.tally import CountTally
 from scipy.optimize import minimize
 from scipy.special import gammaln
 from scipy.stats import nbinom, norm
@@ -23,32 +24,31 @@ MAX_ITER = 100
 RIDGE = 1e-6 / np.log(2) ** 2
 
 
-def log_binomial(counts: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``log Gamma(y + 1/a) - log Gamma(y + 1) - log Gamma(1/a)``, the NB term free of the mean.
+def log_binomial(tally: CountTally, alpha: np.ndarray) -> np.ndarray:
+    """``sum_i log Gamma(y_i + 1/a) - log Gamma(y_i + 1) - log Gamma(1/a)`` per gene: the NB terms free of the mean.
 
     Parameters
     ----------
-    counts
-        Dims (sample, gene).
+    tally
+        The distinct counts of the genes.
     alpha
         Dispersions, dims (gene,).
 
     Returns
     -------
     numpy.ndarray
-        Dims (sample, gene).
+        Dims (gene,), nats.
     """
-    inv = 1.0 / alpha
-    out = np.add(counts, inv)  # in place: each block-sized temporary costs page faults
-    gammaln(out, out=out)
-    lgamma_counts = np.add(counts, 1)
-    out -= gammaln(lgamma_counts, out=lgamma_counts)
-    out -= gammaln(inv)
-    return out
+    every = np.arange(alpha.size)
+    return tally.per_gene(gammaln, 1.0 / alpha, every) - tally.per_gene(gammaln, np.ones(alpha.size), every)
 
 
 def nb_nll(
-    counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray, logbinom: np.ndarray, work: np.ndarray
+    counts: np.ndarray,
+    mu: np.ndarray,
+    alpha: np.ndarray,
+    logbinom: np.ndarray,
+    work: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
     """Negative binomial negative log-likelihood per gene.
 
@@ -59,10 +59,9 @@ def nb_nll(
     alpha
         Dispersions, dims (gene,).
     logbinom
-        ``log_binomial(counts, alpha)``, dims (sample, gene) (fixed while only ``mu`` changes);
-        overwritten.
+        ``log_binomial(tally, alpha)`` of these genes, dims (gene,).
     work
-        Scratch array, dims (sample, gene); overwritten.
+        Two scratch arrays, dims (sample, gene); overwritten.
 
     Returns
     -------
@@ -70,15 +69,13 @@ def nb_nll(
         Dims (gene,), nats.
     """
     inv = 1.0 / alpha
-    terms = np.negative(logbinom, out=logbinom)  # -logbinom + (y + 1/a) log(1/a + mu) - y log(mu)
-    np.add(inv, mu, out=work)
-    np.log(work, out=work)
-    work *= counts + inv
-    terms += work
-    np.log(mu, out=work)
-    work *= counts
-    terms -= work
-    return counts.shape[0] * inv * np.log(alpha) + terms.sum(axis=0)
+    terms = np.add(inv, mu, out=work[0])  # (y + 1/a) log(1/a + mu) - y log(mu)
+    np.log(terms, out=terms)
+    terms *= np.add(counts, inv, out=work[1])
+    logmu = np.log(mu, out=work[1])
+    logmu *= counts
+    terms -= logmu
+    return counts.shape[0] * inv * np.log(alpha) - logbinom + terms.sum(axis=0)
 
 
 def weighted_gram(design: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -148,7 +145,7 @@ def irls(
     dev = np.zeros(counts.shape[1])
     active = np.arange(counts.shape[1])
     diverged: list[np.ndarray] = []
-    logbinom = log_binomial(counts, disp)
+    logbinom = log_binomial(CountTally.of(counts.T), disp)
     n_iter = 0
     # (sample, gene) work arrays: contiguous views of one pool, reused across iterations, since
     # fresh block-sized temporaries cost page faults (Dask workers return freed memory at once)
@@ -187,8 +184,7 @@ def irls(
         m *= sf
         np.maximum(m, MIN_MU, out=m)
         mu[:, active] = m
-        logbinom_k = np.take(logbinom, active, axis=1, out=scratch(2, k), mode="clip")
-        new_dev = -2.0 * nb_nll(y, m, disp[active], logbinom_k, scratch(3, k))
+        new_dev = -2.0 * nb_nll(y, m, disp[active], logbinom[active], (scratch(2, k), scratch(3, k)))
         ratio = np.abs(new_dev - dev[active]) / (np.abs(new_dev) + 0.1)
         dev[active] = new_dev
         active = active[(ratio >= BETA_TOL) | (n_iter == 1)]  # R: converged only after the first step
@@ -203,7 +199,43 @@ def irls(
     hat = pairs @ inv.reshape(-1, p * p).T
     hat *= w
     mu_out = _means(design, beta, sf)
-    for gene in np.concatenate(diverged) if diverged else []:
+    genes = np.concatenate(diverged) if diverged else np.zeros(0, dtype=np.int64)
+    refit_diverged(counts, size_factors, design, disp, genes, beta_start, (beta, mu_out, cov))
+    return beta, mu_out, hat, cov
+
+
+def refit_diverged(
+    counts: np.ndarray,
+    size_factors: np.ndarray,
+    design: np.ndarray,
+    disp: np.ndarray,
+    genes: np.ndarray,
+    beta_start: np.ndarray,
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Refit the genes whose IRLS diverged by :func:`optim_fit`, in place (every backend's IRLS).
+
+    Parameters
+    ----------
+    counts
+        Dims (sample, gene).
+    size_factors
+        Dims (sample,).
+    design
+        Dims (sample, coefficient).
+    disp
+        Dispersions, dims (gene,).
+    genes
+        The diverged genes, dims (k,).
+    beta_start
+        The least-squares start of IRLS, natural-log units, dims (gene, coefficient).
+    fit
+        ``(beta, mu, cov)`` of the IRLS fit (dims (gene, coefficient), (sample, gene), (gene,
+        coefficient, coefficient)); ``beta`` holds the last iterate of the diverged genes.
+    """
+    beta, mu_out, cov = fit
+    ridge = RIDGE * np.eye(design.shape[1])
+    for gene in genes:
         last = beta[gene] / np.log(2)
         # R's start: the last iterate (log2) if finite and inside +-30, else the initial natural-log fit as is
         start = last if np.isfinite(last).all() and (np.abs(last) < MAX_BETA).all() else beta_start[gene]
@@ -212,9 +244,8 @@ def irls(
         m_floor = np.maximum(m_g, MIN_MU)
         w_g = m_floor / (1.0 + m_floor * disp[gene])
         g_g = (design * w_g[:, None]).T @ design
-        i_g = np.linalg.inv(g_g + RIDGE * np.eye(p))
+        i_g = np.linalg.inv(g_g + ridge)
         beta[gene], mu_out[:, gene], cov[gene] = b, m_g, i_g @ g_g @ i_g
-    return beta, mu_out, hat, cov
 
 
 def optim_fit(

@@ -18,12 +18,35 @@ R's, so every gene follows R's path up to floating-point rounding of the sums.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+from gexplain.pipelines.de.deseq2.tally import CountTally
 from scipy.special import digamma, gammaln
 
 EPSILON = 1e-4  # Armijo constant of DESeq2's fitDisp
 LOG_ALPHA_RANGE = (-30.0, 10.0)
+
+
+class DispersionPosterior(Protocol):
+    """What the line search and grid need of a log posterior (one implementation per backend)."""
+
+    @property
+    def n_genes(self) -> int:
+        """Genes of this posterior."""
+        ...
+
+    def value(self, log_alpha: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Log posterior at ``log_alpha`` (dims (k,)) for genes ``idx`` (dims (k,)), numpy in and out."""
+        ...
+
+    def derivative(self, log_alpha: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Its derivative in log dispersion, dims (k,)."""
+        ...
+
+    def subset(self, rows: np.ndarray) -> DispersionPosterior:
+        """The posterior of genes ``rows`` alone."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +61,8 @@ class Posterior:
         ``x_i x_j`` per sample and coefficient pair, dims (sample, coefficient**2).
     n_coefs
         Number of design columns.
+    tally
+        The distinct counts of each gene (sums of ``lgamma`` and ``digamma`` terms of the counts).
     prior_mean
         Prior mean of log dispersion, dims (gene,), or None for the likelihood alone.
     prior_var
@@ -48,6 +73,7 @@ class Posterior:
     mu: np.ndarray
     outer: np.ndarray
     n_coefs: int
+    tally: CountTally
     prior_mean: np.ndarray | None = None
     prior_var: float = 1.0
 
@@ -63,13 +89,28 @@ class Posterior:
         """From (sample, gene) counts and means and a (sample, coefficient) design."""
         p = design.shape[1]
         outer = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)
+        rows = np.ascontiguousarray(counts.T, dtype=np.float64)
         return cls(
-            np.ascontiguousarray(counts.T, dtype=np.float64),
+            rows,
             np.ascontiguousarray(mu.T, dtype=np.float64),
             outer,
             p,
+            CountTally.of(rows),
             prior_mean,
             prior_var,
+        )
+
+    @property
+    def n_genes(self) -> int:
+        """Genes of this posterior."""
+        return self.counts.shape[0]
+
+    def subset(self, rows: np.ndarray) -> Posterior:
+        """The posterior of genes ``rows`` (dims (k,)) alone."""
+        counts = self.counts[rows]
+        prior_mean = None if self.prior_mean is None else self.prior_mean[rows]
+        return Posterior(
+            counts, self.mu[rows], self.outer, self.n_coefs, CountTally.of(counts), prior_mean, self.prior_var
         )
 
     def _gram(self, w: np.ndarray) -> np.ndarray:
@@ -82,9 +123,9 @@ class Posterior:
         inv = 1.0 / alpha
         w = 1.0 / (1.0 / mu + alpha)
         cr = -0.5 * np.linalg.slogdet(self._gram(w))[1]
-        ll = (gammaln(y + inv) - gammaln(inv) - y * np.log(mu + inv) - inv * np.log(1.0 + mu * alpha)).sum(
-            axis=1
-        )
+        ll = self.tally.per_gene(gammaln, inv[:, 0], idx) - (
+            y * np.log(mu + inv) + inv * np.log(1.0 + mu * alpha)
+        ).sum(axis=1)
         out = ll + cr
         if self.prior_mean is not None:
             out = out - 0.5 * (log_alpha - self.prior_mean[idx]) ** 2 / self.prior_var
@@ -100,8 +141,8 @@ class Posterior:
         gram, d_gram = self._gram(w), self._gram(-(w**2))
         cr = -0.5 * np.einsum("gij,gji->g", np.linalg.inv(gram), d_gram)
         mu_a = mu * alpha
-        terms = digamma(inv) + np.log(1.0 + mu_a) - mu_a / (1.0 + mu_a) - digamma(y + inv) + y / (mu + inv)
-        ll = inv[:, 0] ** 2 * terms.sum(axis=1)
+        terms = np.log(1.0 + mu_a) - mu_a / (1.0 + mu_a) + y / (mu + inv)
+        ll = inv[:, 0] ** 2 * (terms.sum(axis=1) - self.tally.per_gene(digamma, inv[:, 0], idx))
         out = (ll + cr) * a
         if self.prior_mean is not None:
             out = out - (log_alpha - self.prior_mean[idx]) / self.prior_var
@@ -120,7 +161,7 @@ class LineSearch:
 
 
 def fit_disp(
-    post: Posterior,
+    post: DispersionPosterior,
     log_alpha: np.ndarray,
     *,
     min_log_alpha: float,
@@ -178,12 +219,14 @@ def fit_disp(
     return LineSearch(a, iters, initial, lp)
 
 
-def fit_disp_grid(post: Posterior, n_samples: int, min_disp: float = 1e-8, n_grid: int = 20) -> np.ndarray:
+def fit_disp_grid(
+    post: DispersionPosterior, n_samples: int, min_disp: float = 1e-8, n_grid: int = 20
+) -> np.ndarray:
     """DESeq2's ``fitDispGrid``: the best of a 20-point log grid on ``[log(1e-8), log(max(10, n))]``,
     refined on 20 points within one grid step. Returns log dispersions, dims (gene,)."""
     grid = np.linspace(np.log(min_disp), np.log(max(10.0, n_samples)), n_grid)
     delta = grid[1] - grid[0]
-    genes = np.arange(post.counts.shape[0])
+    genes = np.arange(post.n_genes)
     with np.errstate(invalid="ignore", over="ignore"):
         coarse = np.stack([post.value(np.full(genes.size, v), genes) for v in grid], axis=1)
         best = grid[np.argmax(coarse, axis=1)]

@@ -6,7 +6,7 @@ two-level factor ``<column>_vs_rest`` (one vs rest), or the group's samples (per
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import xarray as xr
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from gexplain.pipelines.progress import Progress
 
 DERIVED_LEVELS = ("level", "rest")
+BackendName = Literal["numpy", "torch"]
+"""The kernels' backends (:mod:`gexplain.pipelines.de.deseq2.backends`)."""
 
 
 class DESeq2Options(StageParams):
@@ -31,6 +33,11 @@ class DESeq2Options(StageParams):
         "ratio",
         description="Size factors: median of ratios ('ratio', 'poscounts') or edgeR's TMM effective "
         "library sizes ('tmm'). Default: deseq2 'ratio', edger 'tmm'.",
+    )
+    backend: BackendName = Field(
+        "numpy",
+        description="deseq2 kernels: 'numpy', or 'torch' (float64; on CUDA when a GPU is available, else "
+        "the CPU). The two agree to rounding.",
     )
 
 
@@ -100,6 +107,7 @@ def _kernel(
         size_factors=options.size_factors,
         alpha=req.alpha,
         gene_block=req.gene_block,
+        backend=options.backend,
         progress=progress,
     ).values()
     return record(result, contrast, design)
