@@ -277,23 +277,25 @@ class MLPBackend:
                     fast, name, h, fast.hidden(pool), self.params.n_steps, self.params.ig_method
                 )  # (n, P, H)
             c = head(fast, targets).to(x.dtype)
-            w_t = fast.weight.to(x.dtype).T  # (genes, hidden)
-            pool_t = None if pool is None else pool.T.contiguous()
+            w_t = fast.weight.to(x.dtype).T.contiguous()  # (genes, hidden)
             ns, kc = chunk_shape(n, len(repeats), n_refs, genes, x.element_size(), self.budget_bytes)
             idx_all = torch.as_tensor(index, device=x.device)
+            # one output buffer for every chunk: no fresh pages to fault in per GEMM
+            out = torch.empty(genes * min(ns, n) * kc * n_refs, dtype=x.dtype, device=x.device)
             for s0 in range(0, n, ns):
                 pos = np.arange(s0, min(s0 + ns, n))
-                x_t = x[pos].T.contiguous()
                 for k0 in range(0, len(repeats), kc):
                     k1 = min(k0 + kc, len(repeats))
                     sub = repeats[k0:k1]
                     m = self._repeat_masks(masks, samples[pos], sub, x)  # (ns, kc, H)
                     gamma = weights[pos][:, idx_all[k0:k1]] if pool is not None else weights[pos][:, None]
                     gamma = gamma * (c[pos][:, None, None, :] * m[:, :, None, :])  # (ns, kc, R, H)
-                    proj = torch.mm(w_t, gamma.reshape(-1, hidden).T).reshape(
-                        genes, len(pos), k1 - k0, n_refs
+                    # genes x rows (sample, repeat, reference)
+                    rows = gamma.shape[0] * gamma.shape[1] * n_refs
+                    proj = torch.mm(
+                        w_t, gamma.reshape(rows, hidden).T, out=out[: genes * rows].view(genes, rows)
                     )
-                    center, m2 = reduce_rows(proj, x_t, pool_t, index[k0:k1], options)
+                    center, m2 = reduce_rows(proj, x[pos], pool, index[k0:k1], options)
                     yield RowChunk(pos, sub, center, m2)
 
     def _repeat_masks(
