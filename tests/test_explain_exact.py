@@ -245,3 +245,16 @@ def test_repeat_scope_draws_subsets_of_the_pool() -> None:
         ExplainParams(references="universal:64", reference_scope="repeat", reference_pool=32)
     with pytest.raises(ValueError, match="reference_scope"):
         ExplainParams(references="universal:64", reference_pool=128)
+
+
+@pytest.mark.parametrize(
+    "method", ["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
+)
+def test_quadrature_equals_captum(method: str) -> None:
+    """The closed forms' integration points and weights are Captum's, bit for bit."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+    from gexplain.pipelines.explain.fastpath import _quadrature
+
+    sizes, alphas = approximation_parameters(method)
+    for n in (2, 7, 50):
+        assert _quadrature(method, n) == (sizes(n), alphas(n))
