@@ -13,7 +13,7 @@ import pytest
 import torch
 from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency
 from gexplain.pipelines.explain.compute import explain_block
-from gexplain.pipelines.explain.exact import ReduceOptions, _reduce_torch, reduce_rows
+from gexplain.pipelines.explain.exact import ReduceOptions, _reduce_torch, median_network, reduce_rows
 from gexplain.pipelines.explain.modes import dropout_mask
 from gexplain.pipelines.explain.params import ExplainParams
 from gexplain.pipelines.explain.references import draw_reference_sets, repeat_reference_index
@@ -185,27 +185,53 @@ def test_exact_path_equals_captum_backend_float64() -> None:
         np.testing.assert_allclose(out[0][name].m2, out[1][name].m2, rtol=0, atol=1e-9 * scale**2)
 
 
-@pytest.mark.parametrize("n_refs", [1, 2, 5, 8])
+@pytest.mark.parametrize("n_refs", [1, 2, 3, 5, 8, 60, 64])
 @pytest.mark.parametrize("median", [True, False])
-def test_reduction_kernels_equal_numpy(n_refs: int, median: bool) -> None:
-    """Compiled and torch reductions against np.abs / np.median / np.mean, with ties."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_reduction_kernels_equal_numpy(n_refs: int, median: bool, dtype: type) -> None:
+    """Compiled and torch reductions against np.abs / np.median / np.mean, with ties, in float32
+    and float64; genes span more than one compiled gene block."""
     rng = np.random.default_rng(n_refs)
-    genes, n, k, pool = 17, 3, 4, 9
-    proj = rng.normal(size=(genes, n, k, n_refs))
+    genes, n, k, pool = 300, 2, 3, max(9, n_refs + 1)
+    proj = rng.normal(size=(n, k, n_refs, genes)).astype(dtype)
     if n_refs > 2:
-        proj[..., 1] = proj[..., 0]  # ties
-    x = rng.normal(size=(genes, n))
-    pool_t = rng.normal(size=(genes, pool))
+        proj[:, :, 1] = proj[:, :, 0]  # ties
+    x = rng.normal(size=(n, genes)).astype(dtype)
+    pool_v = rng.normal(size=(pool, genes)).astype(dtype)
     index = np.stack([rng.permutation(pool)[:n_refs] for _ in range(k)])
-    values = np.abs(proj * (x[:, :, None, None] - pool_t[:, index][:, None]))
-    expected = (np.median(values, -1) if median else values.mean(-1)).transpose(1, 2, 0)
+    values = np.abs(proj * (x[:, None, None, :] - pool_v[index][None])).astype(np.float64)
+    expected = np.median(values, 2) if median else values.mean(2)
     options = ReduceOptions("delta", True, median)
+    tol = 1e-14 if dtype == np.float64 else 1e-6
     for fn in (reduce_rows, _reduce_torch):
-        center, m2 = fn(torch.from_numpy(proj), torch.from_numpy(x), torch.from_numpy(pool_t), index, options)
-        np.testing.assert_allclose(center, expected, rtol=1e-14, atol=1e-14)
+        center, m2 = fn(
+            torch.from_numpy(np.ascontiguousarray(proj.reshape(-1, genes).T)),
+            torch.from_numpy(x),
+            torch.from_numpy(pool_v),
+            index,
+            options,
+        )
+        np.testing.assert_allclose(center, expected, rtol=tol, atol=tol)
         if not median:
-            dev = ((values - values.mean(-1, keepdims=True)) ** 2).sum(-1).transpose(1, 2, 0)
-            np.testing.assert_allclose(m2, dev, rtol=1e-12, atol=1e-12)
+            dev = ((values - values.mean(2, keepdims=True)) ** 2).sum(2)
+            np.testing.assert_allclose(m2, dev, rtol=100 * tol, atol=100 * tol)
+
+
+@pytest.mark.parametrize("n", [*range(1, 18), 31, 60, 64, 65])
+def test_median_network_selects_numpy_median(n: int) -> None:
+    """The pruned compare-exchange network leaves np.median's middle values in place, on random
+    values with ties (and, for n <= 12, on every 0/1 input: the 0-1 principle)."""
+    pairs, lower, upper = median_network(n)
+    rng = np.random.default_rng(n)
+    trials = [rng.integers(0, 4, size=n).astype(float) for _ in range(200)]
+    if n <= 12:
+        trials += [np.array([(b >> i) & 1 for i in range(n)], dtype=float) for b in range(2**n)]
+    for v in trials:
+        w = v.copy()
+        for a, b in pairs:
+            if w[b] < w[a]:
+                w[a], w[b] = w[b], w[a]
+        assert (w[lower] + w[upper]) / 2 == np.median(v)
 
 
 def test_repeat_scope_draws_subsets_of_the_pool() -> None:
@@ -219,3 +245,16 @@ def test_repeat_scope_draws_subsets_of_the_pool() -> None:
         ExplainParams(references="universal:64", reference_scope="repeat", reference_pool=32)
     with pytest.raises(ValueError, match="reference_scope"):
         ExplainParams(references="universal:64", reference_pool=128)
+
+
+@pytest.mark.parametrize(
+    "method", ["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
+)
+def test_quadrature_equals_captum(method: str) -> None:
+    """The closed forms' integration points and weights are Captum's, bit for bit."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+    from gexplain.pipelines.explain.fastpath import _quadrature
+
+    sizes, alphas = approximation_parameters(method)
+    for n in (2, 7, 50):
+        assert _quadrature(method, n) == (sizes(n), alphas(n))

@@ -33,8 +33,7 @@ from gexplain.pipelines.explain.fastpath import (
     unit_weights,
 )
 from gexplain.pipelines.explain.modes import DropoutMasks, dropout_mask
-from gexplain.pipelines.explain.params import ExplainParams
-from gexplain.pipelines.explain.rows import Explainer, RowContext
+from gexplain.pipelines.explain.rows import Explainer, KernelOptions, RowContext
 from torch import nn
 
 PAPER_STREAM = 5
@@ -126,18 +125,18 @@ class CaptumBackend:
         The registry entry.
     model
         The module in its explain mode.
-    params
-        Explain parameters.
+    options
+        Explainer settings.
     rows_per_call
         Forward rows per Captum call (memory).
     """
 
     def __init__(
-        self, explainer: Explainer, model: nn.Module, params: ExplainParams, rows_per_call: int
+        self, explainer: Explainer, model: nn.Module, options: KernelOptions, rows_per_call: int
     ) -> None:
         self.explainer = explainer
         self.model = model
-        self.params = params
+        self.options = options
         self.rows_per_call = max(1, rows_per_call)
         self.needs_grad = True
 
@@ -207,14 +206,14 @@ class MLPBackend:
         An explainer with a closed form (``explainer.closed_form``).
     model
         The MLP.
-    params
-        Explain parameters.
+    options
+        Explainer settings.
     budget_bytes
         Working memory for one chunk of the reference contraction, in bytes.
     """
 
     def __init__(
-        self, explainer: Explainer, model: nn.Module, params: ExplainParams, budget_bytes: int
+        self, explainer: Explainer, model: nn.Module, options: KernelOptions, budget_bytes: int
     ) -> None:
         if explainer.closed_form is None:
             raise ValueError(f"the MLP backend has no '{explainer.name}'")
@@ -222,7 +221,7 @@ class MLPBackend:
         self.explainer = explainer
         self.needs_grad = False
         self.fast = MLPFastPath(model)
-        self.params = params
+        self.options = options
         self.budget_bytes = budget_bytes
         self.p = float(model.dropout.p)
 
@@ -274,26 +273,28 @@ class MLPBackend:
                 weights = ((h * fast.bn_scale + fast.bn_shift) > 0).to(x.dtype).unsqueeze(1)  # (n, 1, H)
             else:
                 weights = path_weights(
-                    fast, name, h, fast.hidden(pool), self.params.n_steps, self.params.ig_method
+                    fast, name, h, fast.hidden(pool), self.options.n_steps, self.options.ig_method
                 )  # (n, P, H)
             c = head(fast, targets).to(x.dtype)
-            w_t = fast.weight.to(x.dtype).T  # (genes, hidden)
-            pool_t = None if pool is None else pool.T.contiguous()
+            w_t = fast.weight.to(x.dtype).T.contiguous()  # (genes, hidden)
             ns, kc = chunk_shape(n, len(repeats), n_refs, genes, x.element_size(), self.budget_bytes)
             idx_all = torch.as_tensor(index, device=x.device)
+            # one output buffer for every chunk: no fresh pages to fault in per GEMM
+            out = torch.empty(genes * min(ns, n) * kc * n_refs, dtype=x.dtype, device=x.device)
             for s0 in range(0, n, ns):
                 pos = np.arange(s0, min(s0 + ns, n))
-                x_t = x[pos].T.contiguous()
                 for k0 in range(0, len(repeats), kc):
                     k1 = min(k0 + kc, len(repeats))
                     sub = repeats[k0:k1]
                     m = self._repeat_masks(masks, samples[pos], sub, x)  # (ns, kc, H)
                     gamma = weights[pos][:, idx_all[k0:k1]] if pool is not None else weights[pos][:, None]
                     gamma = gamma * (c[pos][:, None, None, :] * m[:, :, None, :])  # (ns, kc, R, H)
-                    proj = torch.mm(w_t, gamma.reshape(-1, hidden).T).reshape(
-                        genes, len(pos), k1 - k0, n_refs
+                    # genes x rows (sample, repeat, reference)
+                    rows = gamma.shape[0] * gamma.shape[1] * n_refs
+                    proj = torch.mm(
+                        w_t, gamma.reshape(rows, hidden).T, out=out[: genes * rows].view(genes, rows)
                     )
-                    center, m2 = reduce_rows(proj, x_t, pool_t, index[k0:k1], options)
+                    center, m2 = reduce_rows(proj, x[pos], pool, index[k0:k1], options)
                     yield RowChunk(pos, sub, center, m2)
 
     def _repeat_masks(
@@ -336,9 +337,9 @@ class MLPBackend:
             batch.refs.reshape(n * n_refs, genes),
             batch.targets[rows],
             masks[rows],
-            self.params.n_steps,
-            self.params.ig_method,
-            self.params.saliency_abs,
+            self.options.n_steps,
+            self.options.ig_method,
+            self.options.saliency_abs,
             h[rows],
         ).reshape(n, n_refs, genes)
         if batch.reduce_refs:
@@ -353,8 +354,8 @@ class MLPBackend:
             self.factor,
             h,
             batch.refs,
-            self.params.n_steps,
-            self.params.ig_method,
+            self.options.n_steps,
+            self.options.ig_method,
         )
 
     def _shared(self, batch: Batch) -> Attribution:
@@ -375,7 +376,7 @@ class MLPBackend:
         spread = batch.spread and (
             batch.collapse is not None and len(batch.collapse) > 1 or batch.ctx.masks is None
         )
-        if factor == "none" and self.params.saliency_abs and not spread:
+        if factor == "none" and self.options.saliency_abs and not spread:
             grad = ((weights[:, 0] * c * mean_mask) @ self.fast.weight.to(x.dtype)).abs()
             return Attribution(grad.unsqueeze(1))
         if not spread:
@@ -415,17 +416,17 @@ class MLPBackend:
 def make_backend(
     explainer: Explainer,
     model: nn.Module,
-    params: ExplainParams,
+    options: KernelOptions,
     *,
     mlp: bool,
     rows_per_call: int,
     budget_bytes: int,
 ) -> CaptumBackend | MLPBackend:
-    """The backend for one explainer and model: the MLP closed forms when ``mlp`` and the
-    explainer has one (and ``params.backend`` is ``auto``), else Captum."""
-    if mlp and params.backend == "auto" and explainer.closed_form is not None:
-        return MLPBackend(explainer, model, params, budget_bytes)
-    return CaptumBackend(explainer, model, params, rows_per_call)
+    """The backend for one explainer and model: the MLP closed forms when ``mlp`` (the model is an
+    affine MLP and the closed forms are allowed) and the explainer has one, else Captum."""
+    if mlp and explainer.closed_form is not None:
+        return MLPBackend(explainer, model, options, budget_bytes)
+    return CaptumBackend(explainer, model, options, rows_per_call)
 
 
 __all__ = [

@@ -101,7 +101,13 @@ def probe_linear(model: nn.Module, explainer: Explainer, x: torch.Tensor, params
         outs = []
         for repeat, collapse in ((0, None), (1, None), (0, range(0, 2))):
             ctx = RowContext(
-                samples, np.full(len(rows), repeat), np.zeros(len(rows), dtype=np.int64), 0, 0, params, masks
+                samples,
+                np.full(len(rows), repeat),
+                np.zeros(len(rows), dtype=np.int64),
+                0,
+                0,
+                params.kernel_options(),
+                masks,
             )
             masks.set_rows(ctx.samples, ctx.repeats, collapse)
             outs.append(explainer.fn(model, rows, base, targets, ctx).detach())

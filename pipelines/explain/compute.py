@@ -392,6 +392,7 @@ def explain_block(
             'give every sample a label in the label column or set unlabelled = "exclude"'
         )
     explainers = [EXPLAINERS[name] for name in params.explainers]
+    options = params.kernel_options()
     dev = torch.device(device)
     partial = BlockPartial({e.name: Moments.empty(n, n_genes) for e in explainers})
     for model, model_id in sorted(zip(models, model_ids, strict=True), key=lambda p: int(p[1])):
@@ -401,16 +402,16 @@ def explain_block(
         tt = torch.from_numpy(targets_np).to(dev)
         refs = _Refs(params, ref_stats, ref_sets, sample_index, classes_np, run_seed, n_genes, dev, dtype)
         with explain_mode(model, params.mode, run_seed, int(model_id)) as (module, masks):
-            mlp = params.mode != "paper" and is_affine_mlp(module)
+            mlp = params.mode != "paper" and params.backend == "auto" and is_affine_mlp(module)
             plans = plan_explainers(explainers, module, xt, params)
             act = _activation_floats(module, xt, masks)
             for plan in plans:
                 e = plan.explainer
-                row_bytes = 4 * (3 * act + 4 * n_genes) * e.expansion(params)
+                row_bytes = 4 * (3 * act + 4 * n_genes) * e.expansion(options)
                 backend = make_backend(
                     e,
                     module,
-                    params,
+                    options,
                     mlp=mlp,
                     rows_per_call=_budget_rows(params, row_bytes),
                     budget_bytes=int(params.memory_budget_mb) * 2**20 // 4,
@@ -435,7 +436,13 @@ def _context(
     masks: DropoutMasks | None,
 ) -> RowContext:
     return RowContext(
-        samples, repeats, np.zeros(len(samples), dtype=np.int64), run_seed, model_id, params, masks
+        samples,
+        repeats,
+        np.zeros(len(samples), dtype=np.int64),
+        run_seed,
+        model_id,
+        params.kernel_options(),
+        masks,
     )
 
 

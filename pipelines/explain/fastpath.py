@@ -12,13 +12,41 @@ masks up to float32 rounding.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from captum.attr._utils.approximation_methods import approximation_parameters
 from gexplain.pipelines.explain.modes import DROPOUT_TYPES
 from torch import nn
 
 STEP_ELEMENTS = 1 << 24  # hidden-space elements per vectorised step chunk (64 MiB float32)
 DEEPLIFT_EPS = 1e-10  # Captum's threshold below which the rescale rule falls back to the gradient
+
+
+def _quadrature(method: str, n_steps: int) -> tuple[list[float], list[float]]:
+    """Captum's ``approximation_parameters(method)`` evaluated at ``n_steps``: (step sizes, alphas).
+
+    Written out so that the closed-form path does not import Captum (seconds of start-up); the
+    values are Captum's, including its float32 ``torch.linspace`` for the Riemann alphas
+    (tests/test_explain_exact.py compares them with Captum's).
+    """
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
+    rule = method.removeprefix("riemann_")
+    if rule not in ("trapezoid", "left", "middle", "right") or not method.startswith("riemann_"):
+        raise ValueError(f"Invalid integral approximation method name: {method}")
+    if n_steps < 2:
+        raise ValueError("The number of steps has to be larger than one")
+    sizes = [1 / n_steps] * n_steps
+    if rule == "trapezoid":
+        sizes[0] /= 2
+        sizes[-1] /= 2
+    lo, hi = {
+        "trapezoid": (0.0, 1.0),
+        "left": (0.0, 1 - 1 / n_steps),
+        "middle": (1 / (2 * n_steps), 1 - 1 / (2 * n_steps)),
+        "right": (1 / n_steps, 1.0),
+    }[rule]
+    return sizes, torch.linspace(lo, hi, n_steps).tolist()
 
 
 def ig_steps(method: str, n_steps: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,9 +56,9 @@ def ig_steps(method: str, n_steps: int, like: torch.Tensor) -> tuple[torch.Tenso
     (``torch.tensor(step_sizes).float()``); the same rounding is applied here so that float64
     results agree with Captum's to 1e-12 rather than 1e-8.
     """
-    step_sizes, alphas = approximation_parameters(method)
-    a = torch.tensor(alphas(n_steps), dtype=like.dtype, device=like.device)
-    w = torch.tensor(step_sizes(n_steps)).float().to(like.device, like.dtype)
+    sizes, alphas = _quadrature(method, n_steps)
+    a = torch.tensor(alphas, dtype=like.dtype, device=like.device)
+    w = torch.tensor(sizes).float().to(like.device, like.dtype)
     return a, w
 
 

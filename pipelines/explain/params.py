@@ -1,7 +1,9 @@
 """Parameters of the ``explain`` stage: the one declaration of every attribution option.
 
-The engine, the workers and the saturation curves all take this frozen model (there is no mirror
-dataclass); the CLI and the config keys derive from its fields.
+The engine, the workers and the saturation curves all take this frozen model; the CLI and the
+config keys derive from its fields. The kernels (explainers, backends) take the small
+:class:`gexplain.pipelines.explain.rows.KernelOptions` built from it by :meth:`ExplainParams.kernel_options`.
+Explainer names are checked against the registry, which imports neither this module nor Captum.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from gexplain.pipelines.explain.references import parse_references
+from gexplain.pipelines.explain.registry import EXPLAINERS
+from gexplain.pipelines.explain.rows import KernelOptions
 from gexplain.pipelines.labels import UnlabelledPolicy
 from gexplain.pipelines.params import Name, StageParams
 from gexplain.pipelines.presets import EXPLAIN_PRESETS
@@ -143,8 +147,6 @@ class ExplainParams(StageParams):
 
     @model_validator(mode="after")
     def _known_explainers(self) -> ExplainParams:
-        from gexplain.pipelines.explain.registry import EXPLAINERS
-
         if not self.explainers:
             raise InputError("explainers: give at least one explainer, e.g. integrated_gradients")
         for name in self.explainers:
@@ -153,6 +155,20 @@ class ExplainParams(StageParams):
                     f"explainers: unknown explainer '{name}'; use any of {', '.join(sorted(EXPLAINERS))}"
                 )
         return self
+
+    def kernel_options(self) -> KernelOptions:
+        """The explainer settings the kernels read (:class:`gexplain.pipelines.explain.rows.KernelOptions`)."""
+        return KernelOptions(
+            n_steps=self.n_steps,
+            ig_method=self.ig_method,
+            saliency_abs=self.saliency_abs,
+            nt_samples=self.nt_samples,
+            nt_stdev=self.nt_stdev,
+            gs_samples=self.gs_samples,
+            gs_stdev=self.gs_stdev,
+            shap_nsamples=self.shap_nsamples,
+            kernel_samples=self.kernel_samples,
+        )
 
     @property
     def reference_kind(self) -> str:
