@@ -24,11 +24,11 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 if TYPE_CHECKING:
+    import torch
     from gexplain.pipelines.explain.modes import DropoutMasks
+    from torch import nn
 
 NOISE_STREAM = 3
 
@@ -121,7 +121,9 @@ class RowContext:
         )
 
 
-ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None, torch.Tensor, RowContext], torch.Tensor]
+ExplainFn = Callable[
+    ["nn.Module", "torch.Tensor", "torch.Tensor | None", "torch.Tensor", "RowContext"], "torch.Tensor"
+]
 
 
 @cache
