@@ -267,6 +267,7 @@ def _run_held(config: RunConfig, force: bool, progress: Progress, runtime: Runti
             t0 = time.perf_counter()
             with PeakMemory() as mem, runtime.dask_scheduler():
                 outputs = stage.run(ctx, params_obj)
+            faults.end_scope()  # (fault tests) before the stage is recorded done
             if not exists(config.store_url) or not store_present:
                 store_present = exists(config.store_url)
                 if store_present:  # the stage created the store: hold it for the rest of the run

@@ -9,6 +9,10 @@ the test with ``SIGCONT``: a writer paused past its lease) -- or, when the scope
 (a resumed stage writes less), as it ends. With ``GEXPLAIN_FAULT_TRACE=<file>`` it
 appends ``<scope> <points>`` lines at exit, so a test can draw ``n`` from the points a stage has.
 Unset (always, outside tests), :func:`point` only counts.
+
+Only writes a stage makes count: the lease renewer's background writes (:func:`uncounted`) happen
+on a clock, so counting them would make a stage's points depend on how long it ran, and a point
+drawn from one run's trace would land elsewhere, or after the stage's end, in the next.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 ENV = "GEXPLAIN_FAULT"
 TRACE_ENV = "GEXPLAIN_FAULT_TRACE"
 
 _scope = "-"
 _counts: Counter[str] = Counter()
+_local = threading.local()
 
 
 def _spec() -> tuple[str, int, str] | None:
@@ -38,17 +46,38 @@ def _fire(sig: str) -> None:
     os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
 
 
+def end_scope() -> None:
+    """The current stage has done its work: signal now if it was chosen and ended before point ``n``.
+
+    The runner calls this before it records the stage done, so a stage that wrote less than its
+    trace (a resumed one) is interrupted while its rerun still has something to resume.
+    """
+    spec = _spec()
+    if spec is not None and spec[0] == _scope and _counts[_scope] > 0:
+        _fire(spec[2])
+
+
 def set_scope(scope: str) -> None:
     """Name the stage whose writes are counted from now on (``"-"``: none)."""
     global _scope
-    spec = _spec()
-    if spec is not None and spec[0] == _scope and _counts[_scope] > 0:
-        _fire(spec[2])  # the chosen scope ended before its n-th write
+    end_scope()
     _scope = scope or "-"
+
+
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """Writes made on this thread inside the block are not points (the lease renewer's)."""
+    _local.off = True
+    try:
+        yield
+    finally:
+        _local.off = False
 
 
 def point(label: str = "") -> None:
     """Count one storage write; deliver the configured signal when this is the chosen one."""
+    if getattr(_local, "off", False):
+        return
     _counts[_scope] += 1
     spec = _spec()
     if spec is not None and spec[0] == _scope and spec[1] == _counts[_scope]:

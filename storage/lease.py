@@ -265,7 +265,7 @@ _RENEWER: threading.Thread | None = None
 def _renew_loop() -> None:
     while True:
         time.sleep(max(ttl_seconds() / 3.0, 0.05))
-        with _LOCK:  # never renews a lease that release_all is dropping
+        with _LOCK, faults.uncounted():  # never renews a lease that release_all is dropping
             for h in list(_HELD.values()):
                 with contextlib.suppress(Exception):  # an unreachable store must not kill the renewer
                     _renew(h)
