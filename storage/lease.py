@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gexplain.storage import faults
 from gexplain.storage.backend import backend_for
 from gexplain.storage.errors import InputError
 from gexplain.storage.nodes import ZARR_JSON, ensure_groups, group_doc, pid_alive

@@ -488,7 +488,7 @@ def upsampled_epoch(
 
 
 def standardization_stats(
-    x: np.ndarray | StoreMatrix, rows: np.ndarray, block: int = 4096
+    x: np.ndarray | StoreMatrix, rows: np.ndarray, block_mb: float = 64.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and standard deviation over ``rows`` of ``x``, accumulated in float64 by blocks.
 
@@ -498,14 +498,17 @@ def standardization_stats(
         (sample, gene) matrix (array or :class:`StoreMatrix`).
     rows
         Sample indices to use (the training part).
-    block
-        Rows per accumulation step (bounds the float64 temporary).
+    block_mb
+        Size of the float64 block of rows taken per step (MiB), the pass's only temporary beside
+        the float32 rows it is cast from (half its size). It bounds this pass by the block, not by
+        the cohort: rows per step = ``block_mb`` / (8 bytes x genes), at least one.
 
     Returns
     -------
     tuple
         (mean, std) float32 (gene,); a zero spread is replaced by 1 so the gene passes through centred.
     """
+    block = max(1, int(block_mb * MiB) // (8 * max(int(x.shape[1]), 1)))
     count = 0
     mean = np.zeros(x.shape[1])
     m2 = np.zeros(x.shape[1])
@@ -514,7 +517,9 @@ def standardization_stats(
         n_b = part.shape[0]
         mean_b = part.mean(axis=0)
         delta = mean_b - mean
-        m2 += np.square(part - mean_b).sum(axis=0) + np.square(delta) * count * n_b / (count + n_b)
+        part -= mean_b  # in place: no second (block, gene) float64 temporary
+        np.square(part, out=part)
+        m2 += part.sum(axis=0) + np.square(delta) * count * n_b / (count + n_b)
         mean += delta * n_b / (count + n_b)
         count += n_b
     var = m2 / max(count, 1)
