@@ -42,12 +42,16 @@ from machine import write_result  # noqa: E402
 HIDDEN = 128
 
 
-def matmul_peak(genes: int, rows: int, threads: int) -> float:
-    """Best of three fp32 (genes x H) @ (H x rows) products, GFLOP/s, with ``threads`` threads."""
+def matmul_peak(genes: int, rows: int, threads: int, inner: int = HIDDEN) -> float:
+    """Best of three fp32 (genes x inner) @ (inner x rows) products, GFLOP/s, with ``threads`` threads.
+
+    With ``inner = HIDDEN`` this is the kernel's own shape; a square product (all three 4,096) is
+    the machine's fp32 matmul peak in the usual sense, the stricter reference.
+    """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a = torch.randn(genes, HIDDEN)
-    b = torch.randn(HIDDEN, rows)
+    a = torch.randn(genes, inner)
+    b = torch.randn(inner, rows)
     torch.mm(a, b)
     best = np.inf
     for _ in range(3):
@@ -55,7 +59,7 @@ def matmul_peak(genes: int, rows: int, threads: int) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t)
     torch.set_num_threads(old)
-    return 2.0 * genes * HIDDEN * rows / best / 1e9
+    return 2.0 * genes * inner * rows / best / 1e9
 
 
 def captum_rows_per_s(url: str, n_refs: int, steps: int, samples: int) -> float:
@@ -104,6 +108,7 @@ def main() -> int:
         rows = k * r
         peak_core = matmul_peak(genes, rows, 1)
         peak_all = matmul_peak(genes, rows, cores)
+        square_all = matmul_peak(4096, 4096, cores, inner=4096)
         cli = shutil.which("gexplain") or str(Path(sys.executable).parent / "gexplain")
         cmd = [
             cli,
@@ -140,13 +145,14 @@ def main() -> int:
     table = "\n".join(
         [
             "| samples | genes | R | K | H | whole CLI s | samples/s | useful GFLOP/s | fp32 peak 1 core | "
-            f"peak {cores} cores | % of peak | Captum rows/s (1 thread) | gexplain rows/s | x Captum per core |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"peak {cores} cores | % of peak | square 4,096 peak {cores} cores | % of square peak | Captum rows/s (1 thread) | gexplain rows/s | x Captum per core |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| {n} | {genes} | {r} | {k} | {HIDDEN} | {wall:.1f} | {n / wall:.2f} | {useful:.1f} | {peak_core:.1f} | "
-            f"{peak_all:.1f} | {100 * useful / peak_all:.1f} | {captum:.1f} | {ours:.0f} | {ours / cores / captum:.0f} |",
+            f"{peak_all:.1f} | {100 * useful / peak_all:.1f} | {square_all:.1f} | {100 * useful / square_all:.1f} | {captum:.1f} | {ours:.0f} | {ours / cores / captum:.0f} |",
             "",
             f"Load average before {load_before[0]:.2f} / {load_before[1]:.2f}, after {load_after[0]:.2f} / "
-            f"{load_after[1]:.2f} (1 / 5 min). Peak: best of three fp32 torch.mm of the kernel's shape.",
+            f"{load_after[1]:.2f} (1 / 5 min). Peak: best of three fp32 torch.mm of the "
+            "kernel's shape (genes x H) @ (H x R K), and of a square 4,096 product.",
         ]
     )
     print(table)
