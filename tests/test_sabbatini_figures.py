@@ -6,7 +6,7 @@ per dataset as the paper. Both call the significant pair of dataset A at padj < 
 in B or C, nor in the supplementary D (negative-binomial counts, 10 significant variables).
 DESeq2 calls exactly the pair in A. edgeR with its TMM normalisation also calls most of A's noise
 variables: with 20 variables of which 2 are strongly DE, TMM's effective library sizes differ
-between the groups by about 2.6 %, which 2,000 samples detect in every noise variable; R edgeR
+between the groups by about 2.4 %, which 2,000 samples detect in most noise variables; R edgeR
 calls the same variables on the same counts (``test_figure_2_dataset_a_equals_r``). With DESeq2's
 size factors edgeR's LRT calls exactly the pair, as the paper reports. Figure 3: kernel SHAP and
 LIME, run by the explain engine on the paper's fixed decision rules
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,13 +74,11 @@ def test_figure_2_deseq2_and_edger_find_the_pair_in_a_and_nothing_in_b_c_or_d(
     np.testing.assert_array_equal(_called(results["edger_ratio"]), truth)
     # TMM: the noise variables (equal count distributions in both groups) take the groups' mean
     # difference of log2 effective library sizes as their log fold change, with the opposite sign
-    counts = ds["counts"].data
-    lib = np.asarray(counts.sum(axis=1).compute(), dtype=np.float64)
-    norm = np.log2(effective_library_sizes(counts, "tmm") / lib)
+    effective = np.log2(effective_library_sizes(da.asarray(ds["counts"].data), "tmm"))
     in_test = ds["sample_group"].values == "group_1"
-    shift = norm[in_test].mean() - norm[~in_test].mean()
+    shift = effective[in_test].mean() - effective[~in_test].mean()
     lfc = results["edger"]["log2FoldChange"].values[~truth]
-    assert abs(shift) > 0.02 and abs(np.median(lfc) + shift) < 0.01
+    assert abs(shift) > 0.02 and abs(np.median(lfc) + shift) < 0.005
     assert _called(results["edger"])[~truth].sum() >= 10
 
 
