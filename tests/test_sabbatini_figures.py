@@ -46,13 +46,15 @@ def _called(result: xr.Dataset) -> np.ndarray:
     return np.nan_to_num(result["padj"].values, nan=1.0) < 0.05
 
 
-def _figure_2(ds: xr.Dataset) -> dict[str, xr.Dataset]:
-    """One result per method: DESeq2, edgeR's LRT with TMM (edgeR's default) and with DESeq2's size factors."""
+def _figure_2(ds: xr.Dataset, ratio: bool) -> dict[str, xr.Dataset]:
+    """One result per method: DESeq2, edgeR's LRT with TMM (edgeR's default) and, with ``ratio``,
+    edgeR's LRT with DESeq2's size factors."""
     fits = {
         "deseq2": run_deseq2(ds, "~ group", CONTRAST),
         "edger": run_edger(ds, "~ group", CONTRAST, test="lrt"),
-        "edger_ratio": run_edger(ds, "~ group", CONTRAST, test="lrt", size_factors="ratio"),
     }
+    if ratio:
+        fits["edger_ratio"] = run_edger(ds, "~ group", CONTRAST, test="lrt", size_factors="ratio")
     return {name: next(iter(fit.values())) for name, fit in fits.items()}
 
 
@@ -63,7 +65,7 @@ def test_figure_2_deseq2_and_edger_find_the_pair_in_a_and_nothing_in_b_c_or_d(
     url = simulate_sabbatini(str(tmp_path / f"{dataset}.zarr"), dataset=dataset, seed=0, n_per_group=1000)
     ds = open_store(url)
     truth = ds["truth_informative"].values
-    results = _figure_2(ds)
+    results = _figure_2(ds, ratio=dataset == "A")
     if dataset != "A":
         for name, result in results.items():
             assert not _called(result).any(), name
@@ -96,7 +98,7 @@ def test_figure_2_dataset_a_equals_r(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(ds["counts"].values), given.to_numpy())
     r = pd.read_csv(R_SABBATINI / "sabbatini_r.csv", index_col=0)
     assert list(r.index) == [str(g) for g in ds["gene"].values]
-    results = _figure_2(ds)
+    results = _figure_2(ds, ratio=True)
     (ql,) = run_edger(ds, "~ group", CONTRAST, test="ql").values()
     for ours, prefix in ((ql, "ql"), (results["edger"], "lrt"), (results["edger_ratio"], "lrt_ratio")):
         for col, ref in (("pvalue", "PValue"), ("padj", "FDR")):
