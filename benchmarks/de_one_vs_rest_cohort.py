@@ -5,12 +5,15 @@ tissue --level LEVEL`` take on a GTEx-sized store (27,417 samples x 19,241 genes
 ``--store`` (a real ingest with ``sample_tissue``) or let the script simulate one (NB counts,
 30 tissues, a tissue effect on 10 % of genes). The CLI runs in a child process; wall time and
 the peak summed RSS of its process tree are measured from outside, with the load average before
-and after (record numbers only from a quiet machine).
+and after (record numbers only from a quiet machine). ``--backend`` picks the deseq2 kernels
+(``numpy``, or ``torch``: float64, on CUDA when a GPU is available, else the CPU); the result
+names the torch device.
 
 Usage::
 
     python benchmarks/de_one_vs_rest_cohort.py                       # simulated 27,417 x 19,241
     python benchmarks/de_one_vs_rest_cohort.py --store gtex.zarr --level Lung
+    python benchmarks/de_one_vs_rest_cohort.py --backend torch       # the torch kernels (GPU if any)
     python benchmarks/de_one_vs_rest_cohort.py --quick               # 300 x 400 smoke run
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from de_cli_vs_pydeseq2 import _measure  # noqa: E402
+from de_cli_vs_pydeseq2 import _measure, _torch_device  # noqa: E402
 from machine import machine_line, write_result  # noqa: E402
 
 
@@ -73,6 +76,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=27417)
     parser.add_argument("--genes", type=int, default=19241)
     parser.add_argument("--gene-block", type=int, default=2048)
+    parser.add_argument(
+        "--backend", choices=("numpy", "torch"), default="numpy", help="deseq2 kernels (default numpy)"
+    )
     args = parser.parse_args()
     n, g = (300, 400) if args.quick else (args.samples, args.genes)
     load_before = os.getloadavg()
@@ -84,16 +90,18 @@ def main() -> None:
         gexplain = shutil.which("gexplain") or str(Path(sys.executable).with_name("gexplain"))
         cmd = [
             gexplain, "de", store, "--method", "deseq2", "--one-vs-rest", "tissue", "--level", args.level,
-            "--gene-block", str(args.gene_block), "--run-dir", str(tmp / "run"), "--out", str(tmp / "ovr.csv"),
+            "--gene-block", str(args.gene_block), "--backend", args.backend, "--run-dir", str(tmp / "run"), "--out", str(tmp / "ovr.csv"),
         ]  # fmt: skip
         seconds, peak = _measure(cmd)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()
     what = f"store {args.store}" if args.store else f"simulated {n:,} samples x {g:,} genes, 30 tissues"
+    device = f" (device {_torch_device()})" if args.backend == "torch" else ""
     body = "\n".join(
         [
-            f"{what}; `--one-vs-rest tissue --level {args.level}`, gene block {args.gene_block}.",
+            f"{what}; `--one-vs-rest tissue --level {args.level}`, gene block {args.gene_block}, "
+            f"`--backend {args.backend}`{device}.",
             f"Load average before {load_before[0]:.2f} / {load_before[1]:.2f}, after {load_after[0]:.2f} / {load_after[1]:.2f}.",
             "",
             "| wall s | peak tree RSS MiB |",
@@ -105,8 +113,9 @@ def main() -> None:
     )
     print(machine_line())
     print(body)
+    name = "de_one_vs_rest_cohort" + ("_torch" if args.backend == "torch" else "")
     write_result(
-        "de_one_vs_rest_cohort", "DESeq2: one tissue vs the rest on the cohort", body, quick=args.quick
+        name, f"DESeq2 ({args.backend}): one tissue vs the rest on the cohort", body, quick=args.quick
     )
 
 

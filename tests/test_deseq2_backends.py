@@ -38,7 +38,8 @@ def fit(case: str, design: str, contrast: tuple[str, ...], backend: str) -> pd.D
 @pytest.mark.parametrize(("case", "design", "contrast"), CASES)
 def test_torch_cpu_equals_numpy_and_r(case, design, contrast) -> None:
     """torch on the CPU against numpy: median relative difference <= 1e-12, 99 % of genes within
-    1e-10, all within 1e-6, same NaNs and calls; and as close to R as the parity test asks of numpy.
+    1e-10, all within 1e-6 (p-values 1e-4), same NaNs and calls; and as close to R as the parity
+    test asks of numpy.
 
     The few genes beyond 1e-10 (3 of 1,000, 1 of 600) are where the dispersion line search stops on
     a log-posterior change below 1e-6: a last-bit difference between the two backends' sums ends it
@@ -50,7 +51,10 @@ def test_torch_cpu_equals_numpy_and_r(case, design, contrast) -> None:
     for col in COLUMNS:
         assert (ours[col].isna() == base[col].isna()).all(), col
         diff = rel(ours[col].to_numpy(), base[col].to_numpy())
-        assert np.median(diff) <= 1e-12 and np.quantile(diff, 0.99) <= 1e-10 and diff.max() <= 1e-6, col
+        # a p-value's relative error is the Wald statistic's times about z^2: 1e-6 in z = 6.3
+        # (p = 3e-10, small_df_scatter g0834) is 4e-5 in p
+        worst = 1e-4 if col in ("pvalue", "padj") else 1e-6
+        assert np.median(diff) <= 1e-12 and np.quantile(diff, 0.99) <= 1e-10 and diff.max() <= worst, col
         err = rel(ours[col].to_numpy(), r[col].to_numpy())
         assert np.median(err) <= 1e-10 and np.quantile(err, 0.995) <= 1e-6, col
     assert ((ours.padj < 0.1) == (base.padj < 0.1)).all()

@@ -1,5 +1,5 @@
 #!/usr/bin/env Rscript
-# R references for gexplain's DESeq2 and edgeR (TMM) parity tests (tests/test_deseq2_r_parity.py), and edgeR QL (tests/test_edger_r_parity.py). Run with `make r-references` (Debian packages r-bioc-deseq2 and
+# R references for gexplain's DESeq2 and edgeR (TMM) parity tests (tests/test_deseq2_r_parity.py), and edgeR QL and LRT (tests/test_edger_r_parity.py). Run with `make r-references` (Debian packages r-bioc-deseq2 and
 # r-bioc-edger); writes gzipped CSVs to tests/r/references/<case>/. Counts are simulated here with
 # a fixed seed, so the outputs are reproducible with the same R and package versions
 # (recorded in tests/r/references/versions.csv).
@@ -129,6 +129,8 @@ write.csv(data.frame(package = c("R", "DESeq2", "edgeR", "limma"),
 # edgeR's quasi-likelihood pipeline on the same cases (tests/test_edger_r_parity.py), the standard
 # route: DGEList, calcNormFactors (TMM), estimateDisp, glmQLFit (abundance trend, not robust),
 # glmQLFTest per contrast, topTags' BH. Written: every step's per-gene values and the globals.
+# Beside it the likelihood-ratio route of McCarthy et al. (2012), "edgeR-GLM": glmFit (tagwise
+# dispersions, prior.count 0.125) and glmLRT per contrast (edger_lrt_results_*.csv.gz).
 edger_case <- function(name, design, contrasts) {
   dir <- file.path(out_root, name)
   counts <- t(as.matrix(read.csv(gzfile(file.path(dir, "counts.csv.gz")), row.names = 1)))
@@ -137,6 +139,7 @@ edger_case <- function(name, design, contrasts) {
   y <- calcNormFactors(DGEList(counts))
   y <- estimateDisp(y, mm)
   fit <- glmQLFit(y, mm)
+  lrt_fit <- glmFit(y, mm)
   genes <- data.frame(
     AveLogCPM = y$AveLogCPM, trended = y$trended.dispersion, tagwise = y$tagwise.dispersion,
     deviance = fit$deviance, df_residual_zeros = fit$df.residual.zeros,
@@ -157,6 +160,9 @@ edger_case <- function(name, design, contrasts) {
     tab <- topTags(res, n = Inf, sort.by = "none")$table
     write_gz(tab[, c("logFC", "logCPM", "F", "PValue", "FDR")],
              file.path(dir, paste0("edger_results_", paste(con, collapse = "_"), ".csv.gz")))
+    lrt <- topTags(glmLRT(lrt_fit, contrast = vec), n = Inf, sort.by = "none")$table
+    write_gz(lrt[, c("logFC", "logCPM", "LR", "PValue", "FDR")],
+             file.path(dir, paste0("edger_lrt_results_", paste(con, collapse = "_"), ".csv.gz")))
   }
 }
 edger_case("small_df", ~ cell + dex, list(c("dex", "trt", "untrt")))
@@ -164,3 +170,34 @@ edger_case("small_df_scatter", ~ cell + dex, list(c("dex", "trt", "untrt")))
 edger_case("many_levels", ~ tissue, list(c("tissue", "t2", "t1"), c("tissue", "t5", "t3")))
 edger_case("unbalanced", ~ group, list(c("group", "case", "ctrl")))
 edger_case("large_counts", ~ condition, list(c("condition", "B", "A")))
+
+# Sabbatini & Manganaro (2023) dataset A (Figure 2): gexplain's simulated counts (seed 0, 2,000
+# samples x 20 variables, written by tests/r/sabbatini_counts.py, not simulated here), ~ group.
+# edgeR's QL F test and the paper's "edgeR-GLM" LRT with TMM, the LRT with DESeq2's size factors
+# as normalisation factors, and DESeq2's padj (tests/test_sabbatini_figures.py).
+sabbatini_case <- function(name) {
+  dir <- file.path(out_root, name)
+  if (!file.exists(file.path(dir, "counts.csv.gz"))) return(invisible(NULL))
+  counts <- t(as.matrix(read.csv(gzfile(file.path(dir, "counts.csv.gz")), row.names = 1)))
+  coldata <- read.csv(file.path(dir, "coldata.csv"), row.names = 1)
+  coldata$group <- factor(coldata$group)
+  mm <- model.matrix(~ group, coldata)
+  y <- estimateDisp(calcNormFactors(DGEList(counts)), mm)
+  ql <- topTags(glmQLFTest(glmQLFit(y, mm), coef = 2), n = Inf, sort.by = "none")$table
+  lrt <- topTags(glmLRT(glmFit(y, mm), coef = 2), n = Inf, sort.by = "none")$table
+  dds <- DESeq(DESeqDataSetFromMatrix(counts, coldata, ~ group), quiet = TRUE)
+  nf <- sizeFactors(dds) / colSums(counts)
+  y_ratio <- DGEList(counts)
+  y_ratio$samples$norm.factors <- nf / exp(mean(log(nf)))
+  y_ratio <- estimateDisp(y_ratio, mm)
+  lrt_ratio <- topTags(glmLRT(glmFit(y_ratio, mm), coef = 2), n = Inf, sort.by = "none")$table
+  res <- results(dds, contrast = c("group", "group_1", "group_0"), alpha = 0.05)
+  out <- data.frame(
+    ql_logFC = ql$logFC, ql_F = ql$F, ql_PValue = ql$PValue, ql_FDR = ql$FDR,
+    lrt_logFC = lrt$logFC, lrt_LR = lrt$LR, lrt_PValue = lrt$PValue, lrt_FDR = lrt$FDR,
+    lrt_ratio_PValue = lrt_ratio$PValue, lrt_ratio_FDR = lrt_ratio$FDR,
+    deseq2_padj = res$padj, row.names = rownames(counts)
+  )
+  write.csv(out, file.path(dir, "sabbatini_r.csv"))
+}
+sabbatini_case("sabbatini_a")

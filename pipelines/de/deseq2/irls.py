@@ -98,6 +98,37 @@ def _normal_matrix(design: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return weighted_gram(design, weights) + RIDGE * np.eye(design.shape[1])
 
 
+def coefficient_covariance(
+    design: np.ndarray, mu: np.ndarray, disp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R's covariance of the coefficients, ``(X'WX + ridge)^-1 X'WX (X'WX + ridge)^-1``.
+
+    Parameters
+    ----------
+    design
+        Dims (sample, coefficient).
+    mu
+        Fitted means floored at ``MIN_MU``, dims (sample, gene).
+    disp
+        Dispersions, dims (gene,).
+
+    Returns
+    -------
+    weights
+        ``w = mu / (1 + mu a)``, dims (sample, gene).
+    inv
+        ``(X'WX + ridge)^-1``, dims (gene, coefficient, coefficient).
+    cov
+        The covariance, dims (gene, coefficient, coefficient), natural-log units.
+    """
+    w = np.multiply(mu, disp)
+    w += 1.0
+    np.divide(mu, w, out=w)
+    gram = weighted_gram(design, w)
+    inv = np.linalg.inv(gram + RIDGE * np.eye(design.shape[1]))
+    return w, inv, inv @ gram @ inv
+
+
 def _means(design: np.ndarray, beta: np.ndarray, sf: np.ndarray) -> np.ndarray:
     """``sf * exp(X beta)`` per gene (dims (sample, gene)), computed in place."""
     mu = design @ beta.T
@@ -188,12 +219,7 @@ def irls(
         ratio = np.abs(new_dev - dev[active]) / (np.abs(new_dev) + 0.1)
         dev[active] = new_dev
         active = active[(ratio >= BETA_TOL) | (n_iter == 1)]  # R: converged only after the first step
-    w = np.multiply(mu, disp)  # mu / (1 + mu a)
-    w += 1.0
-    np.divide(mu, w, out=w)
-    gram = weighted_gram(design, w)
-    inv = np.linalg.inv(gram + RIDGE * np.eye(design.shape[1]))
-    cov = inv @ gram @ inv
+    w, inv, cov = coefficient_covariance(design, mu, disp)
     p = design.shape[1]
     pairs = (design[:, :, None] * design[:, None, :]).reshape(-1, p * p)  # x_i x_j, (sample, pair)
     hat = pairs @ inv.reshape(-1, p * p).T
@@ -217,14 +243,8 @@ def refit_diverged(
 
     Parameters
     ----------
-    counts
-        Dims (sample, gene).
-    size_factors
-        Dims (sample,).
-    design
-        Dims (sample, coefficient).
-    disp
-        Dispersions, dims (gene,).
+    counts, size_factors, design, disp
+        As :func:`irls`.
     genes
         The diverged genes, dims (k,).
     beta_start
@@ -234,18 +254,15 @@ def refit_diverged(
         coefficient, coefficient)); ``beta`` holds the last iterate of the diverged genes.
     """
     beta, mu_out, cov = fit
-    ridge = RIDGE * np.eye(design.shape[1])
+    if not genes.size:
+        return
     for gene in genes:
         last = beta[gene] / np.log(2)
         # R's start: the last iterate (log2) if finite and inside +-30, else the initial natural-log fit as is
         start = last if np.isfinite(last).all() and (np.abs(last) < MAX_BETA).all() else beta_start[gene]
-        b = optim_fit(counts[:, gene], size_factors, design, float(disp[gene]), start)
-        m_g = size_factors * np.exp(design @ b)
-        m_floor = np.maximum(m_g, MIN_MU)
-        w_g = m_floor / (1.0 + m_floor * disp[gene])
-        g_g = (design * w_g[:, None]).T @ design
-        i_g = np.linalg.inv(g_g + ridge)
-        beta[gene], mu_out[:, gene], cov[gene] = b, m_g, i_g @ g_g @ i_g
+        beta[gene] = optim_fit(counts[:, gene], size_factors, design, float(disp[gene]), start)
+    mu_out[:, genes] = _means(design, beta[genes], size_factors[:, None])
+    _, _, cov[genes] = coefficient_covariance(design, np.maximum(mu_out[:, genes], MIN_MU), disp[genes])
 
 
 def optim_fit(

@@ -1,10 +1,13 @@
-"""edgeR's quasi-likelihood pipeline over gene blocks, as R edgeR 3.40.2 computes it.
+"""edgeR's GLM tests over gene blocks, as R edgeR 3.40.2 computes them.
 
-``y <- calcNormFactors(DGEList(counts)); y <- estimateDisp(y, design); fit <- glmQLFit(y, design);
-glmQLFTest(fit, contrast = c)`` with topTags' BH. Counts are read one gene block at a time
-(three passes: APL grid, abundance, fits and tests; a fourth only for genes below the Poisson
-bound); what is kept across blocks is per gene (21 grid values and a few scalars), so memory is
-bounded by ``n_samples * gene_block``.
+``y <- calcNormFactors(DGEList(counts)); y <- estimateDisp(y, design)``, then either the
+quasi-likelihood F test (``test = "ql"``: ``fit <- glmQLFit(y, design); glmQLFTest(fit, contrast = c)``)
+or the likelihood-ratio test of McCarthy et al. (2012) (``test = "lrt"``: ``fit <- glmFit(y, design);
+glmLRT(fit, contrast = c)``, at the tagwise dispersions), with topTags' BH. Counts are read one gene
+block at a time (three passes: APL grid, abundance, fits at the trended dispersions; for ``"ql"`` a
+fourth only for genes below the Poisson bound, for ``"lrt"`` a fourth at the tagwise dispersions);
+what is kept across blocks is per gene (21 grid values and a few scalars), so memory is bounded by
+``n_samples * gene_block``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from gexplain.storage.errors import InputError
 from scipy.stats import chi2, f
 
 PRIOR_COUNT = 0.125
+TESTS = ("ql", "lrt")
+"""``"ql"``: glmQLFit / glmQLFTest (quasi-likelihood F test); ``"lrt"``: glmFit / glmLRT (chi-square)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,22 @@ def _fits(
     return out
 
 
+def _fit_pass(
+    counts: da.Array,
+    design: np.ndarray,
+    offset: np.ndarray,
+    disp: np.ndarray,
+    contrasts: list[_Contrast],
+    gene_block: int,
+) -> dict[str, np.ndarray]:
+    """:func:`_fits` over every gene block, concatenated over genes (dispersions ``disp``, (gene,))."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for lo, y in _blocks(counts, gene_block):
+        for key, value in _fits(y, design, offset, disp[lo : lo + y.shape[0]], contrasts).items():
+            parts.setdefault(key, []).append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def _poisson_pvalues(y: np.ndarray, design: np.ndarray, offset: np.ndarray, c: _Contrast) -> np.ndarray:
     """glmLRT p-values at dispersion 0 (glmQLFTest's Poisson bound), dims (gene,)."""
     off = np.broadcast_to(offset, y.shape)
@@ -141,10 +162,11 @@ def run_edger(
     contrasts: list[tuple[str, ...]],
     *,
     size_factors: str = "tmm",
+    test: str = "ql",
     gene_block: int = 2048,
     progress: Any | None = None,
 ) -> dict[str, xr.Dataset]:
-    """edgeR's QL F test per contrast (estimateDisp, glmQLFit, glmQLFTest), gene block by block.
+    """edgeR's QL F test or LR test per contrast after estimateDisp, gene block by block.
 
     Parameters
     ----------
@@ -158,6 +180,9 @@ def run_edger(
         ``[(factor, test_level, ref_level), ...]`` (log2 fold change test over ref) or ``(covariate,)``.
     size_factors
         ``"tmm"`` (edgeR's ``calcNormFactors``) or DESeq2's ``"ratio"`` / ``"poscounts"``.
+    test
+        ``"ql"``: glmQLFit at the trended dispersions and glmQLFTest's F test (with its Poisson
+        bound). ``"lrt"``: glmFit at the tagwise dispersions and glmLRT's chi-square test.
     gene_block
         Genes per block; memory is bounded by ``n_samples * gene_block`` float64 arrays.
     progress
@@ -167,8 +192,10 @@ def run_edger(
     -------
     dict[str, xarray.Dataset]
         Keyed ``"<factor>_<test>_vs_<ref>"``; over ``gene``: ``baseMean`` (mean TMM-normalised
-        count), ``log2FoldChange`` (edgeR's logFC, prior count 0.125), ``lfcSE`` (NaN), ``stat``
-        (the QL F statistic), ``pvalue``, ``padj`` (BH over all genes) and :data:`EXTRA_COLUMNS`.
+        count), ``log2FoldChange`` (edgeR's logFC, prior count 0.125, at the test's dispersions),
+        ``lfcSE`` (NaN), ``stat`` (the QL F statistic, or the LR statistic: deviance difference),
+        ``pvalue``, ``padj`` (BH over all genes) and :data:`EXTRA_COLUMNS` (``ql_dispersion``
+        and ``df_total`` NaN for ``"lrt"``).
 
     Raises
     ------
@@ -182,6 +209,8 @@ def run_edger(
     if not contrasts:
         raise InputError("no contrast given; pass at least one [factor, test_level, ref_level]")
     check_method(size_factors)
+    if test not in TESTS:
+        raise InputError(f"test={test!r} is not an edger test; use 'ql' (F test) or 'lrt' (likelihood ratio)")
     if gene_block < 1:
         raise InputError(f"gene_block={gene_block} must be a positive number of genes")
     dsgn = build_design(ds, design)
@@ -229,11 +258,8 @@ def run_edger(
         trended = np.full(n_genes, trend[np.argmin(ave[sel])])
         trended[sel] = trend
 
-        parts: dict[str, list[np.ndarray]] = {}
-        for lo, y in _blocks(counts, gene_block):
-            for key, value in _fits(y, x, offset, trended[lo : lo + y.shape[0]], tests).items():
-                parts.setdefault(key, []).append(value)
-        fits = {k: np.concatenate(v) for k, v in parts.items()}
+        # the LR test refits at the tagwise dispersions below: here only the deviances
+        fits = _fit_pass(counts, x, offset, trended, tests if test == "ql" else [], gene_block)
         if task is not None:
             task.advance(1)
 
@@ -245,22 +271,30 @@ def run_edger(
         tagwise = trended.copy()
         if prior_n <= 1e6:
             tagwise[sel] = 0.1 * 2 ** dsp.maximize_interpolant(dsp.GRID_POINTS, l0 + prior_n * m0)
-        df_prior, _, s2_post = squeeze_var(s2, df_zero, ave)
-        df_total = np.minimum(df_prior + df_zero, n_genes * (n - p))
-        below = (1 + trended * fits["min_mu"]) * s2_post < 1
+        if test == "ql":
+            df_prior, _, s2_post = squeeze_var(s2, df_zero, ave)
+            df_total = np.minimum(df_prior + df_zero, n_genes * (n - p))
+            below = (1 + trended * fits["min_mu"]) * s2_post < 1
+        else:
+            fits = _fit_pass(counts, x, offset, tagwise, tests, gene_block)
+            df_prior, s2_post, df_total = np.nan, np.full(n_genes, np.nan), np.full(n_genes, np.nan)
 
         results: dict[str, xr.Dataset] = {}
         symbols = ds["gene_symbol"].values if "gene_symbol" in ds else np.full(n_genes, "", dtype=object)
         for c in tests:
             df_test = p - c.null_design.shape[1]
-            stat = fits[f"lr:{c.name}"] / df_test / s2_post
-            pvalue = f.sf(stat, df_test, df_total)
-            if below.any():
-                for lo, y in _blocks(counts, gene_block):
-                    rows = np.flatnonzero(below[lo : lo + y.shape[0]])
-                    if rows.size:
-                        pois = _poisson_pvalues(y[rows], x, offset, c)
-                        pvalue[lo + rows] = np.maximum(pvalue[lo + rows], pois)
+            if test == "ql":
+                stat = fits[f"lr:{c.name}"] / df_test / s2_post
+                pvalue = f.sf(stat, df_test, df_total)
+                if below.any():
+                    for lo, y in _blocks(counts, gene_block):
+                        rows = np.flatnonzero(below[lo : lo + y.shape[0]])
+                        if rows.size:
+                            pois = _poisson_pvalues(y[rows], x, offset, c)
+                            pvalue[lo + rows] = np.maximum(pvalue[lo + rows], pois)
+            else:
+                stat = fits[f"lr:{c.name}"]
+                pvalue = chi2.sf(stat, df=df_test)
             values = {
                 "baseMean": base_mean,
                 "log2FoldChange": fits[f"lfc:{c.name}"],
@@ -282,6 +316,7 @@ def run_edger(
                 coords={"gene": genes, "gene_symbol": ("gene", np.asarray(symbols))},
                 attrs={
                     "method": "edger",
+                    "test": test,
                     "design": design,
                     "common_dispersion": common,
                     "dispersion_prior_df": disp_prior_df,

@@ -1,11 +1,11 @@
-"""edgeR (:mod:`gexplain.pipelines.de.edger`): the quasi-likelihood NB GLM F test, as R edgeR computes it.
+"""edgeR (:mod:`gexplain.pipelines.de.edger`): the NB GLM quasi-likelihood F test or LR test, as R edgeR computes them.
 
 One fit per contrast, with the samples and design of :func:`gexplain.pipelines.de.methods.deseq2.fit_inputs`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import xarray as xr
 from gexplain.pipelines.de.edger.columns import EXTRA_COLUMNS
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from gexplain.pipelines.progress import Progress
 
 COLUMNS = (*STANDARD_COLUMNS, *EXTRA_COLUMNS)
+EdgeRTest = Literal["ql", "lrt"]
+"""edger's tests (:data:`gexplain.pipelines.de.edger.driver.TESTS`)."""
 
 
 class EdgeROptions(StageParams):
@@ -30,6 +32,11 @@ class EdgeROptions(StageParams):
         "tmm",
         description="Size factors: median of ratios ('ratio', 'poscounts') or edgeR's TMM effective "
         "library sizes ('tmm'). Default: deseq2 'ratio', edger 'tmm'.",
+    )
+    test: EdgeRTest = Field(
+        "ql",
+        description="The edger test: 'ql' (glmQLFit / glmQLFTest, quasi-likelihood F test) or 'lrt' "
+        "(glmFit / glmLRT at the tagwise dispersions, the 'edgeR-GLM' likelihood-ratio test).",
     )
 
 
@@ -45,6 +52,7 @@ def _kernel(
         design,
         [triple],
         size_factors=options.size_factors,
+        test=options.test,
         gene_block=req.gene_block,
         progress=progress,
     ).values()
@@ -53,7 +61,7 @@ def _kernel(
 
 METHOD = DeMethod(
     name="edger",
-    description="edgeR quasi-likelihood NB GLM, F test (glmQLFit / glmQLFTest, as R edgeR)",
+    description="edgeR NB GLM: quasi-likelihood F test (glmQLFit / glmQLFTest) or LR test (glmLRT), as R edgeR",
     options=EdgeROptions,
     kernel=_kernel,
     columns=COLUMNS,
