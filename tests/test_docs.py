@@ -30,3 +30,12 @@ def test_store_md_is_generated_from_the_schema() -> None:
     )
     assert (ROOT / "docs" / "store.md").read_text() == done.stdout
     assert "`xarray.open_datatree(store, engine='zarr')` fails" in done.stdout
+
+
+def test_the_command_summary_names_every_de_method() -> None:
+    """`gexplain --help` lists the commands without importing them; its `de` line must not drift from the registry."""
+    from gexplain.pipelines.cli.main import COMMANDS
+    from gexplain.pipelines.de.registry import methods
+
+    line = COMMANDS["de"][1]
+    assert all(name in line for name in methods()), line

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 from gexplain.pipelines.cli.generate import stage_command
 from gexplain.pipelines.cli.show import console, summary
+from gexplain.pipelines.de.registry import methods
 from rich.table import Table
 
 
@@ -40,6 +41,6 @@ def register(app: typer.Typer) -> None:
     stage_command(
         app,
         "de",
-        help="Differential expression (deseq2, mannwhitney, welch) per contrast, into the store.",
+        help=f"Differential expression ({', '.join(methods())}) per contrast, into the store.",
         show=_show,
     )

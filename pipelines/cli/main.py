@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "info": ("info", "Show the dims, layers, labels, chunking, inputs and results of a store."),
     "normalize": ("normalize", "Size factors, CPM/TPM/normalized counts and log2(x+1), into the store."),
-    "de": ("de", "Differential expression (deseq2, mannwhitney, welch) per contrast, into the store."),
+    "de": ("de", "Differential expression (deseq2, edger, mannwhitney, welch) per contrast, into the store."),
     "train": ("train", "Train classifier replicates (MLP or CNN) on a store layer, on Ray."),
     "explain": ("explain", "Attributions of every sample on a Ray actor pool; resumable."),
     "evaluate": ("evaluate", "Reproducibility, saturation, ground-truth, faithfulness and biology tables."),
