@@ -79,7 +79,7 @@ class IngestParams(StageParams):
 
 def run(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
     """Ingest ``params.sources`` into ``ctx.store_url`` and return the report summary."""
-    with ctx.progress.task(f"{ctx.stage_name or 'ingest'}: write blocks", total=None) as task:
+    with ctx.progress.task(f"{ctx.stage_name or 'ingest'}: rows written") as task:
         report = ingest(
             [Path(s) for s in params.sources],
             ctx.store_url,

@@ -64,16 +64,22 @@ def register(app: typer.Typer) -> None:
         """Export a store to AnnData: X = a layer, other layers, sample_* as obs, gene_* as var,
         attribution means as layers, DE tables (pydeseq2 columns) in varm/uns."""
         from gexplain.pipelines.export import export_anndata
+        from gexplain.pipelines.progress import Progress
 
-        reports = export_anndata(
-            store,
-            h5ad=h5ad,
-            zarr=zarr,
-            layer=layer,
-            attributions=list(attributions) if attributions else None,
-            attribution_std=attribution_std,
-            overwrite=overwrite,
-        )
+        progress = Progress()
+        try:
+            reports = export_anndata(
+                store,
+                h5ad=h5ad,
+                zarr=zarr,
+                layer=layer,
+                attributions=list(attributions) if attributions else None,
+                attribution_std=attribution_std,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        finally:
+            progress.close()
         if as_json:
             show_json([dataclasses.asdict(r) for r in reports])
             return

@@ -18,9 +18,9 @@ from unittest import mock
 import rich.columns
 import typer
 from gexplain.pipelines.cli.panels import OUTPUT
+from gexplain.pipelines.progress import stderr_console
 from gexplain.storage.errors import InputError
 from gexplain.storage.lease import release_all
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from typer import rich_utils
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted() -> int:
     """Say so and return 130 (Ctrl-C) or 143 (SIGTERM): a scheduler must see a failure."""
-    Console(stderr=True).print("interrupted; rerun to resume", highlight=False)
+    stderr_console().print("interrupted; rerun to resume")
     return TERMINATED if _signals else INTERRUPTED
 
 
@@ -225,7 +225,7 @@ def _one_line_warning(
 
 def _main(argv: list[str] | None) -> int:
     _setup_logging()
-    err = Console(stderr=True, soft_wrap=True)
+    err = stderr_console()
     try:
         code = app(args=argv, standalone_mode=False, prog_name="gexplain")
     except KeyboardInterrupt:

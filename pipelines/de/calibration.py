@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 from gexplain.pipelines.de import contrasts as cx
 from gexplain.pipelines.de.analysis import Plan, execute
-from gexplain.pipelines.progress import Progress
+from gexplain.pipelines.progress import SILENT, Progress
 from gexplain.storage.errors import InputError
 from gexplain.storage.schema import SAMPLE
 from gexplain.storage.store import list_results, read_result, write_result
@@ -97,7 +97,7 @@ def calibrate(
     seed
         Seed; permutation ``p`` of every contrast uses generator ``(seed, PERMUTATION_STREAM, p)``.
     progress
-        Progress reporting.
+        Progress reporting: one step per (contrast, permutation); the reruns themselves are silent.
 
     Returns
     -------
@@ -109,11 +109,13 @@ def calibrate(
         raise InputError(f"calibrate = {n_permutations}: give a positive number of permutations")
     req = checked.request
     rows = []
-    for contrast in checked.contrasts:
-        for p in range(n_permutations):
+    todo = len(checked.contrasts) * n_permutations
+    with (progress or SILENT).task(f"de calibration: {req.method} permutations", todo) as task:
+        for contrast, p in ((c, p) for c in checked.contrasts for p in range(n_permutations)):
             rng = np.random.default_rng([seed, PERMUTATION_STREAM, p])
             data, permuted = permute_contrast(ds, contrast, rng)
-            (result,) = execute(data, replace(checked, contrasts=[permuted]), progress=progress).values()
+            (result,) = execute(data, replace(checked, contrasts=[permuted])).values()
+            task.advance()
             rows.append(
                 {
                     "method": req.method,

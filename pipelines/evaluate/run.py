@@ -9,7 +9,9 @@ per-class hidden-to-DE step, which holds at most ``max_class_samples`` samples o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,19 +85,26 @@ def _values(var: xr.DataArray, sample_pos: np.ndarray | slice, gene_pos: np.ndar
 
 
 def ground_truth_part(
-    ds: xr.Dataset, runs: dict[str, xr.Dataset], de: dict[str, xr.Dataset], opts: EvaluateParams
+    ds: xr.Dataset,
+    runs: dict[str, xr.Dataset],
+    de: dict[str, xr.Dataset],
+    opts: EvaluateParams,
+    task: Task,
 ) -> pd.DataFrame | None:
-    """Ground-truth table of every attribution and DE result, or None without ground truth."""
+    """Ground-truth table of every attribution and DE result, or None without ground truth;
+    ``task`` counts the sources (attribution sources and DE results)."""
     if "truth_informative" not in ds:
         return None
+    sources = attribution_sources(runs)
+    task.report(0, len(sources) + len(de))
     frames = []
-    for src in attribution_sources(runs):
+    for src in sources:
         res = runs[src.run]
         genes = np.asarray(res[GENE].values)
         imp = attribution_importance(res[ATTR + src.explainer])
-        frames.append(_truth_rows(ds, genes, {src.name: imp}, {}, opts))
+        frames.append(task.step(_truth_rows(ds, genes, {src.name: imp}, {}, opts)))
     for name, d in de.items():
-        frames.append(_truth_rows(ds, np.asarray(d[GENE].values), {}, {name: d}, opts))
+        frames.append(task.step(_truth_rows(ds, np.asarray(d[GENE].values), {}, {name: d}, opts)))
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
@@ -111,11 +120,60 @@ def _truth_rows(
     return ground_truth_table(inf, mode, attrs, de, k=opts.k, alpha=opts.alpha)
 
 
+@dataclass
+class _Comparison:
+    """Two attribution matrices compared sample by sample (one reproducibility table entry).
+
+    Attributes
+    ----------
+    meta
+        ``run_a``, ``run_b``, ``explainer`` and ``k`` of the entry.
+    samples, labels
+        The compared samples' ids and labels, (sample,).
+    k
+        Top-k size of the overlaps (at most the shared genes).
+    read
+        ``read(block)``: the two (sample, gene) attribution matrices of the samples ``block``.
+    """
+
+    meta: dict[str, object]
+    samples: np.ndarray
+    labels: np.ndarray
+    k: int
+    read: Callable[[slice], tuple[np.ndarray, np.ndarray]]
+
+
 def reproducibility_part(
-    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams, task: Task
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Per-sample and per-class reproducibility between pairs of runs (shared explainers), and
-    between the models of a run that kept per-model means (``run_a`` = ``<run>/model<i>``)."""
+    between the models of a run that kept per-model means (``run_a`` = ``<run>/model<i>``);
+    ``task`` counts the sample blocks compared."""
+    comparisons = _between_runs(ds, label, runs, opts)
+    for run, res in sorted(runs.items()):
+        comparisons += _between_models(ds, label, run, res, opts)
+    blocks = [_blocks(c.samples.size, opts.block) for c in comparisons]
+    task.report(0, sum(len(b) for b in blocks))
+    per_sample: list[pd.DataFrame] = []
+    per_class: list[pd.DataFrame] = []
+    for c, blks in zip(comparisons, blocks, strict=True):
+        rows = []
+        for blk in blks:
+            xa, xb = c.read(blk)
+            rows.append(task.step(compare_runs(xa, xb, c.labels[blk], c.samples[blk], k=c.k)[0]))
+        ps = pd.concat(rows, ignore_index=True)
+        per_sample.append(ps.assign(**c.meta))
+        per_class.append(summarise_per_class(ps.drop(columns="sample")).assign(**c.meta))
+    if not per_sample:
+        return None
+    return pd.concat(per_sample, ignore_index=True), pd.concat(per_class, ignore_index=True)
+
+
+def _between_runs(
+    ds: xr.Dataset, label: str, runs: dict[str, xr.Dataset], opts: EvaluateParams
+) -> list[_Comparison]:
+    """The comparisons between the pairs of runs of ``opts.pairs`` (all pairs when empty), one per
+    explainer they share, over their shared samples and genes."""
     pairs = list(opts.pairs) or list(combinations(sorted(runs), 2))
     unknown = sorted({r for pair in pairs for r in pair} - set(runs))
     if unknown:
@@ -123,8 +181,7 @@ def reproducibility_part(
             f"option pairs names explain run(s) {', '.join(unknown)} that are not evaluated; "
             f"use runs among: {', '.join(sorted(runs)) or 'none'}"
         )
-    per_sample: list[pd.DataFrame] = []
-    per_class: list[pd.DataFrame] = []
+    out = []
     for run_a, run_b in pairs:
         a, b = runs[run_a], runs[run_b]
         samples = np.intersect1d(a[SAMPLE].values.astype(str), b[SAMPLE].values.astype(str))
@@ -139,29 +196,16 @@ def reproducibility_part(
         ga, gb = positions(a[GENE].values, genes, "gene"), positions(b[GENE].values, genes, "gene")
         labels = labels_for(ds, label, samples)
         for explainer in sorted(set(explainers_of(a)) & set(explainers_of(b))):
-            rows = []
-            for blk in _blocks(samples.size, opts.block):
-                xa = _values(a[ATTR + explainer], pa[blk], ga)
-                xb = _values(b[ATTR + explainer], pb[blk], gb)
-                rows.append(compare_runs(xa, xb, labels[blk], samples[blk], k=k)[0])
-            ps = pd.concat(rows, ignore_index=True)
-            pc = summarise_per_class(ps.drop(columns="sample"))
+            read = partial(_read_pair, a[ATTR + explainer], b[ATTR + explainer], pa, pb, ga, gb)
             meta = {"run_a": run_a, "run_b": run_b, "explainer": explainer, "k": k}
-            per_sample.append(ps.assign(**meta))
-            per_class.append(pc.assign(**meta))
-    for run, res in sorted(runs.items()):
-        for ps, meta in _between_models(ds, label, run, res, opts):
-            per_sample.append(ps.assign(**meta))
-            per_class.append(summarise_per_class(ps.drop(columns="sample")).assign(**meta))
-    if not per_sample:
-        return None
-    return pd.concat(per_sample, ignore_index=True), pd.concat(per_class, ignore_index=True)
+            out.append(_Comparison(meta, samples, labels, k, read))
+    return out
 
 
 def _between_models(
     ds: xr.Dataset, label: str, run: str, res: xr.Dataset, opts: EvaluateParams
-) -> list[tuple[pd.DataFrame, dict[str, object]]]:
-    """Per-sample reproducibility between the per-model means of one run (``attr_<e>_model``)."""
+) -> list[_Comparison]:
+    """The comparisons between the per-model means of one run (``attr_<e>_model``), every pair."""
     out = []
     samples = np.asarray(res[SAMPLE].values).astype(str)
     labels = labels_for(ds, label, samples)
@@ -173,19 +217,35 @@ def _between_models(
         dim = var.dims[0]
         models = np.asarray(var[dim].values) if dim in var.coords else np.arange(var.shape[0])
         for i, j in combinations(range(len(models)), 2):
-            rows = []
-            for blk in _blocks(samples.size, opts.block):
-                xa = np.asarray(var.isel({dim: i, SAMPLE: blk}).values)
-                xb = np.asarray(var.isel({dim: j, SAMPLE: blk}).values)
-                rows.append(compare_runs(xa, xb, labels[blk], samples[blk], k=k)[0])
+            read = partial(_read_models, var, str(dim), i, j)
             meta = {
                 "run_a": f"{run}/model{models[i]}",
                 "run_b": f"{run}/model{models[j]}",
                 "explainer": explainer,
                 "k": k,
             }
-            out.append((pd.concat(rows, ignore_index=True), meta))
+            out.append(_Comparison(meta, samples, labels, k, read))
     return out
+
+
+def _read_pair(
+    va: xr.DataArray,
+    vb: xr.DataArray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    ga: np.ndarray,
+    gb: np.ndarray,
+    blk: slice,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Block ``blk`` of the shared samples of two runs' attributions (positions ``pa``/``pb`` of the
+    shared samples, ``ga``/``gb`` of the shared genes in each)."""
+    return _values(va, pa[blk], ga), _values(vb, pb[blk], gb)
+
+
+def _read_models(var: xr.DataArray, dim: str, i: int, j: int, blk: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Block ``blk`` of models ``i`` and ``j`` of a per-model attribution (model ``dim``, sample, gene)."""
+    a, b = var.isel({dim: i, SAMPLE: blk}), var.isel({dim: j, SAMPLE: blk})
+    return np.asarray(a.values), np.asarray(b.values)
 
 
 def evaluation_device(device: str) -> str:
@@ -212,40 +272,39 @@ def faithfulness_part(
     label: str,
     runs: dict[str, xr.Dataset],
     opts: EvaluateParams,
-    task: Task | None = None,
+    task: Task,
 ) -> pd.DataFrame | None:
     """PGI / PGU / random-floor curves of every attribution, with the model set's ensemble.
 
     Samples are evaluated in blocks of :data:`FAITHFULNESS_BLOCK` (fixed by sample order, so the
-    numbers do not depend on who computes a block); ``task`` advances by one per block.
+    numbers do not depend on who computes a block); ``task`` counts the blocks of every source
+    and variant.
     """
     if opts.model_set not in list_model_sets(store_url) or not runs:
         return None
-    sources = attribution_sources(runs)
-    if task is not None:
-        n = min(opts.faithfulness_samples, max((runs[s.run].sizes[SAMPLE] for s in sources), default=0))
-        task.report(0, len(sources) * len(opts.faithfulness) * -(-n // FAITHFULNESS_BLOCK))
     from gexplain.pipelines.models.load import load_models
 
-    frames = []
     loaded: dict[bytes, list] = {}
-    device = evaluation_device(opts.device)
-    for src in sources:
+    chosen = []
+    for src in attribution_sources(runs):
         res = runs[src.run]
         genes = np.asarray(res[GENE].values).astype(str)
         key = genes.tobytes()
         if key not in loaded:
             loaded[key] = load_models(store_url, opts.model_set, genes=genes, fill="mean")
-        models = loaded[key]
-        classes = list(models[0].classes)
-        layer = models[0].layer
         samples = np.asarray(res[SAMPLE].values).astype(str)
         pick = sample_subset(samples, opts.faithfulness_samples, opts.seed)
         labels = labels_for(ds, label, samples[pick])
-        known = np.isin(labels, classes)
-        pick, labels = pick[known], labels[known]
-        if pick.size == 0:
-            continue
+        known = np.isin(labels, list(loaded[key][0].classes))
+        if known.any():
+            chosen.append((src, genes, loaded[key], samples, pick[known], labels[known]))
+    task.report(0, len(opts.faithfulness) * sum(-(-c[4].size // FAITHFULNESS_BLOCK) for c in chosen))
+    frames = []
+    device = evaluation_device(opts.device)
+    for src, genes, models, samples, pick, labels in chosen:
+        res = runs[src.run]
+        classes = list(models[0].classes)
+        layer = models[0].layer
         spos = positions(ds[SAMPLE].values, samples[pick], "sample")
         gpos = positions(ds[GENE].values, genes, "gene")
         x = _values(ds[layer], spos, gpos).astype(np.float64)
@@ -276,8 +335,7 @@ def faithfulness_part(
                             seed=opts.seed,
                         )  # fmt: skip
                     )
-                    if task is not None:
-                        task.advance()
+                    task.advance()
             else:
                 if opts.reference == "zero":
                     reference = np.zeros(genes.size)
@@ -300,8 +358,7 @@ def faithfulness_part(
                             seed=opts.seed,
                         )  # fmt: skip
                     )
-                    if task is not None:
-                        task.advance()
+                    task.advance()
             table = gap_table(np.concatenate(parts), ks, opts.n_random, variant)
             frames.append(with_areas(table).assign(source=src.name, n_samples=int(pick.size)))
     return pd.concat(frames, ignore_index=True) if frames else None
@@ -325,13 +382,16 @@ def biology_part(
     runs: dict[str, xr.Dataset],
     de: dict[str, xr.Dataset],
     opts: EvaluateParams,
-    task: Task | None = None,
+    task: Task,
 ) -> dict[str, pd.DataFrame]:
-    """Per-class top genes, their overlaps against chance, and hidden-to-DE genes."""
-    tops, overlaps, hidden = [], [], []
+    """Per-class top genes and their overlaps against chance; ``task`` counts the sample blocks
+    read and one overlap step per source."""
+    tops, overlaps = [], []
     store_labels = np.asarray(ds[label].values).astype(str)
     tpm_cache: dict[tuple[tuple[str, ...], bytes], tuple[np.ndarray, np.ndarray]] = {}
-    for src in attribution_sources(runs):
+    sources = attribution_sources(runs)
+    task.report(0, sum(len(_blocks(runs[s.run].sizes[SAMPLE], opts.block)) + 1 for s in sources))
+    for src in sources:
         res = runs[src.run]
         samples = np.asarray(res[SAMPLE].values).astype(str)
         genes = np.asarray(res[GENE].values).astype(str)
@@ -341,6 +401,7 @@ def biology_part(
         var = res[ATTR + src.explainer]
         for blk in _blocks(samples.size, opts.block):
             counts.add(np.asarray(var.isel({SAMPLE: blk}).values), labels[blk], opts.k)
+            task.advance()
         top = counts.table(genes, opts.min_samples)
         tops.append(top.assign(source=src.name))
         enhanced = house = None
@@ -353,17 +414,38 @@ def biology_part(
         ov = class_overlaps(top, genes, classes, enhanced, house, _de_called(de, genes, opts.alpha))
         if not ov.empty:
             overlaps.append(ov.assign(source=src.name))
-        hidden += _hidden_rows(src, res, labels, genes, de, opts)
-        if task is not None:
-            task.advance()
+        task.advance()
     out = {}
     if tops:
         out["top_genes"] = pd.concat(tops, ignore_index=True)
     if overlaps:
         out["class_overlaps"] = pd.concat(overlaps, ignore_index=True)
-    if hidden:
-        out["hidden_to_de"] = pd.concat(hidden, ignore_index=True)
     return out
+
+
+def hidden_part(
+    ds: xr.Dataset,
+    label: str,
+    runs: dict[str, xr.Dataset],
+    de: dict[str, xr.Dataset],
+    opts: EvaluateParams,
+    task: Task,
+) -> pd.DataFrame | None:
+    """Hidden-to-DE genes of every (attribution source, DE result of one class) pair, which
+    ``task`` counts; None when there is none."""
+    pairs = []
+    for src in attribution_sources(runs):
+        res = runs[src.run]
+        labels = labels_for(ds, label, np.asarray(res[SAMPLE].values).astype(str))
+        for group, d in sorted(de.items()):
+            level = de_test_level(d)
+            if level is not None and level in labels:
+                pairs.append((src, labels, group, level))
+    task.report(0, len(pairs))
+    rows = []
+    for src, labels, group, level in pairs:
+        rows.append(task.step(_hidden_rows(src, runs[src.run], labels, group, de[group], level, opts)))
+    return pd.concat(rows, ignore_index=True) if rows else None
 
 
 def _class_tpm(
@@ -389,32 +471,27 @@ def _hidden_rows(
     src: AttributionSource,
     res: xr.Dataset,
     labels: np.ndarray,
-    genes: np.ndarray,
-    de: dict[str, xr.Dataset],
+    group: str,
+    d: xr.Dataset,
+    level: str,
     opts: EvaluateParams,
-) -> list[pd.DataFrame]:
-    rows = []
+) -> pd.DataFrame:
+    """Hidden-to-DE genes of ``src`` for the DE result ``group`` (``d``) of class ``level``."""
+    genes = np.asarray(res[GENE].values).astype(str)
     name = ATTR + src.explainer
-    for group, d in sorted(de.items()):
-        level = de_test_level(d)
-        if level is None or level not in labels:
-            continue
-        pick = np.nonzero(labels == level)[0][: opts.max_class_samples]
-        attr = np.asarray(res[name].isel({SAMPLE: pick}).values)
-        std = np.asarray(res[name + "_std"].isel({SAMPLE: pick}).values) if name + "_std" in res else None
-        count = (
-            np.asarray(res[name + "_count"].isel({SAMPLE: pick}).values) if name + "_count" in res else None
-        )
-        table = pd.DataFrame(
-            {c: np.asarray(d[c].values, dtype=np.float64) for c in ("padj", "log2FoldChange", "baseMean")},
-            index=d[GENE].values.astype(str),
-        )
-        h = hidden_to_de(
-            attr, std, count, labels[pick], genes, table, level,
-            k=opts.k, min_frac=opts.min_frac, min_z=opts.min_z, alpha=opts.alpha,
-        )  # fmt: skip
-        rows.append(h.assign(source=src.name, contrast=group, label=level))
-    return rows
+    pick = np.nonzero(labels == level)[0][: opts.max_class_samples]
+    attr = np.asarray(res[name].isel({SAMPLE: pick}).values)
+    std = np.asarray(res[name + "_std"].isel({SAMPLE: pick}).values) if name + "_std" in res else None
+    count = np.asarray(res[name + "_count"].isel({SAMPLE: pick}).values) if name + "_count" in res else None
+    table = pd.DataFrame(
+        {c: np.asarray(d[c].values, dtype=np.float64) for c in ("padj", "log2FoldChange", "baseMean")},
+        index=d[GENE].values.astype(str),
+    )
+    h = hidden_to_de(
+        attr, std, count, labels[pick], genes, table, level,
+        k=opts.k, min_frac=opts.min_frac, min_z=opts.min_z, alpha=opts.alpha,
+    )  # fmt: skip
+    return h.assign(source=src.name, contrast=group, label=level)
 
 
 def _labelled_only(
@@ -479,21 +556,20 @@ def evaluate_store(
         out.tables[table] = df
         out.groups.append(write_table(store_url, opts.name, table, df, csv_dir))
 
-    sources = attribution_sources(runs)
-    with progress.task("evaluate: ground truth", total=1) as task:
-        emit("ground_truth", ground_truth_part(ds, runs, de, opts))
-        task.advance()
-    with progress.task("evaluate: reproducibility", total=1) as task:
-        rep = reproducibility_part(ds, label, runs, opts)
-        task.advance()
+    with progress.task("evaluate: ground truth (sources)") as task:
+        emit("ground_truth", ground_truth_part(ds, runs, de, opts, task))
+    with progress.task("evaluate: reproducibility (sample blocks)") as task:
+        rep = reproducibility_part(ds, label, runs, opts, task)
     if rep is not None:
         emit("reproducibility_samples", rep[0])
         emit("reproducibility_classes", rep[1])
-    with progress.task("evaluate: faithfulness (sample blocks)", total=None) as task:
+    with progress.task("evaluate: faithfulness (sample blocks)") as task:
         emit("faithfulness", faithfulness_part(store_url, ds, label, runs, opts, task))
-    with progress.task("evaluate: biology (sources)", total=len(sources)) as task:
+    with progress.task("evaluate: biology (sample blocks)") as task:
         for table, df in biology_part(ds, label, runs, de, opts, task).items():
             emit(table, df)
+    with progress.task("evaluate: hidden-to-DE (source x contrast)") as task:
+        emit("hidden_to_de", hidden_part(ds, label, runs, de, opts, task))
     if finish:
         finish_evaluation(store_url, opts.name)
     return out

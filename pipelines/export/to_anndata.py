@@ -44,6 +44,7 @@ import pandas as pd
 import xarray as xr
 from gexplain.pipelines.evaluate.inputs import ATTR, explainers_of, label_column
 from gexplain.pipelines.export.rankings import attribution_rankings, evaluation_tables
+from gexplain.pipelines.progress import SILENT, Progress, dask_tasks
 from gexplain.storage.errors import InputError
 from gexplain.storage.schema import GENE, SAMPLE, layer_names
 from gexplain.storage.store import gexplain_version, list_results, open_store, read_result
@@ -256,6 +257,7 @@ def export_anndata(
     attributions: list[str] | None = None,
     attribution_std: bool = False,
     overwrite: bool = False,
+    progress: Progress = SILENT,
 ) -> list[ExportReport]:
     """Write a store as ``.h5ad`` and/or AnnData-on-Zarr (see :func:`store_to_anndata`).
 
@@ -269,6 +271,9 @@ def export_anndata(
         As for :func:`store_to_anndata`.
     overwrite
         Replace existing outputs.
+    progress
+        Progress reporting: the rankings and tables, then each output's Dask tasks as they are
+        written.
 
     Returns
     -------
@@ -283,20 +288,22 @@ def export_anndata(
             raise InputError(f"--h5ad {path}: the file name must end with .h5ad")
         if path.exists() and not overwrite:
             raise InputError(f"{path} already exists; choose another path or pass --overwrite")
-    adata = store_to_anndata(
-        store_url, layer=layer, attributions=attributions, attribution_std=attribution_std
-    )
+    with progress.task("export: rankings and tables (dask tasks)") as task, dask_tasks(task):
+        adata = store_to_anndata(
+            store_url, layer=layer, attributions=attributions, attribution_std=attribution_std
+        )
     reports = []
     for path, kind in targets:
-        if kind == "h5ad":
-            _atomic(path, lambda p: adata.write_h5ad(p))
-        else:
-            with (
-                ad.settings.override(zarr_write_format=3),
-                warnings.catch_warnings(),
-            ):  # the store's Zarr version
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                _atomic(path, lambda p: adata.write_zarr(p))
+        with progress.task(f"export: write {path.name} (dask tasks)") as task, dask_tasks(task):
+            if kind == "h5ad":
+                _atomic(path, lambda p: adata.write_h5ad(p))
+            else:
+                with (
+                    ad.settings.override(zarr_write_format=3),
+                    warnings.catch_warnings(),
+                ):  # the store's Zarr version
+                    warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                    _atomic(path, lambda p: adata.write_zarr(p))
         reports.append(
             ExportReport(
                 path=str(path),

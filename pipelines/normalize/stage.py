@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 from gexplain.pipelines.normalize.size_factors import size_factors_of
 from gexplain.pipelines.normalize.transforms import cpm, log2p1, normalized_counts, tpm
+from gexplain.pipelines.progress import dask_tasks
 from gexplain.pipelines.stages import Stage, StageContext, StageParams
 from gexplain.storage.errors import InputError
 from gexplain.storage.schema import SAMPLE
@@ -102,9 +103,9 @@ def normalize_dataset(ds: xr.Dataset, params: NormalizeParams) -> xr.Dataset:
 def run(ctx: StageContext, params: NormalizeParams) -> dict[str, Any]:
     """Normalize the run's store and add the new variables to it."""
     ds = open_store(ctx.store_url)
-    with ctx.progress.task("normalize: size factors and layer graph", total=None):
+    with ctx.progress.task("normalize: size factors (dask tasks)") as task, dask_tasks(task):
         new = normalize_dataset(ds, params)
-    with ctx.progress.task("normalize: write layers", total=None):
+    with ctx.progress.task("normalize: write layers (dask tasks)") as task, dask_tasks(task):
         names = add_variables(ctx.store_url, new)
     outputs: dict[str, Any] = {"variables": names}
     if "size_factors" in new:

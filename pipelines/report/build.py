@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from gexplain.pipelines.de.calibration import read_calibration
 from gexplain.pipelines.evaluate.ground_truth import de_evidence
 from gexplain.pipelines.evaluate.inputs import ATTR, explainers_of, label_column
 from gexplain.pipelines.evaluate.tables import read_tables
+from gexplain.pipelines.progress import Task
 from gexplain.pipelines.report import plots
 from gexplain.pipelines.report.html import Section, kv_table, page, plain
 from gexplain.pipelines.report.summary import summary_section
@@ -26,6 +27,8 @@ from gexplain.storage.errors import InputError
 from gexplain.storage.paths import atomic_write_bytes
 from gexplain.storage.schema import GENE, SAMPLE, layer_names
 from gexplain.storage.store import list_results, open_store, read_result
+
+T = TypeVar("T")
 
 SECTION_TITLES = {
     "summary": "Summary",
@@ -39,6 +42,14 @@ SECTION_TITLES = {
     "de_vs_attr": "DE versus attribution",
     "hidden": "Hidden to DE",
 }
+
+
+REPORT_STEPS = len(SECTION_TITLES) + 1
+"""Progress steps of :func:`build_report`: its sections, then writing the tables and the page."""
+
+
+def _unchanged(value: T) -> T:
+    return value
 
 
 def _section(key: str) -> Section:
@@ -353,6 +364,7 @@ def build_report(
     alpha: float = 0.05,
     top_n: int = 15,
     max_plots: int = 6,
+    task: Task | None = None,
 ) -> Path:
     """Write the HTML report of a store and the CSV files of its tables.
 
@@ -370,12 +382,16 @@ def build_report(
         Top genes per class in the heatmap.
     max_plots
         Most volcano / comparison plots.
+    task
+        A progress task sized :data:`REPORT_STEPS`: one step per section (:data:`SECTION_TITLES`),
+        one for writing the tables and the page.
 
     Returns
     -------
     pathlib.Path
         The HTML file.
     """
+    step = task.step if task is not None else _unchanged
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"--out {out}: the report is an HTML file; give a path ending in .html")
@@ -386,17 +402,17 @@ def build_report(
         label = None
     de = {g: read_result(store_url, g) for g in list_results(store_url, "de")}
     tables = read_tables(store_url, evaluation)
-    models = models_section(store_url)
+    models = step(models_section(store_url))
     sections = [
-        data_section(store_url, ds, label),
+        step(data_section(store_url, ds, label)),
         models,
-        de_section(de, alpha, max_plots, read_calibration(store_url)),
-        top_genes_section(tables, ds, top_n),
-        reproducibility_section(tables),
-        ground_truth_section(tables, ds),
-        faithfulness_section(tables),
-        de_vs_attr_section(tables, ds, de, store_url, max_plots),
-        hidden_section(tables, ds),
+        step(de_section(de, alpha, max_plots, read_calibration(store_url))),
+        step(top_genes_section(tables, ds, top_n)),
+        step(reproducibility_section(tables)),
+        step(ground_truth_section(tables, ds)),
+        step(faithfulness_section(tables)),
+        step(de_vs_attr_section(tables, ds, de, store_url, max_plots)),
+        step(hidden_section(tables, ds)),
     ]
     summary_inputs = {
         name: _table(tables, name)
@@ -408,7 +424,9 @@ def build_report(
             "hidden_to_de",
         )
     }
-    sections.insert(0, summary_section(models.tables.get("model_metrics"), summary_inputs, _symbols(ds)))
+    sections.insert(
+        0, step(summary_section(models.tables.get("model_metrics"), summary_inputs, _symbols(ds)))
+    )
     csv_dir = out.with_name(out.stem + "_tables")
     csv_dir.mkdir(parents=True, exist_ok=True)
     for section in sections:
@@ -418,4 +436,5 @@ def build_report(
     html = page("gexplain report", f"{store_url} · {now}", sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(str(out), html.encode("utf-8"))
+    step(None)
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gexplain.pipelines.report.build import build_report
+from gexplain.pipelines.report.build import REPORT_STEPS, build_report
 from gexplain.pipelines.stages import Stage, StageContext, StageParams
 from pydantic import Field
 
@@ -22,14 +22,16 @@ class ReportParams(StageParams):
 def run(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
     """Build the report; return its path."""
     out = ctx.run_dir / params.out
-    path = build_report(
-        ctx.store_url,
-        out,
-        evaluation=params.evaluation or None,
-        alpha=params.alpha,
-        top_n=params.top_n,
-        max_plots=params.max_plots,
-    )
+    with ctx.progress.task("report: sections", total=REPORT_STEPS) as task:
+        path = build_report(
+            ctx.store_url,
+            out,
+            evaluation=params.evaluation or None,
+            alpha=params.alpha,
+            top_n=params.top_n,
+            max_plots=params.max_plots,
+            task=task,
+        )
     return {"report": str(path), "tables": str(path.with_name(path.stem + "_tables"))}
 
 

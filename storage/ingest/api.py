@@ -229,6 +229,27 @@ def _scan(
     return source, sheet
 
 
+class _Chained:
+    """Several writes in a row reported to one ``on_progress(done, total)`` as one growing count:
+    the rows of the finished writes plus those of the current one (a merge: each cohort, then the
+    merged store). ``total`` grows as each write starts; ``done`` never goes back."""
+
+    def __init__(self, on_progress: ProgressFn | None) -> None:
+        self.on_progress = on_progress
+        self.base = 0
+        self.current = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.current = total
+        if self.on_progress is not None:
+            self.on_progress(self.base + done, self.base + total)
+
+    def next(self) -> None:
+        """The current write has finished; the next one counts on from its rows."""
+        self.base += self.current
+        self.current = 0
+
+
 def _rows_fitting(n_cols: int, itemsize: int, budget: int, limit: int) -> int:
     rows = max(1, limit)
     while rows > 1 and rows * n_cols * itemsize > budget:
@@ -470,7 +491,8 @@ def ingest(
     buffer_bytes, parse_bytes
         Memory bounds: the chunk-row write buffer and one parsed block of float64.
     on_progress
-        Called as ``on_progress(rows_done, rows_total)`` after each write.
+        Called as ``on_progress(rows_done, rows_total)`` after each write; a merge counts the rows
+        of every cohort, then the merged store's samples, as one total that grows as each starts.
 
     Returns
     -------
@@ -525,11 +547,14 @@ def ingest(
     if tmp_parent is not None:
         tmp_parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ingest-merge-", dir=tmp_parent))
+    chained = _Chained(on_progress)
     try:
-        parts = [
-            ingest_one(p, str(tmp / f"{i}.zarr"), sample_sheet=s, **options)
-            for i, (p, s) in enumerate(zip(paths, sheets, strict=True))
-        ]
+        parts = []
+        for i, (p, s) in enumerate(zip(paths, sheets, strict=True)):
+            parts.append(
+                ingest_one(p, str(tmp / f"{i}.zarr"), sample_sheet=s, on_progress=chained, **options)
+            )
+            chained.next()
         merged = merge_stores(
             [r.url for r in parts],
             out,
@@ -539,7 +564,7 @@ def ingest(
             attrs={"sources": [h for r in parts for h in r.sources]},
             labels=merge_labels,
             label_prefix=label_prefix,
-            on_progress=on_progress,
+            on_progress=chained,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
