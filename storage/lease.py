@@ -28,6 +28,16 @@ it has re-read its lease.
 
 Leases are taken lazily by the storage writers (:func:`hold`) and kept until
 :func:`release_all` (end of a command or run; also at interpreter exit).
+
+Delegated writes. A holder may let worker processes write under its leases (the explain engine's
+actors write their own sample blocks): :func:`grant` returns :class:`WriteGrant` records (the
+holder's token, generation and last confirmed expiry of each lease it holds on a store), and a
+worker that :func:`accept` s them writes as the holder's delegate. It never writes the lease
+document: the holder alone renews it. The worker fences like the holder -- before each commit
+(:func:`fence`) it reads the document and checks that the holder's record is there, of the granted
+generation and unexpired; before each chunk (:func:`check_unexpired`, no I/O) it checks the last
+expiry it confirmed -- so once the holder lost its lease, was killed or stopped renewing it, the
+worker writes nothing more.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -164,12 +174,12 @@ def read_holders(url: str) -> list[dict[str, Any]]:
     return [h for h in _read(url).holders.values() if is_live(h, now)]
 
 
-def _newest(doc: _Doc) -> str:
-    others = [h for t, h in doc.holders.items() if t != _TOKEN and is_live(h)]
+def _newest(doc: _Doc, token: str) -> str:
+    others = [h for t, h in doc.holders.items() if t != token and is_live(h)]
     if others:
         return describe(max(others, key=lambda h: int(h.get("generation", 0))))
     taken = doc.taken or {}
-    if taken.get("token") not in (None, _TOKEN):
+    if taken.get("token") not in (None, token):
         return (
             f"'{taken.get('owner', '?')}' (host {taken.get('host')}, pid {taken.get('pid')}, "
             f"generation {taken.get('generation')}; since finished)"
@@ -216,19 +226,66 @@ class _Held:
     generation: int
     expires: float
     lost: str | None = None
+    granter: str | None = None  # the holder's token when this process writes as its delegate
+
+
+@dataclass(frozen=True)
+class WriteGrant:
+    """Permission for a worker process to write under one of its granter's leases (:func:`grant`).
+
+    Attributes
+    ----------
+    url
+        The lease folder (:func:`lease_url`).
+    base
+        The store root the lease protects (None for a run folder's lease).
+    mode
+        The granter's mode, ``"exclusive"`` or ``"shared"``.
+    what
+        What the lease protects, for messages.
+    token
+        The granter's lease token: its record in the lease document.
+    generation
+        The generation the granter holds.
+    expires
+        The granter's last confirmed expiry (seconds since the epoch) when the grant was made.
+    """
+
+    url: str
+    base: str | None
+    mode: Mode
+    what: str
+    token: str
+    generation: int
+    expires: float
 
 
 def _lost_message(held: _Held, doc: _Doc) -> str:
+    if held.granter is not None:
+        return (
+            f"the writer that let this worker write {held.what} (generation {held.generation}) no longer "
+            f"holds its lease: it was stopped, killed or paused past the lease's expiry, or "
+            f"{_newest(doc, held.granter)} took over; nothing more is written by this worker"
+        )
     return (
         f"this process lost its lease on {held.what} (generation {held.generation}): it was paused or "
-        f"unreachable past the lease's expiry and {_newest(doc)} took over; nothing more is "
+        f"unreachable past the lease's expiry and {_newest(doc, _TOKEN)} took over; nothing more is "
         "written by this process. Check that writer's result, then rerun if needed"
     )
 
 
+def _confirm(held: _Held, doc: _Doc) -> None:
+    """A delegate's check: the granter's record is there, of its generation and unexpired; else lost."""
+    record = doc.holders.get(str(held.granter))
+    if record is None or int(record.get("generation", -1)) != held.generation or not is_live(record):
+        held.lost = _lost_message(held, doc)
+    else:
+        held.expires = float(record["expires"])
+
+
 def _renew(held: _Held) -> None:
     """Extend this process's record if it is still there and of its generation; else mark it lost."""
-    if held.lost is not None:
+    if held.lost is not None or held.granter is not None:  # a delegate never writes the document
         return
     for tries in range(_MAX_TRIES + 1):
         doc = _read(held.url)
@@ -245,7 +302,7 @@ def _renew(held: _Held) -> None:
 
 
 def _release(held: _Held) -> None:
-    if held.lost is not None:
+    if held.lost is not None or held.granter is not None:
         return
     for tries in range(_MAX_TRIES + 1):
         doc = _read(held.url)
@@ -280,8 +337,14 @@ def renew_all() -> None:
 
 
 def _of_store(store_url: str | None) -> list[_Held]:
-    base = normalize_url(store_url) if store_url is not None else None
-    return [h for h in _HELD.values() if base is None or h.base == base or h.url == base]
+    """Leases held on ``store_url`` (a store, a folder inside one, or a lease folder); all when None."""
+    url = normalize_url(store_url) if store_url is not None else None
+
+    def covers(h: _Held) -> bool:
+        inside = h.base is not None and (url == h.base or str(url).startswith(h.base.rstrip("/") + "/"))
+        return url is None or h.url == url or inside
+
+    return [h for h in _HELD.values() if covers(h)]
 
 
 def check_unexpired(store_url: str | None = None) -> None:
@@ -299,8 +362,11 @@ def check_unexpired(store_url: str | None = None) -> None:
     """
     with _LOCK:
         for held in _of_store(store_url):
-            if held.lost is None and held.expires <= time.time():
-                _renew(held)  # paused past the expiry: re-read before any write
+            if held.lost is None and held.expires <= time.time():  # paused past it: re-read first
+                if held.granter is None:
+                    _renew(held)
+                else:
+                    _confirm(held, _read(held.url))
             if held.lost is not None:
                 raise LeaseLostError(held.lost)
 
@@ -310,7 +376,8 @@ def fence(store_url: str | None = None) -> None:
 
     Reads each lease document and checks that this process's record is there with its generation
     (renewing it when less than half its lifetime is left), so a writer whose lease was taken
-    over writes nothing more.
+    over writes nothing more. A delegate (:func:`accept`) checks its granter's record instead,
+    which must also be unexpired.
 
     Raises
     ------
@@ -319,7 +386,9 @@ def fence(store_url: str | None = None) -> None:
     """
     with _LOCK:
         for held in _of_store(store_url):
-            if held.lost is None:
+            if held.lost is None and held.granter is not None:
+                _confirm(held, _read(held.url))
+            elif held.lost is None:
                 doc = _read(held.url)
                 mine = doc.holders.get(_TOKEN)
                 if mine is None or int(mine.get("generation", -1)) != held.generation:
@@ -412,13 +481,56 @@ def reinstate(store_url: str) -> None:
     """
     with _LOCK:
         base = normalize_url(store_url)
-        for held in _of_store(base):
+        for held in (h for h in _of_store(base) if h.granter is None):
             ensure_groups(base, held.url)
             holder = {**_me(ttl_seconds()), "mode": held.mode, "generation": held.generation}
             if not _write_if(held.url, _Doc(0, {}, None), held.generation, {_TOKEN: holder}):
                 held.lost = _lost_message(held, _read(held.url))
                 raise LeaseLostError(held.lost)
             held.expires = float(holder["expires"])
+
+
+def grant(store_url: str) -> tuple[WriteGrant, ...]:
+    """Let worker processes write ``store_url`` under the leases this process holds on it.
+
+    Parameters
+    ----------
+    store_url
+        The store; every lease held on it (the store's own and those of its results) is granted.
+
+    Returns
+    -------
+    tuple of WriteGrant
+        To be passed to the workers, which :func:`accept` them.
+
+    Raises
+    ------
+    LeaseLostError
+        When a lease on the store was lost (nothing may be granted).
+    RuntimeError
+        When this process holds no lease on the store (take one first, e.g. :func:`hold_scope`).
+    """
+    check_unexpired(store_url)
+    with _LOCK:
+        held = _of_store(normalize_url(store_url))
+        if not held:
+            raise RuntimeError(f"this process holds no lease on {normalize_url(store_url)} to grant")
+        return tuple(
+            WriteGrant(h.url, h.base, h.mode, h.what, h.granter or _TOKEN, h.generation, h.expires)
+            for h in held
+        )
+
+
+def accept(grants: Iterable[WriteGrant]) -> None:
+    """Write under another process's leases from now on (a worker given :func:`grant` records).
+
+    Every later write of the granted store fences against the granter's records; a grant this
+    process made itself is already held and changes nothing.
+    """
+    with _LOCK:
+        for g in grants:
+            if g.token != _TOKEN:
+                _HELD[g.url] = _Held(g.url, g.mode, g.base, g.what, g.generation, g.expires, granter=g.token)
 
 
 def release_all() -> None:

@@ -630,7 +630,12 @@ def result_exists(url: str, group: str) -> bool:
 
 
 def write_result_region(
-    url: str, group: str, region: Mapping[str, slice], arrays: Mapping[str, np.ndarray]
+    url: str,
+    group: str,
+    region: Mapping[str, slice],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    whole_chunks: bool = False,
 ) -> None:
     """Write a region of variables of a result group created by :func:`create_result`.
 
@@ -642,16 +647,48 @@ def write_result_region(
         Slices along the variables' dims (a missing dim means the whole dim), in dim order.
     arrays
         Variable name -> values for the region.
+    whole_chunks
+        Require the region to cover whole chunks of every variable written (it may end at a
+        variable's end), so writers of disjoint regions running side by side never rewrite each
+        other's chunks. Checked for all variables before anything is written.
+
+    Raises
+    ------
+    ValueError
+        With ``whole_chunks``, when the region cuts a chunk of a variable.
     """
     _hold_result(url, group)
     faults.point()
     root = _open_group(join(url, _result_path(group)), "r+")
-    for name, arr in arrays.items():
-        target = root[name].with_config(WRITE_CONFIG)
-        dims = target.metadata.dimension_names or ()
-        key = tuple(region.get(d, slice(None)) for d in dims)
+    targets = {name: root[name].with_config(WRITE_CONFIG) for name in arrays}
+    keys: dict[str, tuple[slice, ...]] = {}
+    for name, target in targets.items():
+        dims = tuple(target.metadata.dimension_names or ())
+        keys[name] = tuple(region.get(d, slice(None)) for d in dims)
+        if whole_chunks:
+            _check_whole_chunks(
+                f"results/{group.strip('/')}/{name}", dims, keys[name], target.shape, target.chunks
+            )
+    for name, target in targets.items():
         with _writing(join(url, _result_path(group))):
-            target[key] = np.asarray(arr, dtype=target.dtype)
+            target[keys[name]] = np.asarray(arrays[name], dtype=target.dtype)
+
+
+def _check_whole_chunks(
+    where: str,
+    dims: tuple[str, ...],
+    key: tuple[slice, ...],
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+) -> None:
+    """Raise ValueError when ``key`` (slices of an array of ``shape``) cuts one of its ``chunks``."""
+    for dim, part, size, chunk in zip(dims, key, shape, chunks, strict=True):
+        start, stop, step = part.indices(size)
+        if step != 1 or start % chunk or (stop % chunk and stop != size):
+            raise ValueError(
+                f"{where}: region {dim}[{start}:{stop}] is not made of whole chunks of {chunk} (size {size}); "
+                "align the region to the chunks"
+            )
 
 
 def mark_result_complete(url: str, group: str, **attrs: Any) -> None:

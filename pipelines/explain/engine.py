@@ -1,4 +1,4 @@
-"""The attribution engine: fan tasks out over a supervised actor pool, reduce, write per block.
+"""The attribution engine: schedule sample blocks on a supervised actor pool; the actors write them.
 
 Flow of one run (``results/explain/<name>`` in the store):
 
@@ -9,13 +9,16 @@ Flow of one run (``results/explain/<name>`` in the store):
 3. Create the result group up front (empty, final shape, chunks aligned to sample blocks), or
    reopen it when an interrupted run with the same parameters left one: its ledger
    (:class:`gexplain.storage.store.BlockLedger`) lists the finished sample blocks, which are skipped.
-4. Run the tasks of the remaining blocks on the pool (:class:`gexplain.cluster.pool.ActorPool`). Partial
-   sums of a block are merged in key order, whatever order they arrive in, so the floats do not
-   depend on the number of actors or on scheduling; a finished block is written to its region
-   and then marked done in the ledger.
+4. Run one task per remaining block on the pool (:class:`gexplain.cluster.pool.ActorPool`). The
+   actor merges the block's parts (models x repeat ranges) in key order, so the floats do not
+   depend on the number of actors or on scheduling, writes the block into its region of the
+   result (whole chunks) and then its ledger marker, under the driver's leases
+   (:func:`gexplain.storage.lease.grant`: it writes nothing once the driver lost them), and returns
+   a :class:`~gexplain.pipelines.explain.blockio.BlockDone`. The driver never holds attribution
+   data: it checks that each reported block's marker is visible to it and counts the block.
 5. Flag the result complete with its attributes.
 
-A killed actor is replaced and its tasks rerun (same key, same draws, same numbers). A killed
+A killed actor is replaced and its task rerun (same key, same draws, same bytes). A killed
 driver leaves every block marked in the ledger fully written; the next run with the same
 parameters computes only the others.
 """
@@ -26,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +40,9 @@ import xarray as xr
 from gexplain.cluster.pool import ActorPool
 from gexplain.cluster.resources import cluster_gpus, gpu_fraction
 from gexplain.pipelines.blocks import sample_blocks
+from gexplain.pipelines.explain.blockio import BlockDone, BlockOutput, block_key
 from gexplain.pipelines.explain.collapse import collapses
-from gexplain.pipelines.explain.compute import BlockPartial, check_architectures
+from gexplain.pipelines.explain.compute import check_architectures
 from gexplain.pipelines.explain.params import ExplainParams
 from gexplain.pipelines.explain.references import (
     ReferenceSets,
@@ -47,10 +51,12 @@ from gexplain.pipelines.explain.references import (
     draw_reference_sets,
 )
 from gexplain.pipelines.explain.registry import EXPLAINERS
-from gexplain.pipelines.explain.tasks import ExplainWorker, TaskKey, block_key, plan_tasks
+from gexplain.pipelines.explain.tasks import BlockTask, ExplainWorker, plan_blocks
 from gexplain.pipelines.labels import labelled_samples
+from gexplain.storage import faults
 from gexplain.storage.checkpoints import list_checkpoints, list_model_sets, read_metadata
 from gexplain.storage.errors import InputError
+from gexplain.storage.lease import grant
 from gexplain.storage.schema import GENE, SAMPLE
 from gexplain.storage.store import (
     BlockLedger,
@@ -60,7 +66,6 @@ from gexplain.storage.store import (
     open_store,
     read_result,
     result_exists,
-    write_result_region,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,7 @@ BlockCallback = Callable[[int, int, int], None]
 MODEL = "model"
 
 
-TASKS_PER_ACTOR = 2  # tasks in flight per actor
+TASKS_PER_ACTOR = 2  # block tasks in flight per actor
 
 
 @dataclass
@@ -85,9 +90,9 @@ class ExplainSummary:
     blocks_skipped
         Blocks found finished by an earlier run and not recomputed.
     blocks_written
-        Blocks computed and written by this run.
+        Blocks computed and written (by the actors) in this run.
     tasks
-        Tasks completed by this run.
+        Block tasks completed by this run (one per block written).
     actors
         Pool size used (0 when nothing had to be computed).
     actor_deaths
@@ -315,39 +320,6 @@ def collapse_plan(params: ExplainParams, info: ModelSetInfo) -> dict[str, bool]:
     return {name: collapses(EXPLAINERS[name], params, info.arch) for name in params.explainers}
 
 
-class BlockReducer:
-    """Merges the partial sums of each sample block in key order, whatever their arrival order.
-
-    Parameters
-    ----------
-    tasks
-        Every task to be reduced.
-    """
-
-    def __init__(self, tasks: list[TaskKey]) -> None:
-        self._order: dict[int, list[TaskKey]] = {}
-        for key in sorted(tasks):
-            self._order.setdefault(key.block, []).append(key)
-        self._next: dict[int, int] = dict.fromkeys(self._order, 0)
-        self._acc: dict[int, BlockPartial] = {}
-        self._pending: dict[TaskKey, BlockPartial] = {}
-
-    def add(self, key: TaskKey, partial: BlockPartial) -> BlockPartial | None:
-        """Take one task's partial; return the block's merged partial once all its tasks are in."""
-        # a private copy: arrays fetched from Ray's object store are read-only
-        self._pending[key] = BlockPartial.combine([partial])
-        block = key.block
-        order = self._order[block]
-        while self._next[block] < len(order) and order[self._next[block]] in self._pending:
-            part = self._pending.pop(order[self._next[block]])
-            acc = self._acc.get(block)
-            self._acc[block] = part if acc is None else acc.merge(part)
-            self._next[block] += 1
-        if self._next[block] == len(order):
-            return self._acc.pop(block)
-        return None
-
-
 def _pool_size(params: ExplainParams, n_tasks: int) -> tuple[int, float]:
     """Return (actors, GPU share per actor) for the running cluster."""
     gpus = cluster_gpus() if params.device != "cpu" else 0
@@ -374,24 +346,6 @@ def resolve_device(params: ExplainParams) -> str:
     if params.device == "cpu":
         return "cpu"
     return "cuda" if gpus >= 1 else "cpu"
-
-
-def _block_arrays(
-    merged: BlockPartial, params: ExplainParams, collapsed: dict[str, bool]
-) -> dict[str, np.ndarray]:
-    """Arrays of one finished block, by result variable name."""
-    arrays: dict[str, np.ndarray] = {}
-    for explainer, (mean, std, count) in merged.finalize().items():
-        arrays[f"attr_{explainer}"] = mean
-        if not collapsed[explainer]:
-            arrays[f"attr_{explainer}_std"] = std
-        arrays[f"attr_{explainer}_count"] = count
-    for explainer, rstd in merged.repeat_std().items():
-        arrays[f"attr_{explainer}_repeat_std"] = rstd
-    if params.per_model:
-        for explainer, by_model in merged.model_means().items():
-            arrays[f"attr_{explainer}_model"] = np.stack([by_model[m] for m in sorted(by_model)])
-    return arrays
 
 
 @dataclass
@@ -527,9 +481,7 @@ def run_explain(
             if params.reference_scope in ("cohort", "repeat")
             else None
         )
-        tasks = plan_tasks(
-            job.blocks, todo, list(info.model_ids), repeats, repeat_block, tuple(params.explainers)
-        )
+        tasks = plan_blocks(job.blocks, todo, list(info.model_ids), repeats, repeat_block)
         _run_tasks(job, tasks, targets, ref_stats, ref_sets, summary, on_block)
     mark_result_complete(
         store_url,
@@ -556,19 +508,18 @@ def run_explain(
 
 def _run_tasks(
     job: _Job,
-    tasks: list[TaskKey],
+    tasks: list[BlockTask],
     targets: np.ndarray,
     ref_stats: ReferenceStats,
     ref_sets: ReferenceSets | None,
     summary: ExplainSummary,
     on_block: BlockCallback | None,
 ) -> None:
-    """Run ``tasks`` on a pool, write each finished block and mark it in the ledger."""
+    """Run one task per block on a pool; each actor writes its block and marks it in the ledger."""
     params = job.params
     actors, gpus = _pool_size(params, len(tasks))
     summary.actors = actors
     shared = (ray.put(targets), ray.put(ref_stats), ray.put(ref_sets), ray.put(params))
-    reducer = BlockReducer(tasks)
     worker_args = (
         job.store_url,
         params.model_set,
@@ -579,6 +530,12 @@ def _run_tasks(
         job.device,
         params.allow_tf32,
     )
+
+    def submissions() -> Iterator[tuple[int, tuple[Any, ...]]]:
+        for task in tasks:  # granted as submitted: each grant carries a recent expiry
+            out = BlockOutput(job.group, job.collapsed, grant(job.store_url))
+            yield task.block, (task, out, *shared, job.seed)
+
     started = time.perf_counter()
     with ActorPool(
         ExplainWorker,
@@ -589,18 +546,29 @@ def _run_tasks(
         tasks_per_actor=TASKS_PER_ACTOR,
     ) as pool:
         summary.pool_start_s = round(time.perf_counter() - started, 3)
-        for key, partial in pool.imap_unordered((key, (key, *shared, job.seed)) for key in tasks):
+        for block, done in pool.imap_unordered(submissions()):
+            _check_written(job, done)
+            faults.point()  # (fault tests) one point per block, wherever it was written
             summary.tasks += 1
-            merged = reducer.add(key, partial)
-            if merged is None:
-                continue
-            rows = job.blocks[key.block]
-            write_result_region(
-                job.store_url, job.group, {SAMPLE: rows}, _block_arrays(merged, params, job.collapsed)
-            )
-            job.ledger.mark_done(block_key(key.block), {"samples": [rows.start, rows.stop]})
             summary.blocks_written += 1
             summary.actor_deaths = pool.stats.actor_deaths
             if on_block is not None:
-                on_block(key.block, summary.blocks_skipped + summary.blocks_written, summary.blocks)
+                on_block(block, summary.blocks_skipped + summary.blocks_written, summary.blocks)
         summary.actor_deaths = pool.stats.actor_deaths
+
+
+def _check_written(job: _Job, done: BlockDone) -> None:
+    """Check, without reading its data, that the driver sees the block an actor reports written.
+
+    Raises
+    ------
+    InputError
+        When its ledger marker is not in the store as the driver sees it (the actor wrote to
+        storage the driver does not share).
+    """
+    if not job.ledger.is_done(block_key(done.block)):
+        raise InputError(
+            f"block {done.block} of results/{job.group} was written by {done.writer}, but its ledger marker "
+            f"is not visible at {job.store_url} from the driver: put the store on storage that every "
+            "node of the cluster shares (an object store, or a shared file system)"
+        )

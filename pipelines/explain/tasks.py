@@ -1,9 +1,10 @@
-"""Units of attribution work: task keys, the task plan, and the actor that runs tasks.
+"""Units of attribution work: block tasks, their plan, and the actor that runs and writes them.
 
-A task explains one sample block with one model replicate over one range of repeats, for every
-requested explainer at once. Its key names exactly that, so a task can be rerun anywhere (after
-its actor died) and give the same partial sums: every random draw inside depends only on
-(run seed, model, global sample index, repeat).
+A task explains one sample block: every model replicate over every range of repeats (its parts),
+for every requested explainer at once, and writes the block into the result itself
+(:mod:`gexplain.pipelines.explain.blockio`). Its parts are merged in key order, so the floats do not
+depend on where the task ran; every random draw inside depends only on (run seed, model, global
+sample index, repeat), so a task rerun anywhere (after its actor died) writes the same bytes.
 """
 
 from __future__ import annotations
@@ -15,60 +16,64 @@ import dask
 import numpy as np
 import ray
 import torch
+from gexplain.pipelines.explain.blockio import BlockDone, BlockOutput, block_arrays, write_block
 from gexplain.pipelines.explain.compute import BlockPartial, explain_block
 from gexplain.pipelines.explain.params import ExplainParams
 from gexplain.pipelines.explain.references import ReferenceSets, ReferenceStats
 from gexplain.pipelines.models.load import load_models
+from gexplain.storage import faults
+from gexplain.storage.lease import accept
 from gexplain.storage.store import open_store
 
 
 @dataclass(frozen=True, order=True)
-class TaskKey:
-    """Key of one task; keys sort in the order their partial sums are reduced.
+class PartKey:
+    """Key of one part of a block task; keys sort in the order their partial sums are merged.
 
     Attributes
     ----------
-    block
-        Sample-block index.
     model
         Replicate number of the model.
     repeat_start, repeat_stop
         Repeats ``[repeat_start, repeat_stop)``.
-    sample_start, sample_stop
-        Global sample positions ``[sample_start, sample_stop)`` of the block.
-    explainers
-        Comma-joined explainer names computed by the task.
     """
 
-    block: int
     model: int
     repeat_start: int
     repeat_stop: int
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """One sample block to explain and write.
+
+    Attributes
+    ----------
+    block
+        Sample-block index (the task's key).
+    sample_start, sample_stop
+        Global sample positions ``[sample_start, sample_stop)`` of the block.
+    parts
+        (model, repeat range) parts in merge order.
+    """
+
+    block: int
     sample_start: int
     sample_stop: int
-    explainers: str
+    parts: tuple[PartKey, ...]
 
     def __str__(self) -> str:
-        return (
-            f"block{self.block:06d}/model{self.model}/repeats{self.repeat_start}-{self.repeat_stop}/"
-            f"{self.explainers}"
-        )
+        return f"block{self.block:06d}/samples{self.sample_start}-{self.sample_stop}/{len(self.parts)} parts"
 
 
-def block_key(block: int) -> str:
-    """Return the ledger key of a finished sample block."""
-    return f"block-{block:06d}"
-
-
-def plan_tasks(
+def plan_blocks(
     blocks: list[slice],
     block_ids: list[int],
     model_ids: list[int],
     repeats: int,
     repeat_block: int,
-    explainers: tuple[str, ...],
-) -> list[TaskKey]:
-    """Return the tasks of the given sample blocks, block by block, in reduction order.
+) -> list[BlockTask]:
+    """Return one task per sample block to compute, its parts in merge order.
 
     Parameters
     ----------
@@ -81,24 +86,16 @@ def plan_tasks(
     repeats
         Repeats per (sample, model).
     repeat_block
-        Repeats per task (``repeats`` or fewer).
-    explainers
-        Explainer names.
+        Repeats per part (``repeats`` or fewer): sets the order of the float64 sums.
     """
-    names = ",".join(explainers)
-    return [
-        TaskKey(
-            block=b,
-            model=m,
-            repeat_start=r,
-            repeat_stop=min(r + repeat_block, repeats),
-            sample_start=int(blocks[b].start),
-            sample_stop=int(blocks[b].stop),
-            explainers=names,
-        )
-        for b in block_ids
-        for m in model_ids
+    parts = tuple(
+        PartKey(model=m, repeat_start=r, repeat_stop=min(r + repeat_block, repeats))
+        for m in sorted(model_ids)
         for r in range(0, repeats, repeat_block)
+    )
+    return [
+        BlockTask(block=b, sample_start=int(blocks[b].start), sample_stop=int(blocks[b].stop), parts=parts)
+        for b in block_ids
     ]
 
 
@@ -121,13 +118,13 @@ def actor_device(device: str = "auto") -> torch.device:
 
 
 class ExplainWorker:
-    """Body of one pool actor: holds model replicates on its device and runs tasks.
+    """Body of one pool actor: holds model replicates on its device, runs block tasks and writes them.
 
     Parameters
     ----------
     store_url
-        The expression store; models are loaded from it (aligned to its genes) and every task
-        reads its sample block from it.
+        The expression store; models are loaded from it (aligned to its genes), every task
+        reads its sample block from it and writes the block's attributions into it.
     model_set
         Model set name.
     model_ids
@@ -174,19 +171,22 @@ class ExplainWorker:
 
     def run(
         self,
-        key: TaskKey,
+        task: BlockTask,
+        out: BlockOutput,
         targets: np.ndarray,
         ref_stats: ReferenceStats,
         ref_sets: ReferenceSets | None,
         params: ExplainParams,
         run_seed: int,
-    ) -> BlockPartial:
-        """Explain one sample block with one model over one repeat range.
+    ) -> BlockDone:
+        """Explain one sample block with every model and repeat, and write it into the result.
 
         Parameters
         ----------
-        key
-            The task.
+        task
+            The block and its parts.
+        out
+            The result group and the driver's leases to write under.
         targets
             Class index (logit position) of every sample of the store, shape (sample,) int64.
         ref_stats
@@ -200,24 +200,42 @@ class ExplainWorker:
 
         Returns
         -------
-        BlockPartial
-            Streamed sums over this task's repeats x references, for every explainer.
+        BlockDone
+            Where the block went; the attributions stay in the store.
+
+        Raises
+        ------
+        gexplain.storage.lease.LeaseLostError
+            When the driver's lease was lost or expired before the block was written.
         """
-        rows = slice(key.sample_start, key.sample_stop)
+        accept(out.grants)
+        rows = slice(task.sample_start, task.sample_stop)
         with dask.config.set(scheduler="synchronous"):
             x = np.asarray(open_store(self.store_url)[self.layer].isel(sample=rows).values, dtype=np.float32)
         if self.crash_marker and _claim(self.crash_marker):
             os._exit(1)
-        return explain_block(
-            [self.models[key.model]],
-            [key.model],
-            x,
-            np.array(targets[rows]),
-            np.arange(key.sample_start, key.sample_stop),
-            range(key.repeat_start, key.repeat_stop),
-            ref_stats,
-            params,
-            run_seed,
-            ref_sets=ref_sets,
-            device=str(self.device),
-        )
+
+        def explain(part: PartKey) -> BlockPartial:
+            return explain_block(
+                [self.models[part.model]],
+                [part.model],
+                x,
+                np.array(targets[rows]),
+                np.arange(task.sample_start, task.sample_stop),
+                range(part.repeat_start, part.repeat_stop),
+                ref_stats,
+                params,
+                run_seed,
+                ref_sets=ref_sets,
+                device=str(self.device),
+            )
+
+        merged = explain(task.parts[0])
+        for part in task.parts[1:]:  # merged in key order, whichever actor runs the task
+            merged.merge(explain(part))
+        # the driver counts one fault point per block it is told of: a stage's points never
+        # depend on which process wrote
+        with faults.uncounted():
+            return write_block(
+                self.store_url, out, task.block, rows, block_arrays(merged, params, out.collapsed)
+            )
