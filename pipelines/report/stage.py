@@ -20,7 +20,9 @@ class ReportParams(StageParams):
 
 
 def run(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
-    """Build the report; return its path."""
+    """Build the report (with the run's config from its manifest, when there is one); return its path."""
+    from gexplain.pipelines.runner import read_manifest
+
     out = ctx.run_dir / params.out
     path = build_report(
         ctx.store_url,
@@ -29,6 +31,7 @@ def run(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
         alpha=params.alpha,
         top_n=params.top_n,
         max_plots=params.max_plots,
+        run_config=read_manifest(ctx.run_dir).get("config"),
     )
     return {"report": str(path), "tables": str(path.with_name(path.stem + "_tables"))}
 
