@@ -308,7 +308,7 @@ def faithfulness_section(f: pd.DataFrame | None) -> Section:
                 f"prediction gap: {' '.join(map(str, key))}",
                 FAITHFULNESS_AXIS.get(variant, "k top genes changed"),
                 "mean |change in p(class)|",
-                True,
+                False,
             )
         )
     s.table("faithfulness", f)
@@ -477,12 +477,12 @@ def _answers(
         out.consensus = table.assign(symbol=[symbols.get(g, g) for g in table["gene"]])
     gt = _table(tables, "ground_truth")
     if "truth_informative" in ds and stats and de:
-        k = int(gt["k"].iloc[0]) if gt is not None else top_n
         truth = pd.DataFrame(
             {"informative": np.asarray(ds["truth_informative"].values, dtype=bool)}
             | ({"mode": np.asarray(ds["truth_mode"].values).astype(str)} if "truth_mode" in ds else {}),
             index=np.asarray(ds[GENE].values).astype(str),
         )
+        k = int(truth["informative"].sum())  # R-precision cut-off: as many genes as are informative
         in_top = pd.concat([st.in_top(k) for st in stats], axis=1)
         out.de_missed, out.truth_k = de_missed_recovery(truth, _de_called_any(de, alpha), in_top), k
         out.auprc = auprc_by_kind(gt) if gt is not None else None

@@ -107,7 +107,8 @@ COLUMNS: dict[str, str] = {
     "n_called_true": "informative genes among those called",
     "n_informative": "informative genes (simulator's ground truth)",
     "n_de_missed": "informative genes that no DE result calls (padj < alpha)",
-    "n_recovered": "of those, genes in the top k of at least half the attribution sources",
+    "n_recovered": "of those, genes ranked (by mean |attribution|) within the top N, N = the number of "
+    "informative genes, by at least half the attribution sources",
     "auprc_attribution": "mean AUPRC over the attribution sources",
     "auprc_de": "mean AUPRC over the DE results",
     "n_attribution": "attribution sources averaged",

@@ -375,7 +375,7 @@ def page(title: str, header: list[str], sections: list[Section]) -> str:
     body = "".join(
         f'<section id="{esc(s.sid)}"><h2>{esc(s.title)}</h2>{s.body()}</section>' for s in sections
     )
-    lines = "".join(f'<p class="sub">{line}</p>' for line in header)
+    lines = "".join(f'<div class="sub">{line}</div>' for line in header)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

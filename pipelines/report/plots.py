@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 FONT_PT = 10
 WIDTH_IN = 4.3
@@ -180,7 +181,10 @@ def heatmap(matrix: pd.DataFrame, title: str) -> Figure:
         ax.set_yticks(range(matrix.shape[0]), [str(g) for g in matrix.index])
         ax.set_title(_wrap(title))
         fig.colorbar(
-            im, ax=ax, label="mean |attribution| / row max", shrink=min(1.0, 6.0 / max(len(matrix), 1))
+            im,
+            ax=ax,
+            label="mean |attribution| / row max",
+            shrink=max(0.3, min(1.0, 6.0 / max(len(matrix), 1))),
         )
     return fig
 
@@ -222,7 +226,7 @@ def curves(
 ) -> Figure:
     """Line plot of one column against ``x``, one line per entry of ``lines``.
 
-    A line with a single point is drawn as a marker only, and the plot says so.
+    A line with a single point is drawn as a marker only, and its legend entry says so.
 
     Parameters
     ----------
@@ -238,22 +242,22 @@ def curves(
     with styled():
         fig = Figure(figsize=(WIDTH_IN, 3.4))
         ax = fig.add_subplot()
-        single = []
         for name, t in lines.items():
             t = t.sort_values(x)
             if len(t) == 1:
-                single.append(name)
-                ax.plot(t[x], t[y], ls="none", marker="D", ms=6, label=f"{name} (one point)")
+                ax.plot(t[x], t[y], ls="none", marker="D", ms=6, label=f"{name} (one point: no curve)")
             else:
                 ax.plot(t[x], t[y], marker="o", ms=4, label=name)
-        if logx:
+        if logx:  # ticks at the grid's values, written as plain numbers (no mathtext)
             ax.set_xscale("log", base=2)
+            grid = sorted({float(v) for t in lines.values() for v in t[x] if v > 0})
+            ticks = [v for v in grid if float(np.log2(v)).is_integer()] or grid
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(_wrap(title))
-        ax.legend(frameon=False, loc="best")
-        if single:
-            fig.text(0.01, 0.0, "one point: no curve to draw", ha="left", va="top", color="#555555")
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     return fig
 
 

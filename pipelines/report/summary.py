@@ -40,7 +40,7 @@ class Answers:
         :func:`gexplain.pipelines.report.findings.de_missed_recovery` and
         :func:`~gexplain.pipelines.report.findings.auprc_by_kind` outputs (ground truth only).
     truth_k
-        Top-k size of the ground-truth recovery.
+        Top-k size of the ground-truth recovery (the number of informative genes).
     reproducibility
         The evaluation's ``reproducibility_classes`` table.
     verdicts
@@ -63,7 +63,7 @@ class Answers:
     reproducibility: pd.DataFrame | None = None
     verdicts: pd.DataFrame | None = None
     tol: float = 0.01
-    tol_origin: str = "the default"
+    tol_origin: str = "the evaluate default"
     hidden: pd.DataFrame | None = None
     hidden_sources: int = 0
     hidden_contrasts: int = 0
@@ -179,8 +179,9 @@ def truth_card(
     x, y, n = int(overall["n_recovered"]), int(overall["n_de_missed"]), int(overall["n_sources"])
     parts = [
         f'<p>attribution recovers <span class="big">{x}</span> of {y} informative genes that DE misses '
-        f"(of {int(overall['n_informative'])} informative; recovered: in the top {esc(k)} of at least half of "
-        f"the {n} attribution sources; missed: padj &ge; {esc(alpha)} in every DE result)</p>"
+        f"(of {int(overall['n_informative'])} informative; recovered: in the top {esc(k)}, as many genes as are "
+        f"informative, of at least half of the {n} attribution sources; missed: padj &ge; {esc(alpha)} in every "
+        "DE result)</p>"
     ]
     kinds = [
         f"{esc(r.subset)}: {int(r.n_recovered)} of {int(r.n_de_missed)}"
@@ -207,11 +208,11 @@ def _verdict_cell(row: pd.Series) -> str:
 
 def _variant_note(variant: str, n_models: float) -> str:
     if variant == "inter_model":
-        return f"replicates of {int(n_models)} models, as Zhao et al. (who use 5)"
+        return f"replicates of {int(n_models)} models (Zhao et al. use 5)"
     if variant == "resampled":
-        return f"K = max(M/n, 4) random subsets of M = {int(n_models)} models, as Zhao et al."
+        return f"K = max(M/n, 4) resamples of M = {int(n_models)} models (Zhao et al.)"
     if variant == "intra_model":
-        return "disjoint subsets of one model's items (tends to 1; not comparable with Zhao et al.)"
+        return "disjoint subsets of one model's items (tends to 1; not Zhao et al.)"
     return str(variant)
 
 
@@ -231,10 +232,10 @@ def reproducibility_card(
             if flat == len(judged) and len(judged)
             else '<span class="big no">not saturated</span>'
         )
-        more = f": aggregate more {', '.join(map(esc, open_axes))}" if open_axes else ""
+        more = f"; aggregate more {', '.join(map(esc, open_axes))}" if open_axes else ""
         parts.append(
-            f"<p>{verdict}: {flat} of {_plural(len(judged), 'curve')} gain &lt; {esc(tol)} mean Spearman per "
-            f"doubling of n (threshold {esc(tol_origin)}){more}</p>"
+            f'<p>{verdict}: {flat} of {_plural(len(judged), "curve")} flat <span title="threshold from '
+            f'{esc(tol_origin)}">(gain &lt; {esc(tol)} mean Spearman per doubling of n)</span>{more}</p>'
         )
     elif verdicts is None:
         parts.append(_missing("saturation (enable saturation in the evaluate stage)"))
