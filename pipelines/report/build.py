@@ -147,10 +147,11 @@ def de_section(
     de: dict[str, xr.Dataset],
     alpha: float,
     max_plots: int,
-    symbols: dict[str, str],
     calibration: pd.DataFrame | None = None,
+    symbols: dict[str, str] | None = None,
 ) -> Section:
-    """Volcano plots, the number of significant genes per contrast and the label-permutation check."""
+    """Volcano plots (genes labelled by ``symbols``, else ids), the number of significant genes per
+    contrast and the label-permutation check."""
     s = _section("de")
     if not de:
         s.missing("no DE results in the store (run `gexplain de`)")
@@ -180,7 +181,7 @@ def de_section(
                 np.asarray(d["padj"].values, dtype=np.float64),
                 name,
                 alpha,
-                names=np.array([symbols.get(g, g) for g in genes], dtype=object),
+                names=np.array([(symbols or {}).get(g, g) for g in genes], dtype=object),
             )
         )
     if len(de) > max_plots:
@@ -604,7 +605,7 @@ def build_report(
         summary_section(answers),
         data_section(store_url, ds, label),
         models,
-        de_section(de, alpha, max_plots, symbols, read_calibration(store_url)),
+        de_section(de, alpha, max_plots, read_calibration(store_url), symbols),
         top_genes_section(answers.consensus, top, symbols, top_n),
         reproducibility_section(
             answers.reproducibility,
