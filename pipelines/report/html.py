@@ -1,36 +1,44 @@
 """HTML building blocks of the report: escaped text, interactive tables, figure grids, sections.
 
-The page is one self-contained file: inline CSS, images as ``data:image/png;base64`` URIs and
-one small inline script (:data:`SCRIPT`: click a column header to sort, type to filter a table,
-search gene names across every table). No external resources, so it opens anywhere (offline,
-in a mail attachment). Every string that comes from data is HTML-escaped (:func:`esc`); the
-script reads the page, never data from elsewhere, and writes only text (``textContent``).
+The page is one self-contained file: inline CSS, figures as inline SVG (:func:`figure_svg`, text
+kept as text at 10 pt) and one small inline script (:data:`SCRIPT`: click a column header to sort,
+type to filter a table, search gene names across every table). No external resources, so it
+opens anywhere (offline, in a mail attachment). Every string that comes from data is HTML-escaped
+(:func:`esc`; matplotlib escapes the text it writes into SVG); the script reads the page, never
+data from elsewhere, and writes only text (``textContent``). Each column header carries its
+glossary entry as a tooltip (:func:`gexplain.pipelines.report.glossary.describe`).
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
+from gexplain.pipelines.report.glossary import describe
+from gexplain.pipelines.report.plots import styled
 from matplotlib.figure import Figure
 
+COLUMN_PX = 420  # narrowest figure column of a grid, CSS px
 GENE_COLUMNS = frozenset({"gene", "symbol", "gene_symbol", "genes"})
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1240px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1360px;
        color: #222; line-height: 1.4; padding: .4em 1em 2em; }
 h1 { font-size: 1.5em; margin: .3em 0 0; }
 h2 { margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; color: #234; }
 h3 { color: #345; margin: .8em 0 .3em; }
-.sub { color: #666; font-size: .85em; margin: 0 0 .5em; }
-nav { font-size: .85em; margin: .3em 0 .6em; }
+.sub { color: #555; font-size: .85em; margin: .1em 0; }
+.sub details { display: inline; }
+.sub pre { font-size: .95em; background: #f6f8fa; padding: .4em; white-space: pre-wrap; }
+nav { font-size: .85em; margin: .2em 0 .3em; }
 nav a { margin-right: .9em; white-space: nowrap; }
-table { border-collapse: collapse; font-size: 0.82em; margin: .3em 0 .2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: .3em 0 .2em; }
 th, td { border: 1px solid #ccc; padding: .2em .45em; text-align: right; }
 th { background: #eef2f6; position: sticky; top: 0; }
 table.data th { cursor: pointer; }
@@ -41,22 +49,28 @@ td.text, th.text { text-align: left; }
 .tbl { max-height: 26em; overflow: auto; display: inline-block; max-width: 100%; vertical-align: top; }
 .filter { display: block; }
 .filter, #gene-search { font: inherit; font-size: .85em; padding: .15em .4em; margin: .2em 0; width: 16em; }
-.note, .csv { color: #666; font-size: .8em; }
+.note, .csv { color: #555; font-size: .85em; }
 .missing { color: #a33; font-style: italic; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: .8em; }
-.grid figure { margin: 0; }
-.grid img, figure img { max-width: 100%; height: auto; display: block; }
-figcaption { font-size: .8em; color: #555; }
-#summary h2 { margin-top: .4em; }
-.cards { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: .7em; }
-.card { border: 1px solid #cdd5de; border-radius: 6px; padding: .4em .8em .5em; background: #fafcfe;
-        max-height: 12.5em; overflow: auto; }
-.card h3 { margin: .1em 0 .3em; font-size: 1em; }
-.card p { margin: .2em 0; font-size: .9em; }
-.big { font-size: 1.25em; font-weight: 600; }
-.card table { font-size: .78em; }
-.search { font-size: .85em; margin: .2em 0 .5em; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: .8em; }
+.grid figure { margin: 0; min-width: 0; }
+.grid figure.wide { grid-column: 1 / -1; }
+figure svg { max-width: 100%; height: auto; display: block; }
+#summary h2 { margin: .2em 0 .1em; font-size: 1.2em; }
+.cards { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: .6em; align-items: start; }
+.cards .col { display: grid; gap: .6em; min-width: 0; }
+.card { border: 1px solid #cdd5de; border-radius: 6px; padding: .3em .7em .4em; background: #fafcfe; min-width: 0; }
+.card h3 { margin: .1em 0 .25em; font-size: 1em; }
+.card p { margin: .15em 0; font-size: .9em; }
+.big { font-size: 1.2em; font-weight: 600; }
+.card table { font-size: .8em; margin: .2em 0; }
+.cg { display: inline-block; margin: 0 .5em .1em 0; }
+.cg small { color: #555; }
+.yes { color: #1a6e2e; font-weight: 600; }
+.no { color: #a33; font-weight: 600; }
+.search { font-size: .85em; margin: .1em 0 .3em; }
 tr.hit td.g { background: #fff3b0; }
+dl.glossary dt { font-weight: 600; margin-top: .3em; }
+dl.glossary dd { margin-left: 1.5em; }
 """
 
 SCRIPT = """
@@ -139,21 +153,27 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def figure_png(fig: Figure, dpi: int = 96) -> str:
-    """Render a matplotlib figure as a ``<figure>`` holding an embedded base64 PNG.
+def figure_svg(fig: Figure) -> str:
+    """Render a matplotlib figure as a ``<figure>`` holding inline SVG (text as ``<text>``).
+
+    A figure wider than a report column (:data:`COLUMN_PX` at 96 px per inch) spans the whole
+    row, so it is never scaled below its own size (and its 10 pt text below 10 pt) at 1400 px.
 
     Parameters
     ----------
     fig
         The figure (created with :class:`matplotlib.figure.Figure`, no pyplot state).
-    dpi
-        Resolution in dots per inch.
     """
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    buf = io.StringIO()
+    with styled():
+        fig.savefig(buf, format="svg", bbox_inches="tight", dpi=150, metadata={"Date": None, "Creator": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]
+    width_pt = float(re.search(r'<svg[^>]*\swidth="([0-9.]+)pt"', svg).group(1))  # type: ignore[union-attr]
     title = fig.axes[0].get_title() if fig.axes else "figure"
-    return f'<figure><img alt="{esc(title or "figure")}" src="data:image/png;base64,{data}"></figure>'
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{esc(title or "figure")}" ', 1)
+    wide = ' class="wide"' if width_pt * 96 / 72 > COLUMN_PX else ""
+    return f"<figure{wide}>{svg}</figure>"
 
 
 def fmt_number(value: float) -> str:
@@ -208,7 +228,7 @@ def table_html(df: pd.DataFrame, name: str, max_rows: int = 50, *, filter_box: b
     genes = [str(c).lower() in GENE_COLUMNS for c in df.columns]
     text_cls = ' class="text"'
     head = "".join(
-        f"<th{'' if pd.api.types.is_numeric_dtype(df[c]) else text_cls}>{esc(c)}</th>" for c in df.columns
+        header_cell(str(c), "" if pd.api.types.is_numeric_dtype(df[c]) else text_cls) for c in df.columns
     )
     body = "".join(
         "<tr>" + "".join(_cell(v, g) for v, g in zip(row, genes, strict=True)) + "</tr>"
@@ -227,6 +247,41 @@ def table_html(df: pd.DataFrame, name: str, max_rows: int = 50, *, filter_box: b
         f'<div class="tblwrap">{box}<div class="tbl"><table class="{classes}" id="{tid}"><thead><tr>{head}</tr>'
         f"</thead><tbody>{body}</tbody></table></div></div>{note}"
     )
+
+
+def header_cell(column: str, attrs: str = "") -> str:
+    """A ``<th>`` for ``column`` with its glossary entry as tooltip (``title``)."""
+    about = describe(column)
+    title = f' title="{esc(about)}"' if about else ""
+    return f"<th{attrs}{title}>{esc(column)}</th>"
+
+
+class _Headers(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self._head = self._th = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._head = self._head or tag == "thead"
+        if tag == "th" and self._head:
+            self._th = True
+            self.names.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._head = self._head and tag != "thead"
+        self._th = self._th and tag != "th"
+
+    def handle_data(self, data: str) -> None:
+        if self._th:
+            self.names[-1] += data
+
+
+def column_names(fragment: str) -> list[str]:
+    """The column headers (``<thead>`` cells) of every table in an HTML fragment, in order, unique."""
+    parser = _Headers()
+    parser.feed(fragment)
+    return list(dict.fromkeys(n.strip() for n in parser.names))
 
 
 def kv_table(items: Mapping[str, object]) -> str:
@@ -278,7 +333,7 @@ class Section:
 
     def figure(self, fig: Figure) -> None:
         """Embed a figure (consecutive figures share a grid)."""
-        self.parts.append(figure_png(fig))
+        self.parts.append(figure_svg(fig))
 
     def table(self, name: str, df: pd.DataFrame, max_rows: int = 50) -> None:
         """Show a table and register it for CSV export under ``name``."""
@@ -303,15 +358,15 @@ class Section:
         return "".join(out)
 
 
-def page(title: str, subtitle: str, sections: list[Section]) -> str:
+def page(title: str, header: list[str], sections: list[Section]) -> str:
     """Assemble the full HTML document.
 
     Parameters
     ----------
     title
         Page title (h1).
-    subtitle
-        A line under the title (store, date).
+    header
+        HTML lines under the title (store, date, versions, run config), built from escaped parts.
     sections
         The sections, in order; the first (the summary) comes right under the title and a line of
         links to every section.
@@ -320,11 +375,12 @@ def page(title: str, subtitle: str, sections: list[Section]) -> str:
     body = "".join(
         f'<section id="{esc(s.sid)}"><h2>{esc(s.title)}</h2>{s.body()}</section>' for s in sections
     )
+    lines = "".join(f'<div class="sub">{line}</div>' for line in header)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p>'
+        f"<h1>{esc(title)}</h1>{lines}"
         f"<nav>{nav}</nav>{body}<script>{SCRIPT}</script></body></html>\n"
     )
