@@ -15,7 +15,9 @@ class ReportParams(StageParams):
     out: str = Field("report.html", description="HTML file, relative to the run folder (or absolute).")
     evaluation: str = Field("", description="Evaluation whose tables are shown ('' = all).")
     alpha: float = Field(0.05, gt=0, lt=1, description="DE significance level shown.")
-    top_n: int = Field(15, ge=1, description="Top genes per class: the consensus table's k and the heatmap's rows per class.")
+    top_n: int = Field(
+        15, ge=1, description="Top genes per class: the consensus table's k and the heatmap's rows per class."
+    )
     max_plots: int = Field(6, ge=1, description="Most volcano / comparison plots.")
 
 
