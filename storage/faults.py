@@ -66,12 +66,13 @@ def set_scope(scope: str) -> None:
 
 @contextmanager
 def uncounted() -> Iterator[None]:
-    """Writes made on this thread inside the block are not points (the lease renewer's)."""
+    """Writes made on this thread inside the block are not points (the lease renewer's); nests."""
+    before = getattr(_local, "off", False)
     _local.off = True
     try:
         yield
     finally:
-        _local.off = False
+        _local.off = before
 
 
 def point(label: str = "") -> None:

@@ -227,6 +227,8 @@ class _Held:
     expires: float
     lost: str | None = None
     granter: str | None = None  # the holder's token when this process writes as its delegate
+    granter_host: str | None = None  # and the granting process, checked without I/O
+    granter_pid: int = -1
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,9 @@ class WriteGrant:
         The generation the granter holds.
     expires
         The granter's last confirmed expiry (seconds since the epoch) when the grant was made.
+    host, pid
+        The granting process: a worker on the same host stops writing as soon as it has exited
+        (a dead holder's lease is free at once to a rerun on that host).
     """
 
     url: str
@@ -258,6 +263,8 @@ class WriteGrant:
     token: str
     generation: int
     expires: float
+    host: str
+    pid: int
 
 
 def _lost_message(held: _Held, doc: _Doc) -> str:
@@ -362,6 +369,13 @@ def check_unexpired(store_url: str | None = None) -> None:
     """
     with _LOCK:
         for held in _of_store(store_url):
+            if (
+                held.lost is None
+                and held.granter is not None
+                and held.granter_host == host_name()
+                and not pid_alive(held.granter_pid)
+            ):
+                held.lost = f"{held.what}: the process that granted it (pid {held.granter_pid}) has exited"
             if held.lost is None and held.expires <= time.time():  # paused past it: re-read first
                 if held.granter is None:
                     _renew(held)
@@ -430,6 +444,13 @@ def hold(url: str, mode: Mode, what: str, *, base: str | None = None) -> None:
             if current.lost is not None:
                 raise LeaseLostError(current.lost)
             return
+        if current is None and base is not None:
+            root = normalize_url(base)
+            if any(h.granter is not None and h.base == root for h in _HELD.values()):
+                raise RuntimeError(
+                    f"{what}: this process writes {root} under granted leases and may take none of its "
+                    "own; the granter must grant this scope"
+                )
         if current is not None:  # shared -> exclusive: leave the shared record first
             _release(current)
             del _HELD[key]
@@ -490,13 +511,16 @@ def reinstate(store_url: str) -> None:
             held.expires = float(holder["expires"])
 
 
-def grant(store_url: str) -> tuple[WriteGrant, ...]:
-    """Let worker processes write ``store_url`` under the leases this process holds on it.
+def grant(store_url: str, scope: str) -> tuple[WriteGrant, ...]:
+    """Let worker processes write ``scope`` of ``store_url`` under this process's leases.
 
     Parameters
     ----------
     store_url
-        The store; every lease held on it (the store's own and those of its results) is granted.
+        The store.
+    scope
+        The result or model set the workers write (e.g. ``"results/explain/run1"``); the store's
+        own lease and this scope's are granted, nothing else this process holds.
 
     Returns
     -------
@@ -508,15 +532,29 @@ def grant(store_url: str) -> tuple[WriteGrant, ...]:
     LeaseLostError
         When a lease on the store was lost (nothing may be granted).
     RuntimeError
-        When this process holds no lease on the store (take one first, e.g. :func:`hold_scope`).
+        When this process does not hold both leases (take them first: :func:`hold_scope`).
     """
     check_unexpired(store_url)
+    wanted = {normalize_url(lease_url(store_url, "store")), normalize_url(lease_url(store_url, scope))}
     with _LOCK:
-        held = _of_store(normalize_url(store_url))
-        if not held:
-            raise RuntimeError(f"this process holds no lease on {normalize_url(store_url)} to grant")
+        held = [h for h in _of_store(normalize_url(store_url)) if h.url in wanted]
+        if len(held) != len(wanted):
+            raise RuntimeError(
+                f"this process does not hold the store and '{scope}' leases of {normalize_url(store_url)} "
+                "to grant (hold_scope first)"
+            )
         return tuple(
-            WriteGrant(h.url, h.base, h.mode, h.what, h.granter or _TOKEN, h.generation, h.expires)
+            WriteGrant(
+                h.url,
+                h.base,
+                h.mode,
+                h.what,
+                h.granter or _TOKEN,
+                h.generation,
+                h.expires,
+                h.granter_host or host_name(),
+                h.granter_pid if h.granter else os.getpid(),
+            )
             for h in held
         )
 
@@ -530,7 +568,17 @@ def accept(grants: Iterable[WriteGrant]) -> None:
     with _LOCK:
         for g in grants:
             if g.token != _TOKEN:
-                _HELD[g.url] = _Held(g.url, g.mode, g.base, g.what, g.generation, g.expires, granter=g.token)
+                _HELD[g.url] = _Held(
+                    g.url,
+                    g.mode,
+                    g.base,
+                    g.what,
+                    g.generation,
+                    g.expires,
+                    granter=g.token,
+                    granter_host=g.host,
+                    granter_pid=g.pid,
+                )
 
 
 def release_all() -> None:

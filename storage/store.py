@@ -519,7 +519,7 @@ def result_scope(group: str) -> str:
     return "results/" + "/".join(group.strip("/").split("/")[:2])
 
 
-def _hold_result(url: str, group: str) -> None:
+def hold_result(url: str, group: str) -> None:
     """Take (or check, before a commit: :func:`~gexplain.storage.lease.fence`) a result's leases."""
     hold_scope(url, result_scope(group))
     fence(url)
@@ -543,7 +543,7 @@ def begin_result_set(url: str, group: str, **attrs: Any) -> str:
     str
         The group path inside the store.
     """
-    _hold_result(url, group)
+    hold_result(url, group)
     path = _result_path(group)
     write_group(
         join(url, path), {**attrs, RESULT_SET: True, COMPLETE: False, "created": _now()}, parents_below=url
@@ -568,7 +568,7 @@ def write_result(url: str, group: str, ds: xr.Dataset) -> str:
     str
         The group path inside the store.
     """
-    _hold_result(url, group)
+    hold_result(url, group)
     path = _result_path(group)
     out = _fix_strings(ds.copy())
     out.attrs = {**ds.attrs, COMPLETE: False, "created": _now()}
@@ -597,7 +597,7 @@ def create_result(
     chunks
         Chunking for the (sample, gene) variables; regions written later must align to it.
     """
-    _hold_result(url, group)
+    hold_result(url, group)
     faults.point()
     path = _result_path(group)
     out = template.copy()
@@ -657,7 +657,7 @@ def write_result_region(
     ValueError
         With ``whole_chunks``, when the region cuts a chunk of a variable.
     """
-    _hold_result(url, group)
+    hold_result(url, group)
     faults.point()
     root = _open_group(join(url, _result_path(group)), "r+")
     targets = {name: root[name].with_config(WRITE_CONFIG) for name in arrays}
@@ -693,7 +693,7 @@ def _check_whole_chunks(
 
 def mark_result_complete(url: str, group: str, **attrs: Any) -> None:
     """Flag a result group (or result set) complete (one metadata write), optionally updating its attrs."""
-    _hold_result(url, group)
+    hold_result(url, group)
     faults.point()
     root = _open_group(join(url, _result_path(group)), "r+")
     root.attrs.update({**attrs, COMPLETE: True})
@@ -807,7 +807,7 @@ class BlockLedger:
         self.store = normalize_url(url)
         self.name = name.strip("/")
         self.root = join(url, "ledger", name)
-        _hold_result(self.store, self.name)
+        hold_result(self.store, self.name)
 
     def _marker(self, key: str) -> str:
         return join(self.root, key.replace("/", "__"))
@@ -818,7 +818,7 @@ class BlockLedger:
 
     def mark_done(self, key: str, info: Mapping[str, Any] | None = None) -> None:
         """Write the marker for ``key`` with optional JSON-serialisable ``info``."""
-        _hold_result(self.store, self.name)
+        hold_result(self.store, self.name)
         write_group(self._marker(key), {"key": key, "at": _now(), **(info or {})}, parents_below=self.store)
 
     def done_keys(self) -> set[str]:
@@ -835,7 +835,7 @@ class BlockLedger:
 
     def clear(self) -> None:
         """Remove every marker (a fresh start)."""
-        _hold_result(self.store, self.name)
+        hold_result(self.store, self.name)
         fs, path = filesystem(self.root)
         if fs.exists(path):
             fs.rm(path, recursive=True)

@@ -12,7 +12,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 from gexplain.pipelines.cli.main import main
 from gexplain.pipelines.config import parse_config
-from gexplain.pipelines.explain import blockio
+from gexplain.pipelines.explain import blockio, engine
 from gexplain.pipelines.explain.engine import run_explain
 from gexplain.pipelines.explain.params import ExplainParams
 from gexplain.pipelines.models.architectures import MLP
@@ -21,6 +21,7 @@ from gexplain.pipelines.progress import SILENT
 from gexplain.pipelines.runner import run_config
 from gexplain.storage import store
 from gexplain.storage.errors import InputError
+from gexplain.storage.lease import release_all
 from gexplain.storage.nodes import read_group
 from gexplain.storage.paths import join
 from gexplain.storage.store import BlockLedger, create_store, read_result, result_exists
@@ -168,6 +169,7 @@ def test_actors_write_their_own_blocks_and_two_actors_give_the_one_actor_result(
     # the actors are other processes: only the driver's own region writes land here
     monkeypatch.setattr(store, "write_result_region", driver_write)
     monkeypatch.setattr(blockio, "write_result_region", driver_write)
+    monkeypatch.setattr(engine, "write_result_region", driver_write, raising=False)
     two = run_explain(url, MC_SPEC.model_copy(update={"actors": 2}), name="two")
     assert two.actors == 2 and two.blocks_written == N_SAMPLES // BLOCK
     assert driver_writes == []
@@ -198,6 +200,7 @@ def test_interrupted_run_resumes_and_skips_finished_blocks(cohort, reference_run
     assert 1 <= finished <= 2
     with pytest.raises(InputError, match="incomplete"):
         read_result(url, "explain/resumed")
+    release_all()  # as a new process would: the rerun holds nothing until it takes the result's lease
     resumed = run_explain(url, MC_SPEC.model_copy(update={"actors": 2}), name="resumed")
     assert resumed.blocks_skipped >= finished and resumed.blocks_written >= N_SAMPLES // BLOCK - 2
     assert resumed.blocks_skipped + resumed.blocks_written == N_SAMPLES // BLOCK

@@ -29,12 +29,13 @@ from gexplain.storage.lease import (
     release_all,
 )
 from gexplain.storage.nodes import group_doc, read_group
-from gexplain.storage.paths import join
+from gexplain.storage.paths import join, normalize_url
 from gexplain.storage.store import (
     BlockLedger,
     create_result,
     create_store,
     read_result,
+    result_scope,
     write_result_region,
 )
 
@@ -99,7 +100,7 @@ def _in_worker(url: str, grants: tuple[WriteGrant, ...], start: int) -> tuple[st
 
 def _granter(url: str, queue: Any) -> None:
     _create(url)
-    queue.put(grant(url))
+    queue.put(grant(url, result_scope(GROUP)))
     time.sleep(600)  # holds (and renews) its leases until stopped or killed by the test
 
 
@@ -118,7 +119,7 @@ def _attr(url: str) -> np.ndarray:
 def test_a_worker_writes_its_block_under_the_granted_leases(tmp_path: Path) -> None:
     url = _store(str(tmp_path / "s.zarr"))
     _create(url)
-    outcome, pid = _in_worker(url, grant(url), 4)
+    outcome, pid = _in_worker(url, grant(url, result_scope(GROUP)), 4)
     assert outcome == "written" and pid != os.getpid()
     attr = _attr(url)
     np.testing.assert_array_equal(attr[4:], np.full((4, N_GENES), 5.0))
@@ -132,7 +133,7 @@ def test_a_worker_writes_its_block_under_the_granted_leases(tmp_path: Path) -> N
 def test_a_worker_whose_granter_lost_the_lease_writes_nothing(tmp_path: Path) -> None:
     url = _store(str(tmp_path / "s.zarr"))
     _create(url)
-    grants = grant(url)
+    grants = grant(url, result_scope(GROUP))
     folder = lease_url(url, "results/explain/granted")
     doc = read_group(folder)["gexplain_lease"]
     other = {
@@ -176,6 +177,36 @@ def test_a_worker_stops_writing_once_its_paused_granter_lets_the_lease_expire(
     finally:
         granter.kill()
         granter.join(timeout=60)
+
+
+def test_a_worker_stops_writing_at_once_when_its_granter_on_this_host_dies(tmp_path: Path) -> None:
+    """A killed granter's lease is free to a rerun on its host at once, so its workers stop at once too."""
+    url = _store(str(tmp_path / "s.zarr"))
+    queue = SPAWN.Queue()
+    granter = SPAWN.Process(target=_granter, args=(url, queue))
+    granter.start()
+    try:
+        accept(queue.get(timeout=300))
+        _write_block(url, 0)
+        granter.kill()
+        granter.join(timeout=60)
+        before = _result_digest(tmp_path / "s.zarr")
+        with pytest.raises(LeaseLostError, match="has exited"):
+            _write_block(url, 4)  # well within the 60 s lifetime it last confirmed
+        assert _result_digest(tmp_path / "s.zarr") == before
+    finally:
+        granter.kill()
+        granter.join(timeout=60)
+
+
+def test_only_the_store_and_the_written_scope_are_granted(tmp_path: Path) -> None:
+    url = _store(str(tmp_path / "s.zarr"))
+    _create(url)
+    granted = {g.url for g in grant(url, result_scope(GROUP))}
+    assert granted == {normalize_url(lease_url(url, s)) for s in ("store", result_scope(GROUP))}
+    with pytest.raises(RuntimeError, match="hold_scope first"):
+        grant(url, result_scope("explain/other"))
+    release_all()
 
 
 def test_a_region_that_cuts_a_chunk_is_refused_before_any_write(tmp_path: Path) -> None:

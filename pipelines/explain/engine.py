@@ -61,11 +61,13 @@ from gexplain.storage.schema import GENE, SAMPLE
 from gexplain.storage.store import (
     BlockLedger,
     create_result,
+    hold_result,
     layer_chunks,
     mark_result_complete,
     open_store,
     read_result,
     result_exists,
+    result_scope,
 )
 
 log = logging.getLogger(__name__)
@@ -365,7 +367,12 @@ class _Job:
 
 
 def _prepare_result(job: _Job, ds: xr.Dataset, fp: str) -> tuple[set[str], bool]:
-    """Create or reopen the result group; return (finished block keys, result already complete)."""
+    """Create or reopen the result group; return (finished block keys, result already complete).
+
+    Either way this process then holds the result's lease, which it grants to the actors that
+    write the blocks (a resumed run writes nothing itself before it grants).
+    """
+    hold_result(job.store_url, job.group)
     if result_exists(job.store_url, job.group):
         old = read_result(job.store_url, job.group, allow_incomplete=True)
         if old.attrs.get("fingerprint") == fp:
@@ -533,7 +540,7 @@ def _run_tasks(
 
     def submissions() -> Iterator[tuple[int, tuple[Any, ...]]]:
         for task in tasks:  # granted as submitted: each grant carries a recent expiry
-            out = BlockOutput(job.group, job.collapsed, grant(job.store_url))
+            out = BlockOutput(job.group, job.collapsed, grant(job.store_url, result_scope(job.group)))
             yield task.block, (task, out, *shared, job.seed)
 
     started = time.perf_counter()

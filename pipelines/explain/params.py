@@ -106,11 +106,22 @@ class ExplainParams(StageParams):
     allow_tf32: bool = Field(False, description="Allow TF32 matmuls on CUDA (faster, ~1e-3 relative).")
     memory_budget_mb: int = Field(512, ge=1, description="Working memory per task, MiB.")
     name: str = Field("", description="Result name (default: the stage name, or 'explain').")
-    actors: int = Field(0, ge=0, description="Actors (0: one per GPU, else one per cpus_per_actor CPUs).")
+    actors: int = Field(
+        0,
+        ge=0,
+        description="Actors (0: one per GPU, else one per cpus_per_actor CPUs); at most one per sample block.",
+    )
     cpus_per_actor: int = Field(1, ge=1, description="CPU cores (torch threads) per actor.")
     gpus_per_actor: float | None = Field(None, gt=0, description="GPU share per actor when GPUs exist.")
     sample_block: int = Field(256, ge=1, description="Samples per block (unit of writing and resuming).")
-    repeat_block: int = Field(0, ge=0, description="Repeats per task (0: all).")
+    repeat_block: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Repeats per part of a block (0: all at once); an actor sums a block's parts in a fixed "
+            "order, so a given value gives the same bytes with any number of actors."
+        ),
+    )
     overwrite: bool = Field(True, description="Replace a result of the same name made with other parameters.")
     seed: int | None = Field(
         None,

@@ -123,7 +123,7 @@ SCRIPT = """
     var head = table.tHead ? table.tHead.rows[0] : null;
     if (head) {
       Array.prototype.forEach.call(head.cells, function (th, i) {
-        th.title = "click to sort";
+        th.title = th.title ? th.title + " (click to sort)" : "click to sort";
         th.addEventListener("click", function () { sortBy(table, i, th); });
       });
     }
