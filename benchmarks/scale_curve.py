@@ -45,6 +45,7 @@ seed = 5
 [[stage]]
 kind = "train"
 [stage.params]
+model_set = "scale{n}"
 replicates = {replicates}
 max_epochs = {epochs}
 batch_size = 128
@@ -52,6 +53,7 @@ batch_size = 128
 [[stage]]
 kind = "explain"
 [stage.params]
+model_set = "scale{n}"
 explainers = ["integrated_gradients"]
 references = "universal:10"
 repeats = 4
