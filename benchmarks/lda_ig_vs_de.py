@@ -121,7 +121,13 @@ def main() -> None:
                 n_pathways=args.pathways,
                 genes_per_pathway=int(preset["genes_per_pathway"]),
                 upweighted_per_class=upweighted,
+                upweight=float(preset["upweight"]),
+                pathway_concentration=float(preset["pathway_concentration"]),
+                within_concentration=float(preset["within_concentration"]),
+                min_share=float(preset["min_share"]),
+                pathway_layout=str(preset["pathway_layout"]),  # type: ignore[arg-type]
                 library_mean=float(preset["reads_per_sample"]),
+                library_sd=float(preset["library_sd"]),
             )
             times["simulate"] = time.perf_counter() - start
             ds = open_store(url)
@@ -175,11 +181,16 @@ def main() -> None:
     size = "the study's size" if full else "REDUCED size (not the study's 9,900 x 15,000)"
     body = "\n".join(lines) + (
         f"\n\n{args.samples:,} samples x {genes:,} genes ({args.pathways:,} pathways of 10), 33 classes, "
-        f"{upweighted} up-weighted pathways per class (weight 10), ~1.5 M reads per sample: {size}. "
+        f"{upweighted} up-weighted pathways per class (Dirichlet concentration {preset['upweight']:g} against "
+        f"{preset['pathway_concentration']:g}, disjoint consecutive blocks), gene shares Dirichlet("
+        f"{preset['within_concentration']:g}) with every share >= {preset['min_share']:g}, a constant "
+        f'{float(preset["reads_per_sample"]):,.0f} reads per sample (`preset = "bontonou"`, the authors\' simulator): {size}. '
         f"{int(truth.sum()):,} informative genes (base rate {base:.3f}: the precision of a random ranking). "
         f"MLP: gexplain defaults, {args.epochs} epochs max. "
         "Wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ". "
-        f"Load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (machine shared with other jobs)."
+        f"Load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; at the end "
+        + " / ".join(f"{v:.1f}" for v in os.getloadavg())
+        + "."
     )
     path = write_result(
         "lda_ig_vs_de", "IG vs DE on the LDA cohort of the IG-limitations study", body, quick=args.quick
