@@ -254,8 +254,7 @@ def main() -> int:
         f"{peak.cores:.2f} cores used) | "
         f"{((summary.wall_s - summary.pool_start_s) * scale + summary.pool_start_s) / 60:.1f} min "
         "(compute linear in samples) |",
-        f"| tasks / blocks | {summary.tasks} / {summary.blocks} | {summary.tasks // summary.blocks * full_blocks} / "
-        f"{full_blocks} |",
+        f"| blocks written (one task each) | {summary.blocks_written} | {full_blocks} |",
         f"| peak RSS, driver | {peak.driver / 2**20:.0f} MiB | expected the same: bounded by the sample block "
         f"({sizes.sample_block}) and tasks in flight, not by the cohort |",
         f"| peak RSS, driver + raylet + actors | {peak.tree / 2**20:.0f} MiB | expected the same (as above) |",

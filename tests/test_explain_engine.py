@@ -208,7 +208,7 @@ def test_interrupted_run_resumes_and_skips_finished_blocks(cohort, reference_run
     for key, ref in reference_run.items():
         np.testing.assert_array_equal(got[key], ref, err_msg=key)
     again = run_explain(url, MC_SPEC, name="resumed")
-    assert (again.blocks_skipped, again.blocks_written, again.tasks) == (N_SAMPLES // BLOCK, 0, 0)
+    assert (again.blocks_skipped, again.blocks_written, again.actors) == (N_SAMPLES // BLOCK, 0, 0)
 
 
 def test_bad_options_raise_input_errors(cohort, reference_run):

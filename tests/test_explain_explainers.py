@@ -361,12 +361,10 @@ def test_mc_dropout_independent_of_blocks_and_order(fast_path: bool) -> None:
     for name in whole:
         np.testing.assert_allclose(part[name][0], whole[name][0][order], rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(part[name][1], whole[name][1][order], rtol=1e-5, atol=1e-8)
-    # repeats split over tasks and merged equal one task
-    from gexplain.pipelines.explain.compute import BlockPartial
-
+    # repeats split into parts and merged (as an actor merges a block's parts) equal one part
     a = explain_block([model], [7], x, labels, idx, range(0, 1), stats, spec, 1)
     b = explain_block([model], [7], x, labels, idx, range(1, 3), stats, spec, 1)
-    merged = BlockPartial.combine([b, a]).finalize()
+    merged = a.merge(b).finalize()
     np.testing.assert_allclose(merged["saliency"][0], whole["saliency"][0], rtol=1e-6)
     # dropout is really on: repeats differ
     assert (whole["saliency"][1] > 0).any()

@@ -96,24 +96,6 @@ class BlockPartial:
         self.keys.extend(other.keys)
         return self
 
-    @staticmethod
-    def combine(partials: Sequence[BlockPartial]) -> BlockPartial:
-        """Merge partials in the order of their keys, so the result does not depend on arrival order."""
-        if not partials:
-            raise ValueError("nothing to combine")
-        ordered = sorted(partials, key=lambda p: min(p.keys) if p.keys else (-1, -1, -1))
-        first = ordered[0]
-        total = BlockPartial({n: m.copy() for n, m in first.moments.items()}, keys=list(first.keys))
-        for name, per_model in first.model_moments.items():
-            total.model_moments[name] = {k: m.copy() for k, m in per_model.items()}
-        for name, per_model in first.repeat_moments.items():
-            total.repeat_moments[name] = {k: m.copy() for k, m in per_model.items()}
-        for name, per_model in first.repeat_var.items():
-            total.repeat_var[name] = {k: v.copy() for k, v in per_model.items()}
-        for p in ordered[1:]:
-            total.merge(p)
-        return total
-
     def embed(self, rows: np.ndarray, n: int) -> BlockPartial:
         """This partial of a subset placed at ``rows`` of an n-sample block (others: count 0)."""
 

@@ -93,8 +93,6 @@ class ExplainSummary:
         Blocks found finished by an earlier run and not recomputed.
     blocks_written
         Blocks computed and written (by the actors) in this run.
-    tasks
-        Block tasks completed by this run (one per block written).
     actors
         Pool size used (0 when nothing had to be computed).
     actor_deaths
@@ -109,7 +107,6 @@ class ExplainSummary:
     blocks: int
     blocks_skipped: int
     blocks_written: int
-    tasks: int
     actors: int
     actor_deaths: int
     wall_s: float
@@ -470,7 +467,6 @@ def run_explain(
         blocks=len(job.blocks),
         blocks_skipped=len(job.blocks) - len(todo),
         blocks_written=0,
-        tasks=0,
         actors=0,
         actor_deaths=0,
         wall_s=0.0,
@@ -556,7 +552,6 @@ def _run_tasks(
         for block, done in pool.imap_unordered(submissions()):
             _check_written(job, done)
             faults.point()  # (fault tests) one point per block, wherever it was written
-            summary.tasks += 1
             summary.blocks_written += 1
             summary.actor_deaths = pool.stats.actor_deaths
             if on_block is not None:

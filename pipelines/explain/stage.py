@@ -63,7 +63,7 @@ def explain_store(
         summary = run_explain(store_url, params, name=name, seed=seed, on_block=on_block)
     progress.print(
         f"{summary.group}: {summary.blocks_written} blocks written, {summary.blocks_skipped} already done"
-        f" ({summary.tasks} tasks on {summary.actors} actors, {summary.actor_deaths} actor deaths replaced)"
+        f" (on {summary.actors} actors, {summary.actor_deaths} actor deaths replaced)"
     )
     return summary
 
