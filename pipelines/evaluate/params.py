@@ -91,6 +91,12 @@ class EvaluateParams(StageParams):
     min_z: float = Field(3.0, ge=0, description="Hidden-to-DE: class-mean |attr| in standard errors.")
     max_class_samples: int = Field(500, ge=1, description="Samples per class read for hidden-to-DE.")
     block: int = Field(1024, ge=1, description="Samples per block when streaming attributions.")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Evaluation tasks in flight at once (0 = the scheduler's workers: the runtime's cores "
+        "locally, a Dask cluster's worker threads, a Ray cluster's CPUs).",
+    )
     seed: int = Field(
         0, ge=0, description="Seed of the sample subsets; when unset in a config, the run's seed."
     )
