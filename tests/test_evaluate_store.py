@@ -224,11 +224,11 @@ def test_stage_and_bad_options(tmp_path: Path, local_runtime: object) -> None:
         evaluate_store(url, EvaluateParams(label="nonexistent"))
 
 
-def test_reproducibility_between_models_of_one_run(tmp_path: Path) -> None:
-    url = make_demo_store(tmp_path, models=False)
-    rng = np.random.default_rng(5)
+def write_per_model_run(url: str, run: str = "pm") -> np.ndarray:
+    """Add an explain run with per-model means of 3 models (``attr_ig_model``) to a demo store; return
+    them, (model, sample, gene)."""
     n = 2 * N_PER_CLASS
-    per_model = rng.normal(size=(3, n, N_GENES)).astype(np.float32)
+    per_model = np.random.default_rng(5).normal(size=(3, n, N_GENES)).astype(np.float32)
     res = xr.Dataset(
         {
             "attr_ig": (("sample", "gene"), per_model.mean(axis=0)),
@@ -240,7 +240,14 @@ def test_reproducibility_between_models_of_one_run(tmp_path: Path) -> None:
             "model": [0, 1, 2],
         },
     )
-    write_result(url, "explain/pm", res)
+    write_result(url, f"explain/{run}", res)
+    return per_model
+
+
+def test_reproducibility_between_models_of_one_run(tmp_path: Path) -> None:
+    url = make_demo_store(tmp_path, models=False)
+    n = 2 * N_PER_CLASS
+    per_model = write_per_model_run(url)
     out = evaluate_store(url, EvaluateParams(k=5, explain_runs=("pm",), block=16))
     ps = out.tables["reproducibility_samples"]
     assert sorted(set(zip(ps["run_a"], ps["run_b"], strict=True))) == [

@@ -4,6 +4,15 @@ Each part runs only when its inputs exist (ground truth needs ``truth_informativ
 needs a model set, reproducibility needs two runs, DE overlaps need DE results). Attribution
 matrices are streamed in sample blocks, so memory is bounded by ``block`` x genes, except for the
 per-class hidden-to-DE step, which holds at most ``max_class_samples`` samples of one class.
+
+Where it runs: each part plans small tasks, one per (source, sample block), (comparison, sample
+block), (source, variant, faithfulness block), (gene block) or (source, DE contrast), and runs them
+with :func:`gexplain.pipelines.evaluate.dispatch.run_tasks` on the run's Dask scheduler (local
+threads by default; a distributed ``Client`` or Dask-on-Ray under ``--dask``), at most
+``workers`` at a time. A task gets the store URL and a key, opens the store itself, reads its one
+block and returns a small partial (per-sample rows, per-class counts, per-gene sums); the driver
+combines the partials in key order, so the tables are bit-identical whatever the number of
+workers or the order in which they finish (``tests/test_evaluate_distributed.py``).
 """
 
 from __future__ import annotations
