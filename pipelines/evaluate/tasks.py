@@ -97,9 +97,14 @@ def _read(var: xr.DataArray, rows: Rows, genes: Rows | None = None) -> np.ndarra
     return np.asarray(var.isel(sel).values)
 
 
+def _all_labels(where: Where, label: str) -> np.ndarray:
+    """(sample,) labels (str) of every store sample, read once per process and evaluation."""
+    return cached(where, ("labels", label), lambda: np.asarray(store(where)[label].values).astype(str))
+
+
 def store_labels(where: Where, label: str, rows: Rows) -> np.ndarray:
     """Labels (str) of the store samples at ``rows``."""
-    return np.asarray(store(where)[label].values).astype(str)[rows]
+    return _all_labels(where, label)[rows]
 
 
 def importance_block(where: Where, run: str, explainer: str, rows: Rows) -> tuple[np.ndarray, int]:
@@ -200,10 +205,9 @@ def class_tpm_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(class, gene) means and medians of TPM over the store's samples of ``classes``, for the
     store genes at ``genes`` (one gene block; the caller bounds its width x samples)."""
-    ds = store(where)
-    labels = np.asarray(ds[label].values).astype(str)
+    labels = _all_labels(where, label)
     keep = np.isin(labels, list(classes))
-    tpm = np.asarray(ds["tpm"].isel({GENE: genes}).values)[keep]
+    tpm = np.asarray(store(where)["tpm"].isel({GENE: genes}).values)[keep]
     _, means, medians = class_expression_stats(tpm, labels[keep])
     return means, medians
 
